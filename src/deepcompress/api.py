@@ -1,0 +1,163 @@
+"""Model-level verbs that touch files: `save` and `load`.
+
+`save` walks a model the way `state_dict()` names it, picks a codec per tensor (`shared` for
+weight-shared layers, `sparse` for pruned ones, `raw` for everything else) and writes one file
+atomically. `load` reads it back into plain dense tensors, or into a model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from . import codec
+from .fileformat import Record, read_file, to_bytes, write_atomic
+from .pruning import Masked, per_layer
+from .sharing import Shared
+
+__version__ = "0.1.0"
+
+
+def compressed_state(model: nn.Module) -> list[tuple[str, torch.Tensor, nn.Module | None]]:
+    """`(name, tensor, parametrization)` for every tensor `model.state_dict()` would hold,
+    under its plain name (`ip1.weight`, not `ip1.parametrizations.weight.original`); the
+    parametrization is the `Shared`/`Masked` module holding that tensor's codes, or None."""
+    out = []
+    for prefix, module in model.named_modules():
+        if isinstance(module, parametrize.ParametrizationList) or ".parametrizations." in (
+            prefix + "."
+        ):
+            continue
+        dot = prefix + "." if prefix else ""
+        if parametrize.is_parametrized(module):
+            for tname, plist in module.parametrizations.items():
+                ours = [p for p in plist if isinstance(p, (Shared, Masked))]
+                out.append((dot + tname, getattr(module, tname).detach(), ours[-1] if ours else None))
+        for tname, p in module._parameters.items():
+            if p is not None:
+                out.append((dot + tname, p.detach(), None))
+        for tname, b in module._buffers.items():
+            if b is not None and tname not in module._non_persistent_buffers_set:
+                out.append((dot + tname, b.detach(), None))
+    return out
+
+
+def encode_tensor(
+    name: str, t: torch.Tensor, holder: nn.Module | None, index_bits: int | None = None
+) -> Record:
+    """A `Record` for one tensor: `shared` if it is weight-shared, `sparse` if pruned, else raw."""
+    dtype = codec.dtype_name(t.dtype)
+    if isinstance(holder, Shared):
+        params, parts = codec.encode_shared(holder.idx, holder.codebook.detach(), index_bits)
+        kind = "shared"
+    elif isinstance(holder, Masked):
+        params, parts = codec.encode_sparse(t, index_bits)
+        kind = "sparse"
+    else:
+        params, parts = codec.encode_raw(t)
+        kind = "raw"
+    return Record(name, tuple(t.shape), dtype, kind, params, parts)
+
+
+def save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    index_bits: int | Mapping[str, int] | None = None,
+    meta: dict | None = None,
+) -> int:
+    """Write `model`'s weights to one compressed file, atomically.
+
+    Weight-shared layers are stored as codebook + Huffman-coded cluster indices and gaps,
+    pruned-only layers as Huffman-coded gaps + raw values, everything else (biases, buffers,
+    untouched layers) as raw little-endian bytes.
+
+    Args:
+        model: a module, usually after `prune_` and/or `quantize_`.
+        path: the file to write (conventionally `*.dcz`); its folder must exist.
+        index_bits: width of a stored gap, an int or a mapping by layer name or kind; None
+            (the default) picks, per layer, the width that gives the smallest file.
+        meta: optional JSON-serialisable dict stored in the header (e.g. a training report).
+
+    Returns:
+        The size of the written file in bytes.
+
+    Raises:
+        ValueError: non-finite weights, or a dtype the format cannot hold.
+        FileNotFoundError: the folder of `path` does not exist.
+    """
+    records = []
+    modules = dict(model.named_modules())
+    for name, tensor, holder in compressed_state(model):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"tensor {name!r} contains NaN or infinity; refusing to save it")
+        layer = name.rpartition(".")[0]
+        ib = per_layer(index_bits, layer, modules[layer]) if holder is not None else None
+        records.append(encode_tensor(name, tensor, holder, ib))
+    info = {"deepcompress": __version__}
+    if meta:
+        info.update(meta)
+    data = to_bytes(records, info)
+    write_atomic(path, data)
+    return len(data)
+
+
+def load(
+    path: str | os.PathLike, model: nn.Module | None = None
+) -> dict[str, torch.Tensor] | nn.Module:
+    """Decode a compressed file.
+
+    Args:
+        path: a file written by `save`.
+        model: optional module to load the weights into (strictly: every key must match). Any
+            deepcompress masks or codebooks on it are removed first, so it becomes a plain
+            dense model holding the decoded weights.
+
+    Returns:
+        `{name: dense tensor}` named as in `state_dict()`, or `model` if one was given.
+
+    Raises:
+        FileNotFoundError: no such file.
+        FormatError: the file is damaged or not a deepcompress file.
+        ValueError: the file's tensors do not match `model`'s.
+    """
+    records, _ = read_file(path)
+    state = {}
+    for rec in records:
+        _, decoder = codec.DECODERS[rec.codec]
+        dtype = codec.DTYPES[rec.dtype]
+        state[rec.name] = decoder(rec.params, rec.parts, dtype, rec.shape)
+    if model is None:
+        return state
+    strip_(model)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"{Path(path).name} does not fit the model: {e}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{Path(path).name} does not match the model: missing {result.missing_keys}, "
+            f"unexpected {result.unexpected_keys}"
+        )
+    return model
+
+
+def strip_(model: nn.Module) -> nn.Module:
+    """Remove deepcompress's masks and codebooks, leaving plain dense weights (in place)."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for tname in list(module.parametrizations.keys()):
+                plist = module.parametrizations[tname]
+                if any(isinstance(p, (Shared, Masked)) for p in plist):
+                    parametrize.remove_parametrizations(module, tname, leave_parametrized=True)
+    return model
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The `meta` dict stored in a file's header."""
+    return read_file(path)[1]

@@ -1,0 +1,121 @@
+"""The `deepcompress` command line. It only calls the public API and the reproduce pipeline.
+
+Exit status: 0 success, 1 failure, 2 bad input (a missing or damaged file, a bad argument).
+Errors print as one line on stderr; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import api
+from .errors import FormatError
+
+EXAMPLES = {
+    "reproduce": "example: deepcompress reproduce lenet-300-100 --data ~/mnist --out runs/lenet",
+    "demo": "example: deepcompress demo --out /tmp/demo",
+    "decode": "example: deepcompress decode model.dcz -o model.safetensors",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deepcompress",
+        description="Deep Compression for PyTorch: prune, share weights, Huffman-code.",
+    )
+    p.add_argument("--version", action="version", version=f"deepcompress {api.__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help, description=help, epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    r = add("reproduce", "reproduce the paper's LeNet result on MNIST")
+    r.add_argument("model", choices=["lenet-300-100", "lenet-5"])
+    r.add_argument("--data", help="MNIST folder (default: $DEEPCOMPRESS_DATA, else "
+                   "../shared/data/mnist)")
+    r.add_argument("--out", default=".", help="output folder (default: current)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--epochs-scale", type=float, default=1.0,
+                   help="multiply every training phase's epochs (quick checks)")
+    r.add_argument("--train-limit", type=int, help="train on the first N images only")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+
+    d = add("demo", "the whole pipeline on scikit-learn's bundled digits, offline, in seconds")
+    d.add_argument("--out", default=".", help="folder for demo.dcz and report.json")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quiet", action="store_true", help="no progress output")
+
+    x = add("decode", "decode a .dcz file to dense weights in a .safetensors file")
+    x.add_argument("file", help="the .dcz file")
+    x.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    return p
+
+
+def _reproduce(args, name: str, data=None, extra=None) -> int:
+    from .reproduce import run
+
+    extra = extra or {}
+    report = run(name, args.out, data, seed=args.seed, quiet=args.quiet, **extra)
+    print(report["table"])
+    if name == "digits-mlp":
+        print(
+            f"accuracy: {100 - report['reference_test_error']:.2f}% before, "
+            f"{100 - report['test_error']:.2f}% after (test split, decoded from {report['file']})"
+        )
+    else:
+        print(
+            f"test error: {report['reference_test_error']:.2f}% reference -> "
+            f"{report['test_error']:.2f}% decoded from {report['file']}"
+        )
+    print(f"ratio {report['ratio']:.1f}x ({report['original_bytes']} -> "
+          f"{report['compressed_bytes']} bytes) in {report['seconds']:.0f} s")
+    return 0
+
+
+def _decode(args) -> int:
+    from safetensors.torch import save_file
+
+    src, dst = Path(args.file), Path(args.output)
+    if not src.is_file():
+        raise FileNotFoundError(f"no such file: {args.file!r}")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError("the output would overwrite the input file")
+    if not dst.parent.is_dir():
+        raise FileNotFoundError(f"output folder {str(dst.parent)!r} does not exist")
+    state = {k: v.contiguous() for k, v in api.load(src).items()}
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    save_file(state, str(tmp), metadata={"source": src.name})
+    os.replace(tmp, dst)
+    print(json.dumps({"tensors": len(state), "output": str(dst)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "reproduce":
+            extra = {"epochs_scale": args.epochs_scale, "train_limit": args.train_limit}
+            return _reproduce(args, args.model, args.data, extra)
+        if args.command == "demo":
+            return _reproduce(args, "digits-mlp")
+        return _decode(args)
+    except (FileNotFoundError, FormatError, ValueError, IsADirectoryError, PermissionError) as e:
+        if args.debug:
+            raise
+        print(f"deepcompress: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepcompress: interrupted", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The `.dcz` container: a fixed preamble, a JSON header, then one data section per tensor.
+
+Specified in docs/FORMAT.md; this module implements exactly that and nothing else. The reader
+never executes or imports anything named in a file: the header is parsed by `json` and every
+field is checked for its type and range, and every length against the file's size, before
+anything is allocated or decoded. Every defect raises `FormatError` saying what and where.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import codec
+from .errors import FormatError
+
+MAGIC = b"\x89DCZ"
+VERSION = 1
+PREAMBLE = struct.Struct("<4sHHII")  # magic, version, reserved, header length, header CRC-32
+MAX_HEADER = 64 << 20
+MAX_DIMS = 8
+#: Largest tensor (elements) a file may declare; guards allocation against hostile headers.
+MAX_NUMEL = 1 << 34
+
+
+@dataclass
+class Record:
+    """One tensor in a file: its header entry fields and its data section's parts."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    codec: str
+    params: dict = field(default_factory=dict)
+    parts: list[bytes] = field(default_factory=list)
+
+
+def crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def to_bytes(records: list[Record], meta: dict | None = None) -> bytes:
+    """Serialise records (and a free-form JSON-able `meta` dict) into a whole file."""
+    entries, sections, offset = [], [], 0
+    for r in records:
+        section = b"".join(r.parts)
+        entries.append(
+            {
+                "name": r.name,
+                "shape": list(r.shape),
+                "dtype": r.dtype,
+                "codec": r.codec,
+                **r.params,
+                "parts": [len(p) for p in r.parts],
+                "offset": offset,
+                "crc": crc32(section),
+            }
+        )
+        sections.append(section)
+        offset += len(section)
+    header = {"tensors": entries}
+    if meta:
+        header["meta"] = meta
+    hbytes = json.dumps(header, separators=(",", ":"), sort_keys=False).encode()
+    pre = PREAMBLE.pack(MAGIC, VERSION, 0, len(hbytes), crc32(hbytes))
+    return pre + hbytes + b"".join(sections)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename, so a
+    crash never leaves a partial file under `path`."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"folder {str(path.parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_file(path: str | os.PathLike) -> tuple[list[Record], dict]:
+    """Read and check a whole file. Raises FileNotFoundError or FormatError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    return from_bytes(path.read_bytes())
+
+
+def from_bytes(buf: bytes) -> tuple[list[Record], dict]:
+    """Parse a whole file held in memory into records and meta; every check is made here."""
+    if len(buf) < PREAMBLE.size:
+        raise FormatError(f"file is {len(buf)} bytes, shorter than the {PREAMBLE.size}-byte preamble")
+    magic, version, reserved, hlen, hcrc = PREAMBLE.unpack_from(buf)
+    if magic != MAGIC:
+        raise FormatError(f"not a deepcompress file (magic {magic!r} at offset 0)")
+    if version != VERSION:
+        raise FormatError(f"format version {version} is not supported (this reader reads {VERSION})")
+    if reserved != 0:
+        raise FormatError("reserved preamble field at offset 6 is not zero")
+    if hlen > min(MAX_HEADER, len(buf) - PREAMBLE.size):
+        raise FormatError(f"header length {hlen} at offset 8 runs past the end of the file")
+    hbytes = buf[PREAMBLE.size : PREAMBLE.size + hlen]
+    if crc32(hbytes) != hcrc:
+        raise FormatError("header checksum mismatch (the header is damaged)")
+    try:
+        header = json.loads(hbytes.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise FormatError(f"header is not valid JSON: {e}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("tensors"), list):
+        raise FormatError("header must be an object with a 'tensors' list")
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise FormatError("header 'meta' must be an object")
+    data = memoryview(buf)[PREAMBLE.size + hlen :]
+    records, offset, names = [], 0, set()
+    for i, entry in enumerate(header["tensors"]):
+        rec = _check_entry(entry, i)
+        where = f"tensor {rec.name!r}"
+        if rec.name in names:
+            raise FormatError(f"{where}: name appears twice")
+        names.add(rec.name)
+        if entry["offset"] != offset:
+            raise FormatError(f"{where}: section offset {entry['offset']} != expected {offset}")
+        size = sum(entry["parts"])
+        if offset + size > len(data):
+            raise FormatError(
+                f"{where}: section [{offset}, {offset + size}) of the data runs past the end of "
+                f"the file ({len(data)} data bytes)"
+            )
+        section = bytes(data[offset : offset + size])
+        if crc32(section) != entry["crc"]:
+            raise FormatError(
+                f"{where}: checksum mismatch in its section at data offset {offset} (damaged)"
+            )
+        cuts = np.cumsum([0, *entry["parts"]])
+        rec.parts = [section[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+        records.append(rec)
+        offset += size
+    if offset != len(data):
+        raise FormatError(f"{len(data) - offset} unexpected bytes after the last section")
+    return records, meta
+
+
+def _int(entry: dict, key: str, where: str, lo: int = 0, hi: int = MAX_NUMEL) -> int:
+    v = entry.get(key)
+    if type(v) is not int or not lo <= v <= hi:
+        raise FormatError(f"{where}: field {key!r} must be an integer in [{lo}, {hi}], got {v!r}")
+    return v
+
+
+def _check_entry(entry, i: int) -> Record:
+    where = f"tensor #{i}"
+    if not isinstance(entry, dict):
+        raise FormatError(f"{where}: entry is not an object")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name or len(name) > 1024:
+        raise FormatError(f"{where}: 'name' must be a non-empty string")
+    where = f"tensor {name!r}"
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS:
+        raise FormatError(f"{where}: 'shape' must be a list of at most {MAX_DIMS} sizes")
+    for s in shape:
+        if type(s) is not int or not 0 <= s <= MAX_NUMEL:
+            raise FormatError(f"{where}: bad dimension {s!r} in shape")
+    numel = int(np.prod(shape, dtype=object)) if shape else 1
+    if numel > MAX_NUMEL:
+        raise FormatError(f"{where}: shape {shape} has {numel} elements, over {MAX_NUMEL}")
+    dtype = entry.get("dtype")
+    if dtype not in codec.DTYPES:
+        raise FormatError(f"{where}: unknown dtype {dtype!r}")
+    kind = entry.get("codec")
+    if kind not in codec.DECODERS:
+        raise FormatError(f"{where}: unknown codec {kind!r}")
+    n_parts, _ = codec.DECODERS[kind]
+    parts = entry.get("parts")
+    if (
+        not isinstance(parts, list)
+        or len(parts) != n_parts
+        or any(type(p) is not int or p < 0 for p in parts)
+    ):
+        raise FormatError(f"{where}: 'parts' must list {n_parts} non-negative lengths")
+    _int(entry, "offset", where, hi=1 << 62)
+    _int(entry, "crc", where, hi=0xFFFFFFFF)
+    params = {}
+    if kind in ("sparse", "shared"):
+        if dtype not in codec.FLOAT_DTYPES:
+            raise FormatError(f"{where}: codec {kind!r} needs a float dtype, not {dtype}")
+        params["index_bits"] = _int(entry, "index_bits", where, 1, 16)
+        params["entries"] = _int(entry, "entries", where, 0, numel)
+        params["gap_symbols"] = _int(entry, "gap_symbols", where, 0, 1 << params["index_bits"])
+    if kind == "shared":
+        params["k"] = _int(entry, "k", where, 0, 1 << 16)
+        params["weight_symbols"] = _int(entry, "weight_symbols", where, 0, params["k"] + 1)
+    expected = codec.expected_part_sizes(kind, params, codec.DTYPES[dtype], numel)
+    for j, (got, want) in enumerate(zip(parts, expected)):
+        if want is not None and got != want:
+            raise FormatError(f"{where}: part {j} is {got} bytes, expected {want}")
+    return Record(name, tuple(shape), dtype, kind, params)

@@ -1,0 +1,216 @@
+"""The whole pipeline on a built-in model: train, prune and retrain, share weights and fine-tune
+the codebooks, save, then measure the model *decoded from the file*.
+
+Each recipe's hyperparameters were chosen on the validation split (the last 5,000 MNIST
+training images, or 20% of the digits); the test split is only read for the final report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from . import api
+from .data import Dataset, Split, load_digits, load_mnist
+from .fileformat import write_atomic
+from .models import build
+from .pruning import prune_
+from .report import format_table, layer_stats
+from .sharing import quantize_
+from .train import TrainConfig, error_rate, train
+
+
+@dataclass
+class Recipe:
+    """How to compress one model."""
+
+    kept: dict[str, float]  # fraction of each layer's weights kept after pruning
+    dense: TrainConfig  # training the reference model
+    prune_rounds: list[TrainConfig]  # retraining after each pruning round
+    finetune: TrainConfig  # fine-tuning the codebooks
+    bits: dict[str, int] = field(default_factory=lambda: {"conv": 8, "linear": 5})
+    init: str = "linear"  # k-means centroid initialisation
+
+    def scaled(self, factor: float) -> Recipe:
+        """The same recipe with every phase's epochs multiplied by `factor` (at least 1)."""
+
+        def s(c: TrainConfig) -> TrainConfig:
+            return replace(c, epochs=max(1, round(c.epochs * factor)))
+
+        return replace(
+            self, dense=s(self.dense), prune_rounds=[s(c) for c in self.prune_rounds],
+            finetune=s(self.finetune),
+        )
+
+
+# Kept fractions are the paper's (Tables 2 and 3). Training: SGD with Nesterov momentum,
+# cosine learning rate, label smoothing 0.1, random +-2 pixel shifts (PAPER.md, and checked on
+# the validation split: see benchmarks/RESULTS.md).
+RECIPES: dict[str, Recipe] = {
+    "lenet-300-100": Recipe(
+        kept={"ip1": 0.08, "ip2": 0.09, "ip3": 0.26},
+        dense=TrainConfig(epochs=30, lr=0.05),
+        prune_rounds=[TrainConfig(epochs=6, lr=0.02), TrainConfig(epochs=6, lr=0.02),
+                      TrainConfig(epochs=24, lr=0.02)],
+        finetune=TrainConfig(epochs=8, lr=0.0005, weight_decay=0.0),
+    ),
+    "lenet-5": Recipe(
+        kept={"conv1": 0.66, "conv2": 0.12, "ip1": 0.08, "ip2": 0.19},
+        dense=TrainConfig(epochs=30, lr=0.05),
+        prune_rounds=[TrainConfig(epochs=5, lr=0.02), TrainConfig(epochs=5, lr=0.02),
+                      TrainConfig(epochs=25, lr=0.02)],
+        finetune=TrainConfig(epochs=6, lr=0.0005, weight_decay=0.0),
+    ),
+    "digits-mlp": Recipe(
+        kept={"ip1": 0.15, "ip2": 0.2, "ip3": 0.5},
+        dense=TrainConfig(epochs=60, lr=0.05, batch_size=64, shift=0),
+        prune_rounds=[TrainConfig(epochs=20, lr=0.02, batch_size=64, shift=0),
+                      TrainConfig(epochs=40, lr=0.02, batch_size=64, shift=0)],
+        finetune=TrainConfig(epochs=20, lr=0.0005, weight_decay=0.0, batch_size=64, shift=0),
+    ),
+}
+
+
+def schedule(kept: dict[str, float], rounds: int) -> list[dict[str, float]]:
+    """Per-round sparsities for iterative pruning: the kept fraction falls geometrically from
+    1 to its target over `rounds` rounds (e.g. 8% in 3 rounds: 43%, 19%, 8%)."""
+    return [
+        {name: 1.0 - k ** ((r + 1) / rounds) for name, k in kept.items()} for r in range(rounds)
+    ]
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        tqdm.write(msg)
+
+
+def compress(
+    model: torch.nn.Module,
+    data: Dataset,
+    recipe: Recipe,
+    out_file: str | os.PathLike,
+    *,
+    seed: int = 0,
+    quiet: bool = False,
+) -> dict:
+    """Prune + retrain, quantize + fine-tune, save `model` (already trained) to `out_file`.
+
+    Returns the stage-by-stage validation errors (in %) and timings.
+    """
+    stages = {}
+    t0 = time.time()
+    for r, (sparsity, cfg) in enumerate(
+        zip(schedule(recipe.kept, len(recipe.prune_rounds)), recipe.prune_rounds)
+    ):
+        prune_(model, sparsity=sparsity)
+        train(model, data.train, cfg, seed=seed + 100 + r, desc=f"prune round {r + 1}",
+              progress=not quiet)
+    stages["pruned_val_error"] = error_rate(model, data.val)
+    _log(f"pruned and retrained: validation error {stages['pruned_val_error']:.2f}%", quiet)
+    quantize_(model, bits=recipe.bits, init=recipe.init)
+    stages["quantized_val_error"] = error_rate(model, data.val)
+    train(model, data.train, recipe.finetune, seed=seed + 200, desc="fine-tune codebooks",
+          progress=not quiet)
+    stages["finetuned_val_error"] = error_rate(model, data.val)
+    _log(
+        f"weight shared: validation error {stages['quantized_val_error']:.2f}% -> "
+        f"{stages['finetuned_val_error']:.2f}% after fine-tuning the codebooks", quiet,
+    )
+    api.save(model, out_file)
+    stages["compress_seconds"] = time.time() - t0
+    return stages
+
+
+def reference_model(
+    name: str, data: Dataset, recipe: Recipe, cache: Path | None, seed: int, quiet: bool
+) -> tuple[torch.nn.Module, bool]:
+    """The trained dense model: read from `cache` if it is there (and matches), else trained
+    and written there. Returns `(model, reused)`."""
+    torch.manual_seed(seed)
+    model = build(name)
+    tag = json.dumps({"dense": asdict(recipe.dense), "seed": seed, "n": len(data.train)})
+    if cache is not None and cache.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(cache), "pt") as f:
+            same = (f.metadata() or {}).get("recipe") == tag
+        if same:
+            model.load_state_dict(load_file(str(cache)))
+            return model.eval(), True
+    train(model, data.train, recipe.dense, seed=seed, desc="train reference", progress=not quiet)
+    if cache is not None:
+        tmp = cache.with_name(cache.name + ".tmp")
+        save_file(model.state_dict(), str(tmp), metadata={"recipe": tag})
+        os.replace(tmp, cache)
+    return model.eval(), False
+
+
+def run(
+    name: str,
+    out_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    seed: int = 0,
+    quiet: bool = False,
+    epochs_scale: float = 1.0,
+    train_limit: int | None = None,
+) -> dict:
+    """`deepcompress reproduce` / `demo`: the whole pipeline; writes OUT/<name>.dcz and
+    OUT/report.json and returns the report.
+
+    Args:
+        name: "lenet-300-100", "lenet-5" or "digits-mlp" (the demo, on bundled data).
+        out_dir: folder for the file, the report and the cached reference model.
+        data_dir: MNIST folder (see `data.mnist_dir`); unused for digits-mlp.
+        seed: seeds the initialisation, the data order and the augmentation.
+        quiet: no progress bars or stage lines.
+        epochs_scale: multiply every phase's epochs (for quick checks; 1 is the recipe).
+        train_limit: train on only the first N training images (for quick checks).
+    """
+    t0 = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = RECIPES[name].scaled(epochs_scale) if epochs_scale != 1 else RECIPES[name]
+    data = load_digits(seed) if name == "digits-mlp" else load_mnist(data_dir)
+    if train_limit is not None:
+        data.train = Split(data.train.x[:train_limit], data.train.y[:train_limit])
+    cache = out / f"{name}-reference.safetensors" if name != "digits-mlp" else None
+    model, reused = reference_model(name, data, recipe, cache, seed, quiet)
+    ref_val, ref_test = error_rate(model, data.val), error_rate(model, data.test)
+    _log(f"reference {name}: validation error {ref_val:.2f}%, test error {ref_test:.2f}%"
+         + (" (reused from cache)" if reused else ""), quiet)
+    file = out / f"{'demo' if name == 'digits-mlp' else name}.dcz"
+    stages = compress(model, data, recipe, file, seed=seed, quiet=quiet)
+
+    decoded = api.load(file, model=build(name))  # accuracy is measured on the decoded file
+    test_error = error_rate(decoded, data.test)
+    rows, size = layer_stats(file)
+    original = 4 * sum(p.numel() for p in build(name).parameters())
+    report = {
+        "model": name,
+        "reference_val_error": ref_val,
+        "reference_test_error": ref_test,
+        **stages,
+        "val_error": error_rate(decoded, data.val),
+        "test_error": test_error,
+        "original_bytes": original,
+        "compressed_bytes": size,
+        "ratio": original / size,
+        "file": str(file),
+        "seed": seed,
+        "epochs_scale": epochs_scale,
+        "train_images": len(data.train),
+        "seconds": time.time() - t0,
+        "recipe": asdict(recipe),
+        "layers": rows,
+    }
+    write_atomic(out / "report.json", json.dumps(report, indent=2).encode())
+    report["table"] = format_table(rows, size, original)
+    return report

@@ -1,0 +1,235 @@
+"""Stage 2: trained quantization by weight sharing (Deep Compression, section 3).
+
+Each layer's surviving weights are clustered by 1-D k-means into `k = 2**bits` shared values (the
+codebook); every weight then stores only its cluster index. `quantize_` makes the codebook the
+layer's only trainable tensor:
+
+    weight = table[idx],   table = [0, c_1, ..., c_k],   idx = 0 where pruned, else 1..k
+
+so autograd's backward of the gather sums the gradients of all weights in a cluster into their
+centroid, which is exactly the paper's rule dL/dC_k = sum_ij dL/dW_ij * 1[I_ij = k]. Pruned
+weights (index 0) read a constant zero and are never in the codebook.
+
+k-means runs in O(n log k) per Lloyd iteration on sorted values (assignment by `searchsorted` on
+the midpoints between centroids), never building an n x k distance matrix. Empty clusters are
+re-seeded at the worst-fitted value, so a single far outlier cannot collapse the codebook even
+with the linear initialisation (see `../shared/PAPER.md`, "facts to design for").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .pruning import compressible_layers, current_mask, per_layer
+
+#: Centroid initialisations (the paper's three, plus k-means++).
+INITS = ("linear", "density", "random", "kmeans++")
+
+#: The paper's default bits: 8 for conv layers, 5 for fully connected ones.
+DEFAULT_BITS: dict[str, int] = {"conv": 8, "linear": 5}
+
+
+def init_centroids(x: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarray:
+    """Initial centroids for sorted 1-D data `x` (float64, ascending, len >= k).
+
+    linear: evenly spaced over [min, max]. density: evenly spaced on the empirical CDF.
+    random (Forgy): k distinct data values. kmeans++: D^2 sampling (Arthur & Vassilvitskii).
+    """
+    if init == "linear":
+        return np.linspace(x[0], x[-1], k)
+    if init == "density":
+        return np.quantile(x, (np.arange(k) + 0.5) / k)
+    rng = np.random.default_rng(seed)
+    if init == "random":
+        return np.sort(x[rng.choice(len(x), size=k, replace=False)])
+    if init == "kmeans++":
+        c = [x[rng.integers(len(x))]]
+        d2 = (x - c[0]) ** 2
+        for _ in range(1, k):
+            total = d2.sum()
+            i = rng.integers(len(x)) if total <= 0 else rng.choice(len(x), p=d2 / total)
+            c.append(x[i])
+            d2 = np.minimum(d2, (x - x[i]) ** 2)
+        return np.sort(np.asarray(c))
+    raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+
+
+def assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest of the ascending `centroids` for each value of `x` (ties go low)."""
+    mids = (centroids[1:] + centroids[:-1]) / 2
+    return np.searchsorted(mids, x, side="left")
+
+
+def kmeans_1d(
+    values: np.ndarray | torch.Tensor,
+    k: int,
+    init: str = "linear",
+    max_iter: int = 300,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """1-D k-means (Lloyd's algorithm on sorted data).
+
+    Args:
+        values: the data, any shape (flattened).
+        k: the number of clusters wanted; fewer are returned if there are fewer distinct values.
+        init: "linear" (the paper's default), "density", "random" or "kmeans++".
+        max_iter: Lloyd iterations at most (it stops when the assignment no longer changes).
+        seed: for the random initialisations.
+
+    Returns:
+        `(centroids, labels)`: ascending float32 centroids (at most k, no duplicates), and for
+        each value the index (int64) of its nearest centroid (a Lloyd fixed point: each
+        centroid is, up to float32 rounding, the mean of its members).
+
+    Raises:
+        ValueError: k < 1, an unknown init, or NaN/infinite values.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    x = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
+    x = x.astype(np.float64).reshape(-1)
+    if not np.isfinite(x).all():
+        raise ValueError("values contain NaN or infinity")
+    if x.size == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    uniq = np.unique(xs)
+    if len(uniq) <= k:
+        centroids = uniq
+        labels_sorted = np.searchsorted(uniq, xs)
+    else:
+        centroids, labels_sorted = _lloyd(xs, init_centroids(xs, k, init, seed), max_iter)
+    # Round to float32 *before* the last assignment so labels match the stored codebook.
+    c32 = centroids.astype(np.float32)
+    c32 = np.unique(c32)
+    labels_sorted = assign(xs, c32.astype(np.float64))
+    labels = np.empty_like(labels_sorted)
+    labels[order] = labels_sorted
+    return c32, labels.astype(np.int64)
+
+
+def _lloyd(xs: np.ndarray, c: np.ndarray, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    k = len(c)
+    labels = None
+    for _ in range(max_iter):
+        c = np.sort(c)
+        new = assign(xs, c)
+        counts = np.bincount(new, minlength=k)
+        while (counts == 0).any():
+            # Re-seed an empty cluster at the value farthest from its own centroid.
+            err = (xs - c[new]) ** 2
+            err[counts[new] == 1] = -1.0  # never steal a cluster's only member
+            c[np.flatnonzero(counts == 0)[0]] = xs[int(np.argmax(err))]
+            c = np.sort(c)
+            new = assign(xs, c)
+            counts = np.bincount(new, minlength=k)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        c = np.bincount(labels, weights=xs, minlength=k) / counts
+    return c, assign(xs, np.sort(c))
+
+
+class Shared(nn.Module):
+    """Parametrization `weight = [0, *codebook][idx]`: a trainable codebook, fixed indices.
+
+    `codebook` is a Parameter of k values; `idx` an int64 buffer of the weight's shape holding
+    0 for pruned weights and 1..k for the cluster of every other weight.
+    """
+
+    def __init__(self, codebook: torch.Tensor, idx: torch.Tensor):
+        super().__init__()
+        self.codebook = nn.Parameter(codebook)
+        self.register_buffer("idx", idx.to(torch.int64))
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        table = torch.cat([self.codebook.new_zeros(1), self.codebook])
+        return table[self.idx]
+
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        # Nothing but the codebook is learnt: keep no dense copy of the weight.
+        return weight.new_empty(0)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.idx != 0
+
+
+def shared_parts(module: nn.Module) -> Shared | None:
+    """The `Shared` parametrization on `module.weight`, or None."""
+    if parametrize.is_parametrized(module, "weight"):
+        for p in module.parametrizations.weight:
+            if isinstance(p, Shared):
+                return p
+    return None
+
+
+def quantize_(
+    model: nn.Module,
+    bits: int | Mapping[str, int] | None = None,
+    *,
+    init: str = "linear",
+    max_iter: int = 300,
+    seed: int = 0,
+) -> nn.Module:
+    """Share each layer's surviving weights through a k-means codebook, in place.
+
+    Works on pruned layers (the mask is kept: pruned weights stay zero and out of the codebook)
+    and on unpruned ones. Afterwards the codebooks are the layers' trainable parameters:
+    fine-tune with any ordinary loop to train the centroids.
+
+    Args:
+        model: any module; its Linear and Conv layers are quantized.
+        bits: bits per cluster index: an int for every layer, or a mapping by layer name or
+            kind (`{"conv": 8, "linear": 5}`, the default); layers it does not name are left
+            alone.
+        init: centroid initialisation, one of `INITS` ("linear" by default, as in the paper).
+        max_iter: k-means iterations at most.
+        seed: for the random initialisations.
+
+    Returns:
+        `model`, with a `Shared` parametrization on each quantized weight.
+
+    Raises:
+        ValueError: bits outside 1..16, an unknown init or layer name, or a layer already
+            quantized.
+    """
+    bits = DEFAULT_BITS if bits is None else bits
+    layers = dict(compressible_layers(model))
+    if isinstance(bits, Mapping):
+        unknown = [k for k in bits if k not in layers and k not in ("conv", "linear")]
+        if unknown:
+            raise ValueError(f"no layer named {unknown}; layers are {sorted(layers)}")
+    for name, module in layers.items():
+        b = per_layer(bits, name, module)
+        if b is None:
+            continue
+        if not 1 <= int(b) <= 16:
+            raise ValueError(f"bits for {name!r} must be in 1..16, got {b}")
+        if shared_parts(module) is not None:
+            raise ValueError(f"layer {name!r} is already quantized")
+        _quantize_layer(module, int(b), init, max_iter, seed)
+    return model
+
+
+def _quantize_layer(module: nn.Module, bits: int, init: str, max_iter: int, seed: int) -> None:
+    weight = module.weight.detach()
+    mask = current_mask(module)
+    if mask is None:
+        mask = torch.ones_like(weight, dtype=torch.bool)
+    mask = mask.clone()
+    centroids, labels = kmeans_1d(weight[mask], 2**bits, init=init, max_iter=max_iter, seed=seed)
+    idx = torch.zeros(weight.shape, dtype=torch.int64)
+    idx[mask.cpu()] = torch.from_numpy(labels) + 1
+    codebook = torch.from_numpy(centroids).to(dtype=weight.dtype, device=weight.device)
+    if parametrize.is_parametrized(module, "weight"):
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    parametrize.register_parametrization(
+        module, "weight", Shared(codebook, idx.to(weight.device)), unsafe=True
+    )
