@@ -1,0 +1,59 @@
+"""The command line, driven as a user would: a subprocess."""
+
+import json
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+
+import deepcompress as dc
+
+
+def cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "deepcompress.cli", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=300,
+    )
+
+
+def test_help_and_version():
+    r = cli("--help")
+    assert r.returncode == 0 and "reproduce" in r.stdout and "decode" in r.stdout
+    for cmd in ("reproduce", "demo", "decode"):
+        r = cli(cmd, "--help")
+        assert r.returncode == 0 and "example: deepcompress" in r.stdout
+    r = cli("--version")
+    assert r.returncode == 0 and dc.__version__ in r.stdout
+
+
+def test_demo_then_decode(tmp_path):
+    r = cli("demo", "--out", str(tmp_path), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "accuracy:" in r.stdout and "ratio" in r.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    dcz = tmp_path / "demo.dcz"
+    assert report["compressed_bytes"] == dcz.stat().st_size
+    assert report["ratio"] > 8 and report["test_error"] < 6.0
+    out = tmp_path / "demo.safetensors"
+    r = cli("decode", str(dcz), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    decoded = load_file(str(out))
+    for k, v in dc.load(dcz).items():
+        assert torch.equal(decoded[k], v)
+    assert set(decoded) == {"ip1.weight", "ip1.bias", "ip2.weight", "ip2.bias", "ip3.weight",
+                            "ip3.bias"}
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    r = cli("decode", str(tmp_path / "missing.dcz"), "-o", str(tmp_path / "x.safetensors"))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "missing.dcz" in r.stderr
+    bad = tmp_path / "bad.dcz"
+    bad.write_bytes(b"\x89DCZ" + b"\0" * 40)
+    r = cli("decode", str(bad), "-o", str(tmp_path / "x.safetensors"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "error:" in r.stderr
+    r = cli("reproduce", "lenet-5", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path))
+    assert r.returncode == 2 and "nowhere" in r.stderr and "Traceback" not in r.stderr
+    r = cli("decode", str(bad), "-o", str(bad))
+    assert r.returncode == 2 and "overwrite" in r.stderr

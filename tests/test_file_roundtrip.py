@@ -1,0 +1,169 @@
+"""The whole file: every codec, dtype and corner shape round-trips bit-exactly; damage is caught."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import deepcompress as dc
+from deepcompress import codec
+from deepcompress.fileformat import Record, from_bytes, to_bytes
+
+
+def roundtrip(records):
+    back, _ = from_bytes(to_bytes(records))
+    out = {}
+    for r in back:
+        _, decoder = codec.DECODERS[r.codec]
+        out[r.name] = decoder(r.params, r.parts, codec.DTYPES[r.dtype], r.shape)
+    return out
+
+
+def shared_record(name, idx, codebook, index_bits=None):
+    params, parts = codec.encode_shared(idx, codebook, index_bits)
+    return Record(name, tuple(idx.shape), "float32", "shared", params, parts)
+
+
+def dense_from(idx, codebook):
+    return torch.cat([torch.zeros(1), codebook])[idx]
+
+
+@pytest.mark.parametrize("dtype", list(codec.DTYPES.values()))
+@pytest.mark.parametrize("shape", [(0,), (1,), (3, 0, 2), (), (7, 5), (2, 3, 4, 5)])
+def test_raw_round_trip_every_dtype_and_shape(dtype, shape):
+    t = (torch.randn(shape) * 100).to(dtype)
+    rec = Record("t", tuple(t.shape), codec.dtype_name(dtype), "raw", *codec.encode_raw(t))
+    out = roundtrip([rec])["t"]
+    assert out.dtype == dtype and out.shape == t.shape
+    assert torch.equal(out, t)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 5, 8])
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.08, 0.5, 1.0])
+@pytest.mark.parametrize("index_bits", [None, 1, 3, 8])
+def test_shared_round_trip(bits, density, index_bits):
+    g = torch.Generator().manual_seed(bits * 100 + int(density * 1000))
+    shape = (40, 3, 5, 5)  # a conv weight
+    k = 2**bits
+    idx = torch.randint(1, k + 1, shape, generator=g)
+    idx[torch.rand(shape, generator=g) >= density] = 0
+    codebook = torch.randn(k, generator=g)
+    out = roundtrip([shared_record("w", idx, codebook, index_bits)])["w"]
+    assert torch.equal(out, dense_from(idx, codebook))
+
+
+def test_shared_one_element_and_long_gaps():
+    for idx in (torch.tensor([1]), torch.tensor([0]), torch.zeros(100000, dtype=torch.int64)):
+        assert torch.equal(roundtrip([shared_record("w", idx, torch.tensor([0.25]))])["w"],
+                           dense_from(idx, torch.tensor([0.25])))
+    idx = torch.zeros(100000, dtype=torch.int64)
+    idx[[0, 99999]] = 1
+    rec = shared_record("w", idx, torch.tensor([-3.0]), index_bits=2)
+    assert rec.params["entries"] == 2 + 99998 // 4  # the fillers are really there
+    assert torch.equal(roundtrip([rec])["w"], dense_from(idx, torch.tensor([-3.0])))
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_sparse_round_trip(density, dtype):
+    t = torch.randn(30, 70).to(dtype)
+    t[torch.rand(30, 70) >= density] = 0
+    params, parts = codec.encode_sparse(t)
+    rec = Record("w", tuple(t.shape), codec.dtype_name(dtype), "sparse", params, parts)
+    assert torch.equal(roundtrip([rec])["w"], t)
+
+
+def small_model():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 10), nn.Linear(10, 3))
+    dc.prune_(net, sparsity={"0": 0.3, "3": 0.8, "5": 0.5})
+    dc.quantize_(net, bits={"0": 8, "3": 5})  # layer 5 stays pruned-only, layer 6 untouched
+    return net
+
+
+def test_model_save_load_is_bit_exact(tmp_path):
+    net = small_model()
+    path = tmp_path / "m.dcz"
+    size = dc.save(net, path)
+    assert size == os.path.getsize(path)
+    state = dc.load(path)
+    plain = {k: v for k, v in dc.strip_(small_model()).state_dict().items()}
+    assert list(state) == list(plain) or set(state) == set(plain)
+    for k, v in plain.items():
+        assert torch.equal(state[k], v), k
+    fresh = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 10), nn.Linear(10, 3))
+    dc.load(path, model=fresh)
+    x = torch.randn(2, 1, 8, 8)
+    net.eval(), fresh.eval()
+    assert torch.equal(fresh(x), net(x))
+
+
+def test_same_model_gives_identical_bytes(tmp_path):
+    dc.save(small_model(), tmp_path / "a.dcz")
+    dc.save(small_model(), tmp_path / "b.dcz")
+    assert (tmp_path / "a.dcz").read_bytes() == (tmp_path / "b.dcz").read_bytes()
+
+
+def test_load_into_the_wrong_model_says_so(tmp_path):
+    dc.save(small_model(), tmp_path / "m.dcz")
+    with pytest.raises(ValueError, match="does not"):
+        dc.load(tmp_path / "m.dcz", model=nn.Sequential(nn.Linear(3, 3)))
+
+
+def test_every_single_bit_flip_is_detected(tmp_path):
+    net = nn.Sequential(nn.Linear(12, 6), nn.Linear(6, 2))
+    dc.prune_(net, sparsity=0.6)
+    dc.quantize_(net, bits=2)
+    data = bytearray(to_bytes([shared_record("w", torch.tensor([[0, 1, 2]]), torch.tensor([1.0, 2.0]))]))
+    path = tmp_path / "m.dcz"
+    dc.save(net, path)
+    for buf in (data, bytearray(path.read_bytes())):
+        for i in range(len(buf) * 8):
+            bad = bytearray(buf)
+            bad[i // 8] ^= 1 << (i % 8)
+            with pytest.raises(dc.FormatError):
+                from_bytes(bytes(bad))
+
+
+def test_truncation_and_trailing_bytes_are_detected(tmp_path):
+    path = tmp_path / "m.dcz"
+    dc.save(small_model(), path)
+    buf = path.read_bytes()
+    for n in range(0, len(buf), 7):
+        with pytest.raises(dc.FormatError):
+            from_bytes(buf[:n])
+    with pytest.raises(dc.FormatError, match="unexpected bytes"):
+        from_bytes(buf + b"\0")
+
+
+def test_not_our_file_and_missing_file(tmp_path):
+    import pickle
+
+    p = tmp_path / "evil.dcz"
+    p.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(dc.FormatError, match="not a deepcompress file"):
+        dc.load(p)
+    with pytest.raises(FileNotFoundError):
+        dc.load(tmp_path / "nope.dcz")
+
+
+def test_save_refuses_nan_and_leaves_no_partial_file(tmp_path):
+    net = nn.Sequential(nn.Linear(3, 3))
+    with torch.no_grad():
+        net[0].bias[0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        dc.save(net, tmp_path / "m.dcz")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileNotFoundError):
+        dc.save(nn.Linear(2, 2), tmp_path / "no" / "m.dcz")
+
+
+def test_code_length_tables_pack_and_unpack():
+    lens = np.array([3, 0, 15, 1, 7], dtype=np.uint8)
+    assert np.array_equal(codec.unpack_lengths(codec.pack_lengths(lens), 5), lens)
+    with pytest.raises(dc.FormatError):
+        codec.unpack_lengths(bytes([0x12, 0x34, 0x56]), 5)  # padding nibble not zero

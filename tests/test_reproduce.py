@@ -1,0 +1,44 @@
+"""A fast end-to-end run of `reproduce` on a small MNIST subset."""
+
+import json
+
+import torch
+
+import deepcompress as dc
+from deepcompress import reproduce
+from deepcompress.data import load_mnist
+from deepcompress.models import LeNet5
+from deepcompress.train import error_rate
+
+
+def test_schedule_reaches_the_target_geometrically():
+    s = reproduce.schedule({"a": 0.08}, 3)
+    kept = [1 - r["a"] for r in s]
+    assert abs(kept[-1] - 0.08) < 1e-12 and kept[0] > kept[1] > kept[2]
+    assert abs(kept[1] ** 2 - kept[0] * kept[2]) < 1e-12
+
+
+def test_reproduce_lenet5_small(tmp_path, mnist_dir):
+    rep = reproduce.run("lenet-5", tmp_path, mnist_dir, quiet=True, epochs_scale=0.04,
+                        train_limit=3000)
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    for key in ("model", "reference_test_error", "test_error", "original_bytes",
+                "compressed_bytes", "ratio", "layers"):
+        assert key in on_disk
+    dcz = tmp_path / "lenet-5.dcz"
+    assert on_disk["compressed_bytes"] == dcz.stat().st_size
+    assert on_disk["original_bytes"] == 4 * 431080
+    assert on_disk["ratio"] == on_disk["original_bytes"] / on_disk["compressed_bytes"]
+    # the reported error is the decoded file's
+    net = dc.load(dcz, model=LeNet5())
+    assert error_rate(net, load_mnist(mnist_dir).test) == rep["test_error"]
+    kept = {r["layer"]: r["kept"] for r in on_disk["layers"]}
+    for layer, want in reproduce.RECIPES["lenet-5"].kept.items():
+        assert abs(kept[layer] - want) < 0.01
+    assert on_disk["test_error"] < 25  # it learnt something (chance is 90%), in a few steps
+    assert {r["layer"]: r["weight_bits"] for r in on_disk["layers"]} == {
+        "conv1": 8, "conv2": 8, "ip1": 5, "ip2": 5}
+    # the cached reference model is reused on a second run
+    assert (tmp_path / "lenet-5-reference.safetensors").exists()
+    w = dc.load(dcz)["conv1.weight"]
+    assert len(torch.unique(w)) <= 257

@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import deepcompress as dc
+from deepcompress.sharing import INITS, shared_parts
+
+
+def brute_force_assign(x, c):
+    return np.argmin(np.abs(x[:, None] - c[None, :]), axis=1)
+
+
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("k", [1, 2, 4, 32])
+def test_kmeans_is_a_lloyd_fixed_point(init, k):
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0, 1, 3000), rng.normal(4, 0.3, 500)]).astype(np.float32)
+    c, labels = dc.kmeans_1d(x, k, init=init)
+    assert c.dtype == np.float32 and len(c) == k
+    assert np.all(np.diff(c) > 0)
+    # every value sits in its nearest cluster (brute force over the n x k distances)
+    d = np.abs(x[:, None].astype(np.float64) - c[None, :].astype(np.float64))
+    assert np.allclose(d[np.arange(len(x)), labels], d.min(1))
+    assert np.array_equal(labels, brute_force_assign(x.astype(np.float64), c.astype(np.float64)))
+    # every centroid is the mean of its members (up to float32 rounding)
+    for j in range(k):
+        assert np.isclose(c[j], x[labels == j].astype(np.float64).mean(), rtol=1e-4, atol=1e-5)
+
+
+def test_fewer_distinct_values_than_clusters_are_exact():
+    x = np.array([0.5, -1.0, 0.5, 2.0, -1.0])
+    c, labels = dc.kmeans_1d(x, 32)
+    assert c.tolist() == [-1.0, 0.5, 2.0]
+    assert np.array_equal(c[labels], x.astype(np.float32))
+
+
+def test_outlier_does_not_collapse_the_codebook():
+    # PAPER.md: one weight 175 std from the mean; linear init must still give a useful codebook.
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, 20000)
+    x[123] = 175.0
+    c, labels = dc.kmeans_1d(x, 16, init="linear")
+    assert np.isclose(c[labels][123], 175.0)
+    rest = np.delete(np.arange(len(x)), 123)
+    err = np.sqrt(np.mean((c[labels][rest] - x[rest]) ** 2))
+    assert err < 0.2  # a collapsed codebook would give about 1.0
+    assert len(np.unique(labels)) == 16
+
+
+def test_bad_kmeans_input():
+    with pytest.raises(ValueError):
+        dc.kmeans_1d(np.array([1.0, np.nan]), 2)
+    with pytest.raises(ValueError):
+        dc.kmeans_1d(np.arange(10.0), 2, init="nope")
+
+
+def test_centroid_gradient_is_the_sum_of_its_weights_gradients():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 5))
+    dc.prune_(net, sparsity=0.5)
+    dc.quantize_(net, bits=3)
+    x, y = torch.randn(8, 30), torch.randint(0, 5, (8,))
+
+    # Reference: the same network with plain dense weights, gradient per weight, summed by hand.
+    dense = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 5))
+    with torch.no_grad():
+        for i in (0, 2):
+            dense[i].weight.copy_(net[i].weight)
+            dense[i].bias.copy_(net[i].bias)
+    nn.functional.cross_entropy(dense(x), y).backward()
+    nn.functional.cross_entropy(net(x), y).backward()
+    for i in (0, 2):
+        p = shared_parts(net[i])
+        expected = torch.zeros_like(p.codebook)
+        g, idx = dense[i].weight.grad.reshape(-1), p.idx.reshape(-1)
+        for j in range(len(g)):
+            if idx[j] > 0:
+                expected[idx[j] - 1] += g[j]
+        assert torch.allclose(p.codebook.grad, expected, atol=1e-6)
+
+
+def test_fine_tuning_keeps_sharing_and_zeros():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 6, 3), nn.Flatten(), nn.Linear(6 * 6 * 6, 10))
+    dc.prune_(net, sparsity={"0": 0.3, "2": 0.8})
+    zeros = [net[i].weight.detach() == 0 for i in (0, 2)]
+    dc.quantize_(net)  # conv 8 bits, linear 5 bits
+    assert len(shared_parts(net[0]).codebook) <= 256 and len(shared_parts(net[2]).codebook) == 32
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    before = shared_parts(net[2]).codebook.detach().clone()
+    for _ in range(5):
+        loss = net(torch.randn(4, 1, 8, 8)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert not torch.equal(before, shared_parts(net[2]).codebook.detach())
+    for z, i in zip(zeros, (0, 2)):
+        w = net[i].weight.detach()
+        assert torch.equal(w == 0, z)  # exactly the pruned weights are zero
+        assert len(torch.unique(w[~z])) <= len(shared_parts(net[i]).codebook)
+
+
+def test_quantize_settings_errors():
+    net = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="1..16"):
+        dc.quantize_(net, bits=0)
+    with pytest.raises(ValueError, match="no layer"):
+        dc.quantize_(net, bits={"x": 4})
+    dc.quantize_(net, bits=2)
+    with pytest.raises(ValueError, match="already"):
+        dc.quantize_(net, bits=2)
+    with pytest.raises(ValueError, match="weight-shared"):
+        dc.prune_(net, sparsity=0.5)
