@@ -13,7 +13,10 @@ import deepcompress as dc
 def cli(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "deepcompress.cli", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
     )
 
 
@@ -41,8 +44,14 @@ def test_demo_then_decode(tmp_path):
     decoded = load_file(str(out))
     for k, v in dc.load(dcz).items():
         assert torch.equal(decoded[k], v)
-    assert set(decoded) == {"ip1.weight", "ip1.bias", "ip2.weight", "ip2.bias", "ip3.weight",
-                            "ip3.bias"}
+    assert set(decoded) == {
+        "ip1.weight",
+        "ip1.bias",
+        "ip2.weight",
+        "ip2.bias",
+        "ip3.weight",
+        "ip3.bias",
+    }
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path):

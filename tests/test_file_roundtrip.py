@@ -56,8 +56,10 @@ def test_shared_round_trip(bits, density, index_bits):
 
 def test_shared_one_element_and_long_gaps():
     for idx in (torch.tensor([1]), torch.tensor([0]), torch.zeros(100000, dtype=torch.int64)):
-        assert torch.equal(roundtrip([shared_record("w", idx, torch.tensor([0.25]))])["w"],
-                           dense_from(idx, torch.tensor([0.25])))
+        assert torch.equal(
+            roundtrip([shared_record("w", idx, torch.tensor([0.25]))])["w"],
+            dense_from(idx, torch.tensor([0.25])),
+        )
     idx = torch.zeros(100000, dtype=torch.int64)
     idx[[0, 99999]] = 1
     rec = shared_record("w", idx, torch.tensor([-3.0]), index_bits=2)
@@ -77,8 +79,15 @@ def test_sparse_round_trip(density, dtype):
 
 def small_model():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
-                        nn.Linear(4 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 10), nn.Linear(10, 3))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 16),
+        nn.ReLU(),
+        nn.Linear(16, 10),
+        nn.Linear(10, 3),
+    )
     dc.prune_(net, sparsity={"0": 0.3, "3": 0.8, "5": 0.5})
     dc.quantize_(net, bits={"0": 8, "3": 5})  # layer 5 stays pruned-only, layer 6 untouched
     return net
@@ -94,8 +103,15 @@ def test_model_save_load_is_bit_exact(tmp_path):
     assert list(state) == list(plain) or set(state) == set(plain)
     for k, v in plain.items():
         assert torch.equal(state[k], v), k
-    fresh = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
-                          nn.Linear(4 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 10), nn.Linear(10, 3))
+    fresh = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 16),
+        nn.ReLU(),
+        nn.Linear(16, 10),
+        nn.Linear(10, 3),
+    )
     dc.load(path, model=fresh)
     x = torch.randn(2, 1, 8, 8)
     net.eval(), fresh.eval()
@@ -118,7 +134,9 @@ def test_every_single_bit_flip_is_detected(tmp_path):
     net = nn.Sequential(nn.Linear(12, 6), nn.Linear(6, 2))
     dc.prune_(net, sparsity=0.6)
     dc.quantize_(net, bits=2)
-    data = bytearray(to_bytes([shared_record("w", torch.tensor([[0, 1, 2]]), torch.tensor([1.0, 2.0]))]))
+    data = bytearray(
+        to_bytes([shared_record("w", torch.tensor([[0, 1, 2]]), torch.tensor([1.0, 2.0]))])
+    )
     path = tmp_path / "m.dcz"
     dc.save(net, path)
     for buf in (data, bytearray(path.read_bytes())):

@@ -19,11 +19,19 @@ def test_schedule_reaches_the_target_geometrically():
 
 
 def test_reproduce_lenet5_small(tmp_path, mnist_dir):
-    rep = reproduce.run("lenet-5", tmp_path, mnist_dir, quiet=True, epochs_scale=0.04,
-                        train_limit=3000)
+    rep = reproduce.run(
+        "lenet-5", tmp_path, mnist_dir, quiet=True, epochs_scale=0.04, train_limit=3000
+    )
     on_disk = json.loads((tmp_path / "report.json").read_text())
-    for key in ("model", "reference_test_error", "test_error", "original_bytes",
-                "compressed_bytes", "ratio", "layers"):
+    for key in (
+        "model",
+        "reference_test_error",
+        "test_error",
+        "original_bytes",
+        "compressed_bytes",
+        "ratio",
+        "layers",
+    ):
         assert key in on_disk
     dcz = tmp_path / "lenet-5.dcz"
     assert on_disk["compressed_bytes"] == dcz.stat().st_size
@@ -37,7 +45,11 @@ def test_reproduce_lenet5_small(tmp_path, mnist_dir):
         assert abs(kept[layer] - want) < 0.01
     assert on_disk["test_error"] < 25  # it learnt something (chance is 90%), in a few steps
     assert {r["layer"]: r["weight_bits"] for r in on_disk["layers"]} == {
-        "conv1": 8, "conv2": 8, "ip1": 5, "ip2": 5}
+        "conv1": 8,
+        "conv2": 8,
+        "ip1": 5,
+        "ip2": 5,
+    }
     # the cached reference model is reused on a second run
     assert (tmp_path / "lenet-5-reference.safetensors").exists()
     w = dc.load(dcz)["conv1.weight"]

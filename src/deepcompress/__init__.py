@@ -1,10 +1,10 @@
 """deepcompress: Deep Compression (Han, Mao, Dally, ICLR 2016) for PyTorch.
 
-    import deepcompress as dc
-    dc.prune_(model, sparsity=0.9)        # stage 1: magnitude pruning, masks held in training
-    dc.quantize_(model)                   # stage 2: k-means weight sharing, trainable codebooks
-    dc.save(model, "model.dcz")           # stage 3: sparse index + Huffman coding, one file
-    state = dc.load("model.dcz")          # {name: dense tensor}
+import deepcompress as dc
+dc.prune_(model, sparsity=0.9)        # stage 1: magnitude pruning, masks held in training
+dc.quantize_(model)                   # stage 2: k-means weight sharing, trainable codebooks
+dc.save(model, "model.dcz")           # stage 3: sparse index + Huffman coding, one file
+state = dc.load("model.dcz")          # {name: dense tensor}
 """
 
 from .api import __version__, load, save, strip_

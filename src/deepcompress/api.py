@@ -37,7 +37,9 @@ def compressed_state(model: nn.Module) -> list[tuple[str, torch.Tensor, nn.Modul
         if parametrize.is_parametrized(module):
             for tname, plist in module.parametrizations.items():
                 ours = [p for p in plist if isinstance(p, (Shared, Masked))]
-                out.append((dot + tname, getattr(module, tname).detach(), ours[-1] if ours else None))
+                out.append(
+                    (dot + tname, getattr(module, tname).detach(), ours[-1] if ours else None)
+                )
         for tname, p in module._parameters.items():
             if p is not None:
                 out.append((dot + tname, p.detach(), None))

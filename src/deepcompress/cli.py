@@ -33,18 +33,26 @@ def _parser() -> argparse.ArgumentParser:
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(
-            name, help=help, description=help, epilog=EXAMPLES[name],
+            name,
+            help=help,
+            description=help,
+            epilog=EXAMPLES[name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
     r = add("reproduce", "reproduce the paper's LeNet result on MNIST")
     r.add_argument("model", choices=["lenet-300-100", "lenet-5"])
-    r.add_argument("--data", help="MNIST folder (default: $DEEPCOMPRESS_DATA, else "
-                   "../shared/data/mnist)")
+    r.add_argument(
+        "--data", help="MNIST folder (default: $DEEPCOMPRESS_DATA, else ../shared/data/mnist)"
+    )
     r.add_argument("--out", default=".", help="output folder (default: current)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--epochs-scale", type=float, default=1.0,
-                   help="multiply every training phase's epochs (quick checks)")
+    r.add_argument(
+        "--epochs-scale",
+        type=float,
+        default=1.0,
+        help="multiply every training phase's epochs (quick checks)",
+    )
     r.add_argument("--train-limit", type=int, help="train on the first N images only")
     r.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -75,8 +83,10 @@ def _reproduce(args, name: str, data=None, extra=None) -> int:
             f"test error: {report['reference_test_error']:.2f}% reference -> "
             f"{report['test_error']:.2f}% decoded from {report['file']}"
         )
-    print(f"ratio {report['ratio']:.1f}x ({report['original_bytes']} -> "
-          f"{report['compressed_bytes']} bytes) in {report['seconds']:.0f} s")
+    print(
+        f"ratio {report['ratio']:.1f}x ({report['original_bytes']} -> "
+        f"{report['compressed_bytes']} bytes) in {report['seconds']:.0f} s"
+    )
     return 0
 
 

@@ -98,7 +98,7 @@ def _stream_cost(hist: np.ndarray) -> int:
 
 
 def choose_index_bits(positions: np.ndarray, symbols: np.ndarray | None = None) -> int:
-    """The gap width (1..16) that gives the fewest coded bits for these kept positions.
+    """The gap width (1..12) that gives the fewest coded bits for these kept positions.
 
     Counts the gap stream, its table, and the cost of the filler entries in the symbol stream
     (`symbols`: each kept weight's cluster index, 1..k; None when values are stored raw, in
@@ -109,7 +109,7 @@ def choose_index_bits(positions: np.ndarray, symbols: np.ndarray | None = None) 
         return 1
     sym_hist = None if symbols is None else np.bincount(symbols)
     best, best_bits = 1, None
-    for b in range(1, 17):
+    for b in range(1, 13):  # wider gaps never pay: their tables alone cost more
         span = max_gap(b) + 1
         fillers = d // span
         n_fill = int(fillers.sum())

@@ -107,12 +107,18 @@ def load_mnist(data: str | os.PathLike | None = None, val_size: int = VALIDATION
             f"at a folder holding the four standard IDX files"
         )
     arrays = {k: read_idx(_find(folder, stem)) for k, stem in MNIST_FILES.items()}
-    xtr, ytr = _normalise(arrays["train_images"]), torch.from_numpy(arrays["train_labels"].astype(np.int64))
+    xtr, ytr = (
+        _normalise(arrays["train_images"]),
+        torch.from_numpy(arrays["train_labels"].astype(np.int64)),
+    )
     n = len(ytr) - val_size
     return Dataset(
         train=Split(xtr[:n], ytr[:n]),
         val=Split(xtr[n:], ytr[n:]),
-        test=Split(_normalise(arrays["test_images"]), torch.from_numpy(arrays["test_labels"].astype(np.int64))),
+        test=Split(
+            _normalise(arrays["test_images"]),
+            torch.from_numpy(arrays["test_labels"].astype(np.int64)),
+        ),
     )
 
 

@@ -103,12 +103,16 @@ def read_file(path: str | os.PathLike) -> tuple[list[Record], dict]:
 def from_bytes(buf: bytes) -> tuple[list[Record], dict]:
     """Parse a whole file held in memory into records and meta; every check is made here."""
     if len(buf) < PREAMBLE.size:
-        raise FormatError(f"file is {len(buf)} bytes, shorter than the {PREAMBLE.size}-byte preamble")
+        raise FormatError(
+            f"file is {len(buf)} bytes, shorter than the {PREAMBLE.size}-byte preamble"
+        )
     magic, version, reserved, hlen, hcrc = PREAMBLE.unpack_from(buf)
     if magic != MAGIC:
         raise FormatError(f"not a deepcompress file (magic {magic!r} at offset 0)")
     if version != VERSION:
-        raise FormatError(f"format version {version} is not supported (this reader reads {VERSION})")
+        raise FormatError(
+            f"format version {version} is not supported (this reader reads {VERSION})"
+        )
     if reserved != 0:
         raise FormatError("reserved preamble field at offset 6 is not zero")
     if hlen > min(MAX_HEADER, len(buf) - PREAMBLE.size):

@@ -94,7 +94,7 @@ def compressible_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 
 
 def layer_kind(module: nn.Module) -> str:
-    """"conv" or "linear": the key used by per-kind settings such as `bits={"conv": 8}`."""
+    """ "conv" or "linear": the key used by per-kind settings such as `bits={"conv": 8}`."""
     return "linear" if isinstance(module, nn.Linear) else "conv"
 
 

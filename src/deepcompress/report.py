@@ -30,9 +30,17 @@ def layer_stats(path: str | os.PathLike) -> tuple[list[dict], int]:
             numel *= s
         row = layers.setdefault(
             layer,
-            {"layer": layer, "weights": 0, "params": 0, "kept": None, "weight_bits": None,
-             "weight_bits_huffman": None, "index_bits": None, "index_bits_huffman": None,
-             "bytes": 0},
+            {
+                "layer": layer,
+                "weights": 0,
+                "params": 0,
+                "kept": None,
+                "weight_bits": None,
+                "weight_bits_huffman": None,
+                "index_bits": None,
+                "index_bits_huffman": None,
+                "bytes": 0,
+            },
         )
         row["params"] += numel
         row["bytes"] += sum(len(p) for p in rec.parts)
@@ -61,7 +69,6 @@ def _kept(rec, numel: int) -> float:
     _, decoder = codec.DECODERS[rec.codec]
     t = decoder(rec.params, rec.parts, codec.DTYPES[rec.dtype], rec.shape)
     return float((t != 0).sum()) / max(1, numel)
-
 
 
 def format_table(rows: list[dict], total_bytes: int, original_bytes: int) -> str:
@@ -98,4 +105,3 @@ def format_table(rows: list[dict], total_bytes: int, original_bytes: int) -> str
 
 def _data_bytes(rows: list[dict]) -> int:
     return sum(r["bytes"] for r in rows)
-

@@ -45,7 +45,9 @@ class Recipe:
             return replace(c, epochs=max(1, round(c.epochs * factor)))
 
         return replace(
-            self, dense=s(self.dense), prune_rounds=[s(c) for c in self.prune_rounds],
+            self,
+            dense=s(self.dense),
+            prune_rounds=[s(c) for c in self.prune_rounds],
             finetune=s(self.finetune),
         )
 
@@ -57,22 +59,30 @@ RECIPES: dict[str, Recipe] = {
     "lenet-300-100": Recipe(
         kept={"ip1": 0.08, "ip2": 0.09, "ip3": 0.26},
         dense=TrainConfig(epochs=30, lr=0.05),
-        prune_rounds=[TrainConfig(epochs=6, lr=0.02), TrainConfig(epochs=6, lr=0.02),
-                      TrainConfig(epochs=24, lr=0.02)],
+        prune_rounds=[
+            TrainConfig(epochs=6, lr=0.02),
+            TrainConfig(epochs=6, lr=0.02),
+            TrainConfig(epochs=24, lr=0.02),
+        ],
         finetune=TrainConfig(epochs=8, lr=0.0005, weight_decay=0.0),
     ),
     "lenet-5": Recipe(
         kept={"conv1": 0.66, "conv2": 0.12, "ip1": 0.08, "ip2": 0.19},
         dense=TrainConfig(epochs=30, lr=0.05),
-        prune_rounds=[TrainConfig(epochs=5, lr=0.02), TrainConfig(epochs=5, lr=0.02),
-                      TrainConfig(epochs=25, lr=0.02)],
+        prune_rounds=[
+            TrainConfig(epochs=5, lr=0.02),
+            TrainConfig(epochs=5, lr=0.02),
+            TrainConfig(epochs=25, lr=0.02),
+        ],
         finetune=TrainConfig(epochs=6, lr=0.0005, weight_decay=0.0),
     ),
     "digits-mlp": Recipe(
         kept={"ip1": 0.15, "ip2": 0.2, "ip3": 0.5},
         dense=TrainConfig(epochs=60, lr=0.05, batch_size=64, shift=0),
-        prune_rounds=[TrainConfig(epochs=20, lr=0.02, batch_size=64, shift=0),
-                      TrainConfig(epochs=40, lr=0.02, batch_size=64, shift=0)],
+        prune_rounds=[
+            TrainConfig(epochs=20, lr=0.02, batch_size=64, shift=0),
+            TrainConfig(epochs=40, lr=0.02, batch_size=64, shift=0),
+        ],
         finetune=TrainConfig(epochs=20, lr=0.0005, weight_decay=0.0, batch_size=64, shift=0),
     ),
 }
@@ -91,6 +101,56 @@ def _log(msg: str, quiet: bool) -> None:
         tqdm.write(msg)
 
 
+def prune_and_retrain(
+    model: torch.nn.Module, data: Dataset, recipe: Recipe, *, seed: int = 0, quiet: bool = False
+) -> float:
+    """Stage 1: iterative pruning, retraining after each round. Returns the validation error."""
+    rounds = schedule(recipe.kept, len(recipe.prune_rounds))
+    for r, (sparsity, cfg) in enumerate(zip(rounds, recipe.prune_rounds)):
+        prune_(model, sparsity=sparsity)
+        train(
+            model,
+            data.train,
+            cfg,
+            seed=seed + 100 + r,
+            desc=f"prune round {r + 1}",
+            progress=not quiet,
+        )
+    err = error_rate(model, data.val)
+    _log(f"pruned and retrained: validation error {err:.2f}%", quiet)
+    return err
+
+
+def share_and_finetune(
+    model: torch.nn.Module,
+    data: Dataset,
+    recipe: Recipe,
+    *,
+    bits: dict[str, int] | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+) -> tuple[float, float]:
+    """Stage 2: weight sharing, then codebook fine-tuning. Returns the validation errors
+    before and after fine-tuning."""
+    quantize_(model, bits=bits or recipe.bits, init=recipe.init)
+    before = error_rate(model, data.val)
+    train(
+        model,
+        data.train,
+        recipe.finetune,
+        seed=seed + 200,
+        desc="fine-tune codebooks",
+        progress=not quiet,
+    )
+    after = error_rate(model, data.val)
+    _log(
+        f"weight shared: validation error {before:.2f}% -> {after:.2f}% after fine-tuning "
+        f"the codebooks",
+        quiet,
+    )
+    return before, after
+
+
 def compress(
     model: torch.nn.Module,
     data: Dataset,
@@ -104,25 +164,10 @@ def compress(
 
     Returns the stage-by-stage validation errors (in %) and timings.
     """
-    stages = {}
     t0 = time.time()
-    for r, (sparsity, cfg) in enumerate(
-        zip(schedule(recipe.kept, len(recipe.prune_rounds)), recipe.prune_rounds)
-    ):
-        prune_(model, sparsity=sparsity)
-        train(model, data.train, cfg, seed=seed + 100 + r, desc=f"prune round {r + 1}",
-              progress=not quiet)
-    stages["pruned_val_error"] = error_rate(model, data.val)
-    _log(f"pruned and retrained: validation error {stages['pruned_val_error']:.2f}%", quiet)
-    quantize_(model, bits=recipe.bits, init=recipe.init)
-    stages["quantized_val_error"] = error_rate(model, data.val)
-    train(model, data.train, recipe.finetune, seed=seed + 200, desc="fine-tune codebooks",
-          progress=not quiet)
-    stages["finetuned_val_error"] = error_rate(model, data.val)
-    _log(
-        f"weight shared: validation error {stages['quantized_val_error']:.2f}% -> "
-        f"{stages['finetuned_val_error']:.2f}% after fine-tuning the codebooks", quiet,
-    )
+    stages = {"pruned_val_error": prune_and_retrain(model, data, recipe, seed=seed, quiet=quiet)}
+    before, after = share_and_finetune(model, data, recipe, seed=seed, quiet=quiet)
+    stages["quantized_val_error"], stages["finetuned_val_error"] = before, after
     api.save(model, out_file)
     stages["compress_seconds"] = time.time() - t0
     return stages
@@ -184,8 +229,11 @@ def run(
     cache = out / f"{name}-reference.safetensors" if name != "digits-mlp" else None
     model, reused = reference_model(name, data, recipe, cache, seed, quiet)
     ref_val, ref_test = error_rate(model, data.val), error_rate(model, data.test)
-    _log(f"reference {name}: validation error {ref_val:.2f}%, test error {ref_test:.2f}%"
-         + (" (reused from cache)" if reused else ""), quiet)
+    _log(
+        f"reference {name}: validation error {ref_val:.2f}%, test error {ref_test:.2f}%"
+        + (" (reused from cache)" if reused else ""),
+        quiet,
+    )
     file = out / f"{'demo' if name == 'digits-mlp' else name}.dcz"
     stages = compress(model, data, recipe, file, seed=seed, quiet=quiet)
 

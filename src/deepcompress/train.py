@@ -59,7 +59,10 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad and p.numel() > 0]
     opt = torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
     )
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
