@@ -66,3 +66,29 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     assert r.returncode == 2 and "nowhere" in r.stderr and "Traceback" not in r.stderr
     r = cli("decode", str(bad), "-o", str(bad))
     assert r.returncode == 2 and "overwrite" in r.stderr
+
+
+def test_inspect_text_json_and_damage(tmp_path):
+    from deepcompress.testing import mutate_section, sample_file
+
+    f = tmp_path / "s.dcz"
+    f.write_bytes(sample_file())
+    r = cli("inspect", str(f))
+    assert r.returncode == 0 and "checksums verified" in r.stdout and "0.weight" in r.stdout
+    r = cli("inspect", str(f), "--json")
+    d = json.loads(r.stdout)
+    assert d["bytes"] == f.stat().st_size and d["checksums"] == "verified"
+    shared = [t for t in d["tensors"] if t["codec"] == "shared"]
+    assert shared and all(set(t["streams"]) == {"cluster", "gap"} for t in shared)
+    for t in shared:
+        for s in t["streams"].values():
+            # Huffman: within 1 bit per symbol of the order-0 entropy (payload only)
+            assert s["entropy_bits_per_symbol"] <= s["bits_per_symbol"] + 1e-9
+            assert s["bits_per_symbol"] <= s["entropy_bits_per_symbol"] + 1 + 8 / s["symbols"]
+    bad = tmp_path / "bad.dcz"
+    bad.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 4]))
+    r = cli("inspect", str(bad))
+    assert r.returncode == 2 and "checksum" in r.stderr and r.stderr.count("\n") == 1
+    bad.write_bytes(mutate_section(f.read_bytes(), 60, 0xFF))  # damage behind a valid CRC
+    r = cli("inspect", str(bad))
+    assert r.returncode in (0, 2) and "Traceback" not in r.stderr

@@ -112,3 +112,22 @@ def test_quantize_settings_errors():
         dc.quantize_(net, bits=2)
     with pytest.raises(ValueError, match="weight-shared"):
         dc.prune_(net, sparsity=0.5)
+
+
+def test_deep_copies_stay_independent():
+    import copy
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(), nn.Linear(12, 4))
+    dc.prune_(net, sparsity=0.5)
+    x = torch.randn(2, 1, 4, 4)
+    y = net(x)
+    twin = copy.deepcopy(net)
+    dc.quantize_(twin, bits=2)
+    dc.strip_(twin)
+    assert torch.equal(net(x), y)  # the original still has its masks and works
+    assert len(torch.unique(twin[2].weight)) <= 5
+    dc.quantize_(net, bits=2)
+    dc.strip_(net)
+    assert torch.equal(net[2].weight, twin[2].weight)
+    assert set(net.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}

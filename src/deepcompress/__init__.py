@@ -7,7 +7,7 @@ dc.save(model, "model.dcz")           # stage 3: sparse index + Huffman coding, 
 state = dc.load("model.dcz")          # {name: dense tensor}
 """
 
-from .api import __version__, load, save, strip_
+from .api import __version__, load, load_bytes, save, strip_
 from .errors import FormatError
 from .pruning import magnitude_mask, prune_, threshold_mask
 from .sharing import kmeans_1d, quantize_
@@ -17,6 +17,7 @@ __all__ = [
     "__version__",
     "kmeans_1d",
     "load",
+    "load_bytes",
     "magnitude_mask",
     "prune_",
     "quantize_",

@@ -16,7 +16,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import codec
-from .fileformat import Record, read_file, to_bytes, write_atomic
+from .errors import FormatError
+from .fileformat import (
+    DEFAULT_MAX_ELEMENTS,
+    Record,
+    from_bytes,
+    read_file,
+    to_bytes,
+    write_atomic,
+)
 from .pruning import Masked, per_layer
 from .sharing import Shared
 
@@ -110,7 +118,10 @@ def save(
 
 
 def load(
-    path: str | os.PathLike, model: nn.Module | None = None
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> dict[str, torch.Tensor] | nn.Module:
     """Decode a compressed file.
 
@@ -119,6 +130,8 @@ def load(
         model: optional module to load the weights into (strictly: every key must match). Any
             deepcompress masks or codebooks on it are removed first, so it becomes a plain
             dense model holding the decoded weights.
+        max_elements: refuse a file that declares more elements than this in all (by
+            default 2**32, 16 GiB of float32), before allocating anything for it.
 
     Returns:
         `{name: dense tensor}` named as in `state_dict()`, or `model` if one was given.
@@ -128,12 +141,10 @@ def load(
         FormatError: the file is damaged or not a deepcompress file.
         ValueError: the file's tensors do not match `model`'s.
     """
-    records, _ = read_file(path)
-    state = {}
-    for rec in records:
-        _, decoder = codec.DECODERS[rec.codec]
-        dtype = codec.DTYPES[rec.dtype]
-        state[rec.name] = decoder(rec.params, rec.parts, dtype, rec.shape)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    state = load_bytes(path.read_bytes(), max_elements=max_elements)
     if model is None:
         return state
     strip_(model)
@@ -149,14 +160,38 @@ def load(
     return model
 
 
+def load_bytes(data: bytes, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, torch.Tensor]:
+    """Decode a whole file held in memory: `{name: dense tensor}`. Raises FormatError."""
+    records, _ = from_bytes(data, max_elements)
+    state = {}
+    for rec in records:
+        _, decoder = codec.DECODERS[rec.codec]
+        try:
+            state[rec.name] = decoder(rec.params, rec.parts, codec.DTYPES[rec.dtype], rec.shape)
+        except FormatError as e:
+            raise FormatError(f"tensor {rec.name!r}: {e}") from None
+    return state
+
+
 def strip_(model: nn.Module) -> nn.Module:
     """Remove deepcompress's masks and codebooks, leaving plain dense weights (in place)."""
     for module in model.modules():
-        if parametrize.is_parametrized(module):
-            for tname in list(module.parametrizations.keys()):
-                plist = module.parametrizations[tname]
-                if any(isinstance(p, (Shared, Masked)) for p in plist):
-                    parametrize.remove_parametrizations(module, tname, leave_parametrized=True)
+        if not parametrize.is_parametrized(module):
+            continue
+        for tname in list(module.parametrizations.keys()):
+            plist = module.parametrizations[tname]
+            if not any(isinstance(p, (Shared, Masked)) for p in plist):
+                continue
+            if len(module.parametrizations) > 1:
+                parametrize.remove_parametrizations(module, tname, leave_parametrized=True)
+                continue
+            # The common case, undone by hand: torch's remove_parametrizations deletes the
+            # property from the module's generated class, which copy.deepcopy shares, and
+            # so would break every deep copy of this model.
+            value = getattr(module, tname).detach().clone()
+            del module.parametrizations
+            module.__class__ = module.__class__.__bases__[0]
+            module.register_parameter(tname, nn.Parameter(value))
     return model
 
 

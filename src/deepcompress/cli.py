@@ -19,6 +19,7 @@ EXAMPLES = {
     "reproduce": "example: deepcompress reproduce lenet-300-100 --data ~/mnist --out runs/lenet",
     "demo": "example: deepcompress demo --out /tmp/demo",
     "decode": "example: deepcompress decode model.dcz -o model.safetensors",
+    "inspect": "example: deepcompress inspect model.dcz --json",
 }
 
 
@@ -64,7 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     x = add("decode", "decode a .dcz file to dense weights in a .safetensors file")
     x.add_argument("file", help="the .dcz file")
     x.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+
+    i = add("inspect", "show a .dcz file's header, tensors and streams; verify its checksums")
+    i.add_argument("file", help="the .dcz file")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+def _inspect(args) -> int:
+    from .report import describe, format_description
+
+    d = describe(args.file)
+    print(json.dumps(d, indent=2) if args.json else format_description(d))
+    return 0
 
 
 def _reproduce(args, name: str, data=None, extra=None) -> int:
@@ -116,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             return _reproduce(args, args.model, args.data, extra)
         if args.command == "demo":
             return _reproduce(args, "digits-mlp")
+        if args.command == "inspect":
+            return _inspect(args)
         return _decode(args)
     except (FileNotFoundError, FormatError, ValueError, IsADirectoryError, PermissionError) as e:
         if args.debug:
@@ -125,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deepcompress: interrupted", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `deepcompress inspect x.dcz | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

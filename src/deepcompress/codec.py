@@ -250,3 +250,22 @@ def expected_part_sizes(codec: str, params: dict, dtype: torch.dtype, numel: int
         table_bytes(params["gap_symbols"]),
         None,
     ]
+
+
+def streams(codec_name: str, params: dict, parts: list[bytes]) -> dict[str, dict]:
+    """The entropy-coded streams of one tensor's section, decoded, for statistics.
+
+    Returns `{stream name: {"symbols": np.ndarray, "table_bytes": int, "payload_bytes": int}}`
+    (`cluster` and `gap` for `shared`, `gap` for `sparse`, nothing for `raw`).
+    """
+    layout = {"sparse": {"gap": (1, 2)}, "shared": {"cluster": (1, 2), "gap": (3, 4)}}
+    sizes = {"cluster": "weight_symbols", "gap": "gap_symbols"}
+    out = {}
+    for name, (t, p) in layout.get(codec_name, {}).items():
+        symbols = _decode_stream(parts[t], params[sizes[name]], parts[p], params["entries"], name)
+        out[name] = {
+            "symbols": symbols,
+            "table_bytes": len(parts[t]),
+            "payload_bytes": len(parts[p]),
+        }
+    return out

@@ -26,8 +26,11 @@ VERSION = 1
 PREAMBLE = struct.Struct("<4sHHII")  # magic, version, reserved, header length, header CRC-32
 MAX_HEADER = 64 << 20
 MAX_DIMS = 8
-#: Largest tensor (elements) a file may declare; guards allocation against hostile headers.
+#: Largest tensor (elements) a file may declare at all.
 MAX_NUMEL = 1 << 34
+#: Default cap on the elements of all tensors of a file together (16 GiB of float32), checked
+#: before anything is decoded: a tiny hostile file could otherwise ask for any amount of memory.
+DEFAULT_MAX_ELEMENTS = 1 << 32
 
 
 @dataclass
@@ -92,16 +95,23 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def read_file(path: str | os.PathLike) -> tuple[list[Record], dict]:
+def read_file(
+    path: str | os.PathLike, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> tuple[list[Record], dict]:
     """Read and check a whole file. Raises FileNotFoundError or FormatError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
-    return from_bytes(path.read_bytes())
+    return from_bytes(path.read_bytes(), max_elements)
 
 
-def from_bytes(buf: bytes) -> tuple[list[Record], dict]:
-    """Parse a whole file held in memory into records and meta; every check is made here."""
+def from_bytes(buf: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[list[Record], dict]:
+    """Parse a whole file held in memory into records and meta; every check is made here.
+
+    Args:
+        buf: the whole file.
+        max_elements: refuse files whose tensors declare more elements than this in total.
+    """
     if len(buf) < PREAMBLE.size:
         raise FormatError(
             f"file is {len(buf)} bytes, shorter than the {PREAMBLE.size}-byte preamble"
@@ -130,10 +140,16 @@ def from_bytes(buf: bytes) -> tuple[list[Record], dict]:
     if not isinstance(meta, dict):
         raise FormatError("header 'meta' must be an object")
     data = memoryview(buf)[PREAMBLE.size + hlen :]
-    records, offset, names = [], 0, set()
+    records, offset, names, elements = [], 0, set(), 0
     for i, entry in enumerate(header["tensors"]):
         rec = _check_entry(entry, i)
         where = f"tensor {rec.name!r}"
+        elements += int(np.prod(rec.shape, dtype=object)) if rec.shape else 1
+        if elements > max_elements:
+            raise FormatError(
+                f"{where}: the file declares over {max_elements} elements in all (the "
+                f"max_elements limit); raise the limit only for a file you trust"
+            )
         if rec.name in names:
             raise FormatError(f"{where}: name appears twice")
         names.add(rec.name)
@@ -184,10 +200,10 @@ def _check_entry(entry, i: int) -> Record:
     if numel > MAX_NUMEL:
         raise FormatError(f"{where}: shape {shape} has {numel} elements, over {MAX_NUMEL}")
     dtype = entry.get("dtype")
-    if dtype not in codec.DTYPES:
+    if not isinstance(dtype, str) or dtype not in codec.DTYPES:
         raise FormatError(f"{where}: unknown dtype {dtype!r}")
     kind = entry.get("codec")
-    if kind not in codec.DECODERS:
+    if not isinstance(kind, str) or kind not in codec.DECODERS:
         raise FormatError(f"{where}: unknown codec {kind!r}")
     n_parts, _ = codec.DECODERS[kind]
     parts = entry.get("parts")

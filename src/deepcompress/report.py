@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from . import codec
-from .fileformat import read_file
+from .fileformat import PREAMBLE, read_file
 
 
 def layer_stats(path: str | os.PathLike) -> tuple[list[dict], int]:
@@ -20,55 +22,38 @@ def layer_stats(path: str | os.PathLike) -> tuple[list[dict], int]:
         stream), `bytes` (the layer's data sections) and `ratio` (4 bytes per parameter of
         the layer over `bytes`).
     """
-    records, _ = read_file(path)
-    total = os.path.getsize(path)
+    d = describe(path)
     layers: dict[str, dict] = {}
-    for rec in records:
-        layer, _, tname = rec.name.rpartition(".")
-        numel = 1
-        for s in rec.shape:
-            numel *= s
-        row = layers.setdefault(
-            layer,
-            {
-                "layer": layer,
-                "weights": 0,
-                "params": 0,
-                "kept": None,
-                "weight_bits": None,
-                "weight_bits_huffman": None,
-                "index_bits": None,
-                "index_bits_huffman": None,
-                "bytes": 0,
-            },
-        )
-        row["params"] += numel
-        row["bytes"] += sum(len(p) for p in rec.parts)
-        if rec.codec == "raw" and tname != "weight":
+    for t in d["tensors"]:
+        layer, _, tname = t["name"].rpartition(".")
+        row = layers.setdefault(layer, dict.fromkeys(LAYER_KEYS))
+        row.update(layer=layer, params=(row["params"] or 0) + t["elements"])
+        row["bytes"] = (row["bytes"] or 0) + t["bytes"]
+        if tname != "weight" and t["codec"] == "raw":
             continue
-        if tname == "weight" or rec.codec != "raw":
-            row["weights"] = numel
-            if rec.codec == "raw":
-                row["kept"] = 1.0
-                continue
-            entries = max(1, rec.params["entries"])
-            g_bits = len(rec.parts[-1]) * 8
-            row["index_bits"] = rec.params["index_bits"]
-            row["index_bits_huffman"] = g_bits / entries
-            if rec.codec == "shared":
-                row["weight_bits"] = max(1, (rec.params["k"] - 1).bit_length())
-                row["weight_bits_huffman"] = len(rec.parts[2]) * 8 / entries
-            row["kept"] = _kept(rec, numel)
+        row.update(weights=t["elements"], kept=t["kept"], index_bits=t.get("index_bits"))
+        if "gap" in t["streams"]:
+            row["index_bits_huffman"] = t["streams"]["gap"]["bits_per_symbol"]
+        if "cluster" in t["streams"]:
+            row["weight_bits"] = max(1, (t["k"] - 1).bit_length())
+            row["weight_bits_huffman"] = t["streams"]["cluster"]["bits_per_symbol"]
     rows = [r for r in layers.values() if r["weights"]]
     for r in rows:
         r["ratio"] = 4 * r["params"] / max(1, r["bytes"])
-    return rows, total
+    return rows, d["bytes"]
 
 
-def _kept(rec, numel: int) -> float:
-    _, decoder = codec.DECODERS[rec.codec]
-    t = decoder(rec.params, rec.parts, codec.DTYPES[rec.dtype], rec.shape)
-    return float((t != 0).sum()) / max(1, numel)
+LAYER_KEYS = (
+    "layer",
+    "weights",
+    "params",
+    "kept",
+    "weight_bits",
+    "weight_bits_huffman",
+    "index_bits",
+    "index_bits_huffman",
+    "bytes",
+)
 
 
 def format_table(rows: list[dict], total_bytes: int, original_bytes: int) -> str:
@@ -105,3 +90,88 @@ def format_table(rows: list[dict], total_bytes: int, original_bytes: int) -> str
 
 def _data_bytes(rows: list[dict]) -> int:
     return sum(r["bytes"] for r in rows)
+
+
+def entropy_bits(symbols: np.ndarray) -> float:
+    """Empirical order-0 entropy of a symbol stream, in bits per symbol."""
+    if len(symbols) == 0:
+        return 0.0
+    p = np.bincount(symbols) / len(symbols)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """Everything `deepcompress inspect` shows: the preamble, meta, and per tensor its shape,
+    codec, parameters, kept fraction, bytes, and per stream the coded bits per symbol next to
+    the stream's order-0 entropy. Reading the file verifies every checksum (a damaged file
+    raises FormatError)."""
+    records, meta = read_file(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        _, version, _, hlen, hcrc = PREAMBLE.unpack(f.read(PREAMBLE.size))
+    tensors = []
+    for rec in records:
+        numel = int(np.prod(rec.shape, dtype=np.int64)) if rec.shape else 1
+        _, decoder = codec.DECODERS[rec.codec]
+        dense = decoder(rec.params, rec.parts, codec.DTYPES[rec.dtype], rec.shape)
+        row = {
+            "name": rec.name,
+            "shape": list(rec.shape),
+            "dtype": rec.dtype,
+            "codec": rec.codec,
+            **rec.params,
+            "elements": numel,
+            "kept": float((dense != 0).sum()) / max(1, numel),
+            "bytes": sum(len(p) for p in rec.parts),
+            "streams": {},
+        }
+        for name, s in codec.streams(rec.codec, rec.params, rec.parts).items():
+            n = len(s["symbols"])
+            row["streams"][name] = {
+                "symbols": n,
+                "table_bytes": s["table_bytes"],
+                "payload_bytes": s["payload_bytes"],
+                "bits_per_symbol": 8 * s["payload_bytes"] / n if n else 0.0,
+                "entropy_bits_per_symbol": entropy_bits(s["symbols"]),
+            }
+        tensors.append(row)
+    return {
+        "file": str(path),
+        "bytes": size,
+        "format_version": version,
+        "header_bytes": hlen,
+        "header_crc32": f"{hcrc:08x}",
+        "checksums": "verified",
+        "meta": meta,
+        "tensors": tensors,
+    }
+
+
+def format_description(d: dict) -> str:
+    """`describe`'s result as text."""
+    lines = [
+        f"{d['file']}: {d['bytes']} bytes, format version {d['format_version']}, header "
+        f"{d['header_bytes']} bytes, checksums {d['checksums']}",
+    ]
+    if d["meta"]:
+        lines.append(
+            "meta: "
+            + ", ".join(f"{k}={v}" for k, v in d["meta"].items() if not isinstance(v, (dict, list)))
+        )
+    head = (
+        f"{'tensor':<24}{'shape':<18}{'codec':<8}{'kept':>7}{'k':>6}{'idx':>5}"
+        f"{'bytes':>9}  streams: coded / entropy bits per symbol"
+    )
+    lines += [head, "-" * len(head)]
+    for t in d["tensors"]:
+        streams = "  ".join(
+            f"{n} {s['bits_per_symbol']:.2f}/{s['entropy_bits_per_symbol']:.2f}"
+            for n, s in t["streams"].items()
+        )
+        lines.append(
+            f"{t['name'][:23]:<24}{'x'.join(map(str, t['shape'])) or 'scalar':<18}"
+            f"{t['codec']:<8}{100 * t['kept']:>6.1f}%{t.get('k', '-'):>6}"
+            f"{t.get('index_bits', '-'):>5}{t['bytes']:>9}  {streams}"
+        )
+    return "\n".join(lines)

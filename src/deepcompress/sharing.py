@@ -228,8 +228,17 @@ def _quantize_layer(module: nn.Module, bits: int, init: str, max_iter: int, seed
     idx = torch.zeros(weight.shape, dtype=torch.int64)
     idx[mask.cpu()] = torch.from_numpy(labels) + 1
     codebook = torch.from_numpy(centroids).to(dtype=weight.dtype, device=weight.device)
-    if parametrize.is_parametrized(module, "weight"):
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-    parametrize.register_parametrization(
-        module, "weight", Shared(codebook, idx.to(weight.device)), unsafe=True
-    )
+    shared = Shared(codebook, idx.to(weight.device))
+    if not parametrize.is_parametrized(module, "weight"):
+        parametrize.register_parametrization(module, "weight", shared, unsafe=True)
+        return
+    plist = module.parametrizations.weight
+    if len(plist) != 1:
+        raise ValueError(
+            f"{type(module).__name__}.weight has parametrizations of its own; remove them first"
+        )
+    # Swap the mask for the codebook in place. (torch's remove_parametrizations edits the
+    # module's generated class, which copy.deepcopy shares: it would break every copy.)
+    plist[0] = shared
+    plist.original = nn.Parameter(weight.new_empty(0))
+    plist.unsafe = True
