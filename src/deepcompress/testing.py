@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 
 import torch
 from torch import nn
@@ -60,12 +61,14 @@ def sample_file() -> bytes:
 
 def split(buf: bytes) -> tuple[dict, bytes]:
     """(header object, data bytes) of a valid file."""
-    _, _, _, hlen, _ = PREAMBLE.unpack_from(buf)
-    return json.loads(buf[PREAMBLE.size : PREAMBLE.size + hlen]), buf[PREAMBLE.size + hlen :]
+    _, _, flags, hlen, _ = PREAMBLE.unpack_from(buf)
+    h = buf[PREAMBLE.size : PREAMBLE.size + hlen]
+    return json.loads(zlib.decompress(h) if flags else h), buf[PREAMBLE.size + hlen :]
 
 
 def join(header: dict, data: bytes) -> bytes:
-    """A file from a header object and data, with a correct preamble and header CRC."""
+    """A file from a header object and data, with a correct preamble and header CRC (the
+    header stored uncompressed)."""
     h = json.dumps(header, separators=(",", ":")).encode()
     return PREAMBLE.pack(b"\x89DCZ", 1, 0, len(h), crc32(h)) + h + data
 
