@@ -21,7 +21,9 @@ import torch  # noqa: F401
 with atheris.instrument_imports(include=["deepcompress"], exclude=["deepcompress.huffman"]):
     import deepcompress as dc
     from deepcompress.testing import (
+        FIELDS,
         NASTY_VALUES,
+        OPS,
         mutate_bytes,
         mutate_field,
         mutate_section,
@@ -29,21 +31,6 @@ with atheris.instrument_imports(include=["deepcompress"], exclude=["deepcompress
     )
 
 SAMPLE = sample_file()
-FIELDS = [
-    "name",
-    "shape",
-    "dtype",
-    "codec",
-    "parts",
-    "offset",
-    "crc",
-    "k",
-    "index_bits",
-    "entries",
-    "weight_symbols",
-    "gap_symbols",
-]
-OPS = ["flip", "truncate", "insert", "delete", "u32"]
 LIMIT = 10**6
 counts = {"inputs": 0, "decoded": 0, "format_errors": 0}
 
@@ -60,7 +47,7 @@ def one_input(data: bytes) -> None:
             if mode == 1:
                 buf = mutate_bytes(
                     buf,
-                    fdp.PickValueInList(OPS),
+                    fdp.PickValueInList(list(OPS)),
                     fdp.ConsumeIntInRange(0, 2**20),
                     fdp.ConsumeIntInRange(0, 255),
                 )
@@ -71,7 +58,7 @@ def one_input(data: bytes) -> None:
                     else fdp.ConsumeIntInRange(-(2**40), 2**40)
                 )
                 buf = mutate_field(
-                    buf, fdp.ConsumeIntInRange(0, 20), fdp.PickValueInList(FIELDS), value
+                    buf, fdp.ConsumeIntInRange(0, 20), fdp.PickValueInList(list(FIELDS)), value
                 )
             else:
                 buf = mutate_section(

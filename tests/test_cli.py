@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import matplotlib.image
 import torch
 from safetensors.torch import load_file
 
@@ -31,9 +32,21 @@ def test_help_and_version():
 
 
 def test_demo_then_decode(tmp_path):
-    r = cli("demo", "--out", str(tmp_path), "--quiet")
+    r = cli("demo", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "accuracy:" in r.stdout and "ratio" in r.stdout
+    # stage lines (and progress bars) go to stderr: stdout holds only the result
+    assert "validation error" in r.stderr and "validation error" not in r.stdout
+    report_md = (tmp_path / "report.md").read_text()
+    for png, (h, w) in {
+        "weights.png": (576, 960),
+        "bytes.png": (320, 544),
+        "accuracy.png": (280, 560),
+    }.items():
+        assert f"]({png})" in report_md
+        img = matplotlib.image.imread(tmp_path / png)
+        assert img.shape[:2] == (h, w), png
+        assert img[..., :3].std() > 0.05  # not a blank canvas
     report = json.loads((tmp_path / "report.json").read_text())
     dcz = tmp_path / "demo.dcz"
     assert report["compressed_bytes"] == dcz.stat().st_size

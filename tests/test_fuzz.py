@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 import deepcompress as dc
 from deepcompress.testing import (
+    FIELDS,
     NASTY_VALUES,
+    OPS,
     join,
     mutate_bytes,
     mutate_field,
@@ -22,20 +24,6 @@ from deepcompress.testing import (
 
 SAMPLE = sample_file()
 LIMIT = 10**6  # elements: a mutated shape may not make the reader allocate more
-FIELDS = [
-    "name",
-    "shape",
-    "dtype",
-    "codec",
-    "parts",
-    "offset",
-    "crc",
-    "k",
-    "index_bits",
-    "entries",
-    "weight_symbols",
-    "gap_symbols",
-]
 SETTINGS = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -57,7 +45,7 @@ def test_sample_is_valid_and_uses_every_codec():
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["flip", "truncate", "insert", "delete", "u32"]),
+            st.sampled_from(OPS),
             st.integers(0, 10**6),
             st.integers(0, 255),
         ),

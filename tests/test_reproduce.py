@@ -44,13 +44,15 @@ def test_reproduce_lenet5_small(tmp_path, mnist_dir):
     for layer, want in reproduce.RECIPES["lenet-5"].kept.items():
         assert abs(kept[layer] - want) < 0.01
     assert on_disk["test_error"] < 25  # it learnt something (chance is 90%), in a few steps
-    assert {r["layer"]: r["weight_bits"] for r in on_disk["layers"]} == {
-        "conv1": 8,
-        "conv2": 8,
-        "ip1": 5,
-        "ip2": 5,
+    bits = reproduce.RECIPES["lenet-5"].bits
+    want = {
+        "conv1": bits["conv"],
+        "conv2": bits["conv"],
+        "ip1": bits["linear"],
+        "ip2": bits["linear"],
     }
-    # the cached reference model is reused on a second run
-    assert (tmp_path / "lenet-5-reference.safetensors").exists()
+    assert {r["layer"]: r["weight_bits"] for r in on_disk["layers"]} == want
     w = dc.load(dcz)["conv1.weight"]
-    assert len(torch.unique(w)) <= 257
+    assert len(torch.unique(w)) <= 2 ** bits["conv"] + 1  # the codebook and zero
+    # the reference model is cached for the next run
+    assert (tmp_path / "lenet-5-reference.safetensors").exists()

@@ -21,7 +21,6 @@ from .fileformat import (
     DEFAULT_MAX_ELEMENTS,
     Record,
     from_bytes,
-    read_file,
     to_bytes,
     write_atomic,
 )
@@ -193,8 +192,3 @@ def strip_(model: nn.Module) -> nn.Module:
             module.__class__ = module.__class__.__bases__[0]
             module.register_parameter(tname, nn.Parameter(value))
     return model
-
-
-def read_meta(path: str | os.PathLike) -> dict:
-    """The `meta` dict stored in a file's header."""
-    return read_file(path)[1]

@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"deepcompress {api.__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.epilog = "exit status: 0 success, 1 failure, 2 bad input (a missing or damaged file)"
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
@@ -139,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("deepcompress: interrupted", file=sys.stderr)
+        return 1
+    except Exception as e:  # a failure, not bad input: still one line unless --debug
+        if args.debug:
+            raise
+        print(
+            f"deepcompress: failed: {type(e).__name__}: {e} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
     except BrokenPipeError:  # `deepcompress inspect x.dcz | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -175,3 +175,105 @@ def format_description(d: dict) -> str:
             f"{t.get('index_bits', '-'):>5}{t['bytes']:>9}  {streams}"
         )
     return "\n".join(lines)
+
+
+def layer_bytes(model) -> dict[str, int]:
+    """Bytes each layer (weight and its siblings) would take in a file saved now."""
+    from . import api
+
+    out: dict[str, int] = {}
+    for name, t, holder in api.compressed_state(model):
+        layer = name.rpartition(".")[0]
+        out[layer] = out.get(layer, 0) + sum(
+            len(p) for p in api.encode_tensor(name, t, holder).parts
+        )
+    return out
+
+
+def fixed_width_bytes(path: str | os.PathLike) -> dict[str, int]:
+    """Per layer, the bytes of the pruned and quantized layer before Huffman coding: each
+    entry's cluster index and gap in fixed widths, plus the codebook (the paper's "P+Q")."""
+    out: dict[str, int] = {}
+    for t in describe(path)["tensors"]:
+        layer = t["name"].rpartition(".")[0]
+        if t["codec"] == "shared":
+            bits = max(1, (t["k"] - 1).bit_length()) + t["index_bits"]
+            n = -(-t["entries"] * bits // 8) + 4 * t["k"]
+        else:
+            n = t["bytes"]
+        out[layer] = out.get(layer, 0) + n
+    return out
+
+
+def write_markdown(report: dict, trace: dict, out_dir: str | os.PathLike) -> None:
+    """Write OUT/report.md and its figures (weights.png, bytes.png, accuracy.png)."""
+    from pathlib import Path
+
+    from . import figures
+    from .fileformat import write_atomic
+
+    out = Path(out_dir)
+    figures.weight_distributions(trace["weights"], trace["centroids"], out / "weights.png")
+    fixed = fixed_width_bytes(report["file"])
+    bars = [
+        {
+            "layer": r["layer"],
+            "dense": 4 * r["params"],
+            "pruned": trace["pruned_bytes"][r["layer"]],
+            "quantized": fixed[r["layer"]],
+            "final": r["bytes"],
+        }
+        for r in report["layers"]
+    ]
+    figures.bytes_per_layer(bars, out / "bytes.png")
+    stages = [
+        ("reference", report["reference_val_error"]),
+        ("pruned + retrained", report["pruned_val_error"]),
+        ("weight shared", report["quantized_val_error"]),
+        ("codebooks fine-tuned", report["finetuned_val_error"]),
+        ("decoded file", report["val_error"]),
+    ]
+    figures.accuracy_per_stage(stages, out / "accuracy.png")
+    total = {k: sum(b[k] for b in bars) for k in ("dense", "pruned", "quantized", "final")}
+    lines = [
+        f"# deepcompress report: {report['model']}",
+        "",
+        f"- test error: reference {report['reference_test_error']:.2f}% -> "
+        f"{report['test_error']:.2f}% decoded from `{Path(report['file']).name}`",
+        f"- file: {report['compressed_bytes']} bytes, {report['ratio']:.1f}x smaller than "
+        f"{report['original_bytes']} bytes of float32",
+        f"- seed {report['seed']}, {report['train_images']} training images, "
+        f"{report['seconds']:.0f} s",
+        "",
+        "## Per layer",
+        "",
+        "```",
+        report["table"],
+        "```",
+        "",
+        "## Stage by stage (validation split)",
+        "",
+        "| stage | validation error | bytes of the weight layers |",
+        "| --- | --- | --- |",
+        f"| reference | {stages[0][1]:.2f}% | {total['dense']} (dense float32) |",
+        f"| pruned + retrained | {stages[1][1]:.2f}% | {total['pruned']} (values float32, "
+        "coded gaps) |",
+        f"| weight shared | {stages[2][1]:.2f}% | {total['quantized']} (fixed-width indices "
+        "and gaps) |",
+        f"| codebooks fine-tuned, Huffman-coded | {stages[3][1]:.2f}% | {total['final']} |",
+        f"| decoded from the file | {stages[4][1]:.2f}% | {report['compressed_bytes']} (whole "
+        "file) |",
+        "",
+        "![error after each stage](accuracy.png)",
+        "",
+        "![bytes per layer and stage](bytes.png)",
+        "",
+        "## Weight distributions",
+        "",
+        "Non-zero weights of each layer before pruning, after pruning and retraining, and after "
+        "weight sharing and fine-tuning (red: the shared values).",
+        "",
+        "![weight distributions](weights.png)",
+        "",
+    ]
+    write_atomic(out / "report.md", "\n".join(lines).encode())

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -21,9 +23,9 @@ from . import api
 from .data import Dataset, Split, load_digits, load_mnist
 from .fileformat import write_atomic
 from .models import build
-from .pruning import prune_
-from .report import format_table, layer_stats
-from .sharing import quantize_
+from .pruning import compressible_layers, prune_
+from .report import format_table, layer_bytes, layer_stats, write_markdown
+from .sharing import quantize_, shared_parts
 from .train import TrainConfig, error_rate, train
 
 
@@ -75,6 +77,9 @@ RECIPES: dict[str, Recipe] = {
             TrainConfig(epochs=25, lr=0.02),
         ],
         finetune=TrainConfig(epochs=6, lr=0.0005, weight_decay=0.0),
+        # Chosen on the validation split (benchmarks/sweep_bits.py, RESULTS.md): the smallest
+        # file whose validation error is no worse than with the paper's 8/5 bits.
+        bits={"conv": 6, "linear": 3},
     ),
     "digits-mlp": Recipe(
         kept={"ip1": 0.15, "ip2": 0.2, "ip3": 0.5},
@@ -97,8 +102,9 @@ def schedule(kept: dict[str, float], rounds: int) -> list[dict[str, float]]:
 
 
 def _log(msg: str, quiet: bool) -> None:
+    """A finished stage's line, on stderr (stdout carries only the result)."""
     if not quiet:
-        tqdm.write(msg)
+        tqdm.write(msg, file=sys.stderr)
 
 
 def prune_and_retrain(
@@ -116,9 +122,7 @@ def prune_and_retrain(
             desc=f"prune round {r + 1}",
             progress=not quiet,
         )
-    err = error_rate(model, data.val)
-    _log(f"pruned and retrained: validation error {err:.2f}%", quiet)
-    return err
+    return error_rate(model, data.val)
 
 
 def share_and_finetune(
@@ -142,13 +146,11 @@ def share_and_finetune(
         desc="fine-tune codebooks",
         progress=not quiet,
     )
-    after = error_rate(model, data.val)
-    _log(
-        f"weight shared: validation error {before:.2f}% -> {after:.2f}% after fine-tuning "
-        f"the codebooks",
-        quiet,
-    )
-    return before, after
+    return before, error_rate(model, data.val)
+
+
+def _weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {n: m.weight.detach().cpu().numpy().copy() for n, m in compressible_layers(model)}
 
 
 def compress(
@@ -159,18 +161,39 @@ def compress(
     *,
     seed: int = 0,
     quiet: bool = False,
-) -> dict:
+) -> tuple[dict, dict]:
     """Prune + retrain, quantize + fine-tune, save `model` (already trained) to `out_file`.
 
-    Returns the stage-by-stage validation errors (in %) and timings.
+    Returns:
+        `(stages, trace)`: the stage-by-stage validation errors (in %) and timings; and for the
+        report's figures, each compressed layer's weights after each stage (`weights`), its
+        codebook (`centroids`) and its bytes when stored pruned but not quantized
+        (`pruned_bytes`).
     """
     t0 = time.time()
-    stages = {"pruned_val_error": prune_and_retrain(model, data, recipe, seed=seed, quiet=quiet)}
+    trace = {"weights": {"dense": _weights(model)}}
+    err = prune_and_retrain(model, data, recipe, seed=seed, quiet=quiet)
+    stages = {"pruned_val_error": err}
+    trace["weights"]["pruned + retrained"] = _weights(model)
+    trace["pruned_bytes"] = layer_bytes(model)
+    size = sum(trace["pruned_bytes"].values())
+    _log(f"pruned and retrained: validation error {err:.2f}%, weight layers {size} bytes", quiet)
     before, after = share_and_finetune(model, data, recipe, seed=seed, quiet=quiet)
     stages["quantized_val_error"], stages["finetuned_val_error"] = before, after
-    api.save(model, out_file)
+    trace["weights"]["shared + fine-tuned"] = _weights(model)
+    trace["centroids"] = {
+        n: shared_parts(m).codebook.detach().cpu().numpy()
+        for n, m in compressible_layers(model)
+        if shared_parts(m) is not None
+    }
+    size = api.save(model, out_file)
+    _log(
+        f"weight shared: validation error {before:.2f}% -> {after:.2f}% after fine-tuning the "
+        f"codebooks; file {size} bytes",
+        quiet,
+    )
     stages["compress_seconds"] = time.time() - t0
-    return stages
+    return stages, trace
 
 
 def reference_model(
@@ -235,7 +258,7 @@ def run(
         quiet,
     )
     file = out / f"{'demo' if name == 'digits-mlp' else name}.dcz"
-    stages = compress(model, data, recipe, file, seed=seed, quiet=quiet)
+    stages, trace = compress(model, data, recipe, file, seed=seed, quiet=quiet)
 
     decoded = api.load(file, model=build(name))  # accuracy is measured on the decoded file
     test_error = error_rate(decoded, data.test)
@@ -261,4 +284,5 @@ def run(
     }
     write_atomic(out / "report.json", json.dumps(report, indent=2).encode())
     report["table"] = format_table(rows, size, original)
+    write_markdown(report, trace, out)
     return report

@@ -16,10 +16,27 @@ import torch
 from torch import nn
 
 from . import api
-from .fileformat import PREAMBLE, crc32
+from .fileformat import PREAMBLE, crc32, to_bytes
 from .pruning import prune_
 from .sharing import quantize_
 
+#: Header fields a mutation may change.
+FIELDS = (
+    "name",
+    "shape",
+    "dtype",
+    "codec",
+    "parts",
+    "offset",
+    "crc",
+    "k",
+    "index_bits",
+    "entries",
+    "weight_symbols",
+    "gap_symbols",
+)
+#: Raw mutations (see `mutate_bytes`).
+OPS = ("flip", "truncate", "insert", "delete", "u32")
 #: Values a mutated header field is set to.
 NASTY_VALUES = (
     -1,
@@ -53,10 +70,7 @@ def sample_file() -> bytes:
     )
     prune_(net, sparsity={"0": 0.3, "3": 0.7, "4": 0.5})
     quantize_(net, bits={"0": 3, "3": 2})
-    records = [api.encode_tensor(n, t, h) for n, t, h in api.compressed_state(net)]
-    from .fileformat import to_bytes
-
-    return to_bytes(records)
+    return to_bytes([api.encode_tensor(n, t, h) for n, t, h in api.compressed_state(net)])
 
 
 def split(buf: bytes) -> tuple[dict, bytes]:
