@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from tqdm.auto import tqdm
 
 from . import codec
 from .errors import FormatError
@@ -79,6 +80,7 @@ def save(
     *,
     index_bits: int | Mapping[str, int] | None = None,
     meta: dict | None = None,
+    progress: bool = False,
 ) -> int:
     """Write `model`'s weights to one compressed file, atomically.
 
@@ -92,6 +94,7 @@ def save(
         index_bits: width of a stored gap, an int or a mapping by layer name or kind; None
             (the default) picks, per layer, the width that gives the smallest file.
         meta: optional JSON-serialisable dict stored in the header (e.g. a training report).
+        progress: show a progress bar over the tensors being encoded.
 
     Returns:
         The size of the written file in bytes.
@@ -102,7 +105,9 @@ def save(
     """
     records = []
     modules = dict(model.named_modules())
-    for name, tensor, holder in compressed_state(model):
+    for name, tensor, holder in tqdm(
+        compressed_state(model), desc="encode", unit="tensor", disable=not progress, leave=False
+    ):
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ValueError(f"tensor {name!r} contains NaN or infinity; refusing to save it")
         layer = name.rpartition(".")[0]

@@ -136,7 +136,7 @@ def share_and_finetune(
 ) -> tuple[float, float]:
     """Stage 2: weight sharing, then codebook fine-tuning. Returns the validation errors
     before and after fine-tuning."""
-    quantize_(model, bits=bits or recipe.bits, init=recipe.init)
+    quantize_(model, bits=bits or recipe.bits, init=recipe.init, progress=not quiet)
     before = error_rate(model, data.val)
     train(
         model,
@@ -186,7 +186,7 @@ def compress(
         for n, m in compressible_layers(model)
         if shared_parts(m) is not None
     }
-    size = api.save(model, out_file)
+    size = api.save(model, out_file, progress=not quiet)
     _log(
         f"weight shared: validation error {before:.2f}% -> {after:.2f}% after fine-tuning the "
         f"codebooks; file {size} bytes",

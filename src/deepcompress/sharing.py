@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from tqdm.auto import tqdm
 
 from .pruning import compressible_layers, current_mask, per_layer
 
@@ -177,6 +178,7 @@ def quantize_(
     init: str = "linear",
     max_iter: int = 300,
     seed: int = 0,
+    progress: bool = False,
 ) -> nn.Module:
     """Share each layer's surviving weights through a k-means codebook, in place.
 
@@ -192,6 +194,7 @@ def quantize_(
         init: centroid initialisation, one of `INITS` ("linear" by default, as in the paper).
         max_iter: k-means iterations at most.
         seed: for the random initialisations.
+        progress: show a progress bar over the layers being clustered.
 
     Returns:
         `model`, with a `Shared` parametrization on each quantized weight.
@@ -206,7 +209,9 @@ def quantize_(
         unknown = [k for k in bits if k not in layers and k not in ("conv", "linear")]
         if unknown:
             raise ValueError(f"no layer named {unknown}; layers are {sorted(layers)}")
-    for name, module in layers.items():
+    for name, module in tqdm(
+        layers.items(), desc="k-means", unit="layer", disable=not progress, leave=False
+    ):
         b = per_layer(bits, name, module)
         if b is None:
             continue
