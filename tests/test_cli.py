@@ -105,3 +105,19 @@ def test_inspect_text_json_and_damage(tmp_path):
     bad.write_bytes(mutate_section(f.read_bytes(), 60, 0xFF))  # damage behind a valid CRC
     r = cli("inspect", str(bad))
     assert r.returncode in (0, 2) and "Traceback" not in r.stderr
+
+
+def test_bench_reports_every_shared_layer(tmp_path):
+    from deepcompress.testing import sample_file
+
+    f = tmp_path / "s.dcz"
+    f.write_bytes(sample_file())
+    r = cli("bench", str(f), "--batch", "1", "3", "--repeats", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["tensor"] for row in rows] == ["0.weight", "3.weight"]  # the `shared` ones
+    for row in rows:
+        assert row["compressed_bytes"] < row["dense_bytes"] or row["kept"] > 0.5
+        assert row["dense_ms_b3"] > 0 and row["compressed_ms_b1"] > 0
+    r = cli("bench", str(tmp_path / "nope.dcz"))
+    assert r.returncode == 2

@@ -17,6 +17,7 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from . import codec
+from . import runtime as rt
 from .errors import FormatError
 from .fileformat import (
     DEFAULT_MAX_ELEMENTS,
@@ -125,6 +126,7 @@ def load(
     path: str | os.PathLike,
     model: nn.Module | None = None,
     *,
+    runtime: str = "dense",
     max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> dict[str, torch.Tensor] | nn.Module:
     """Decode a compressed file.
@@ -134,6 +136,9 @@ def load(
         model: optional module to load the weights into (strictly: every key must match). Any
             deepcompress masks or codebooks on it are removed first, so it becomes a plain
             dense model holding the decoded weights.
+        runtime: with a model, "dense" (decode every weight) or "compressed": weight-shared
+            Linear and Conv2d (groups=1) layers are replaced by modules that run from the
+            compressed form without building the dense weight (see `runtime`); inference only.
         max_elements: refuse a file that declares more elements than this in all (by
             default 2**32, 16 GiB of float32), before allocating anything for it.
 
@@ -143,30 +148,75 @@ def load(
     Raises:
         FileNotFoundError: no such file.
         FormatError: the file is damaged or not a deepcompress file.
-        ValueError: the file's tensors do not match `model`'s.
+        ValueError: the file's tensors do not match `model`'s, or an unknown runtime.
     """
+    if runtime not in ("dense", "compressed"):
+        raise ValueError(f"runtime must be 'dense' or 'compressed', not {runtime!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
-    state = load_bytes(path.read_bytes(), max_elements=max_elements)
+    records, _ = from_bytes(path.read_bytes(), max_elements)
+    keep = _runnable_compressed(records, model) if runtime == "compressed" else {}
+    state = _decode(
+        r
+        for r in records
+        if r.name.rpartition(".")[0] not in keep
+        or r.name.rpartition(".")[2] not in ("weight", "bias")
+    )
     if model is None:
         return state
     strip_(model)
+    for layer, (rec, bias) in keep.items():
+        _replace(
+            model,
+            layer,
+            rt.compressed_layer(
+                model.get_submodule(layer),
+                rt.matrix_from_record(rec),
+                None if bias is None else _decode([bias])[bias.name],
+            ),
+        )
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
-        raise ValueError(f"{Path(path).name} does not fit the model: {e}") from None
-    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"{path.name} does not fit the model: {e}") from None
+    missing = [k for k in result.missing_keys if k.rpartition(".")[0] not in keep]
+    if missing or result.unexpected_keys:
         raise ValueError(
-            f"{Path(path).name} does not match the model: missing {result.missing_keys}, "
+            f"{path.name} does not match the model: missing {missing}, "
             f"unexpected {result.unexpected_keys}"
         )
     return model
 
 
-def load_bytes(data: bytes, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, torch.Tensor]:
-    """Decode a whole file held in memory: `{name: dense tensor}`. Raises FormatError."""
-    records, _ = from_bytes(data, max_elements)
+def _runnable_compressed(records: list[Record], model: nn.Module | None) -> dict:
+    """{layer: (weight record, bias record or None)} for the layers that can run compressed."""
+    if model is None:
+        raise ValueError("runtime='compressed' needs a model to put the layers in")
+    by_name = {r.name: r for r in records}
+    out = {}
+    for rec in records:
+        layer, _, tname = rec.name.rpartition(".")
+        try:
+            module = model.get_submodule(layer)
+        except AttributeError:
+            continue
+        if (
+            tname == "weight"
+            and rec.codec == "shared"
+            and tuple(module.weight.shape) == rec.shape
+            and rt.supports(module)
+        ):
+            out[layer] = (rec, by_name.get(f"{layer}.bias"))
+    return out
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def _decode(records) -> dict[str, torch.Tensor]:
     state = {}
     for rec in records:
         _, decoder = codec.DECODERS[rec.codec]
@@ -175,6 +225,11 @@ def load_bytes(data: bytes, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict
         except FormatError as e:
             raise FormatError(f"tensor {rec.name!r}: {e}") from None
     return state
+
+
+def load_bytes(data: bytes, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, torch.Tensor]:
+    """Decode a whole file held in memory: `{name: dense tensor}`. Raises FormatError."""
+    return _decode(from_bytes(data, max_elements)[0])
 
 
 def strip_(model: nn.Module) -> nn.Module:

@@ -20,6 +20,7 @@ EXAMPLES = {
     "demo": "example: deepcompress demo --out /tmp/demo",
     "decode": "example: deepcompress decode model.dcz -o model.safetensors",
     "inspect": "example: deepcompress inspect model.dcz --json",
+    "bench": "example: deepcompress bench model.dcz --batch 1 8",
 }
 
 
@@ -70,7 +71,34 @@ def _parser() -> argparse.ArgumentParser:
     i = add("inspect", "show a .dcz file's header, tensors and streams; verify its checksums")
     i.add_argument("file", help="the .dcz file")
     i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    b = add("bench", "per-layer latency of a .dcz file's layers, dense vs run compressed")
+    b.add_argument("file", help="the .dcz file")
+    b.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes")
+    b.add_argument("--repeats", type=int, default=20)
+    b.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+def _bench(args) -> int:
+    from .runtime import bench_file
+
+    rows = bench_file(args.file, tuple(args.batch), args.repeats)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = "".join(f"{'b' + str(b) + ' dense/ours ms':>22}" for b in args.batch)
+    print(f"{'tensor':<20}{'shape':>12}{'kept':>7}{'resident':>10}{cols}")
+    for r in rows:
+        times = "".join(
+            f"{r[f'dense_ms_b{b}']:>9.3f} /{r[f'compressed_ms_b{b}']:>7.3f}"
+            f" {r[f'dense_ms_b{b}'] / r[f'compressed_ms_b{b}']:>3.1f}x"
+            for b in args.batch
+        )
+        shape = "x".join(map(str, r["shape"]))
+        share = 100 * r["compressed_bytes"] / r["dense_bytes"]
+        print(f"{r['tensor'][:19]:<20}{shape:>12}{100 * r['kept']:>6.1f}%{share:>9.1f}%{times}")
+    return 0
 
 
 def _inspect(args) -> int:
@@ -132,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             return _reproduce(args, "digits-mlp")
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "bench":
+            return _bench(args)
         return _decode(args)
     except (FileNotFoundError, FormatError, ValueError, IsADirectoryError, PermissionError) as e:
         if args.debug:

@@ -42,12 +42,15 @@ def encode_positions(positions: np.ndarray, index_bits: int) -> tuple[np.ndarray
         is a real weight (False for fillers). Every real weight's entry comes right after the
         fillers that lead to it.
     """
+    return encode_gaps(raw_gaps(positions), index_bits)
+
+
+def encode_gaps(d: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """`encode_positions` given each kept weight's raw gap `d` (zeros skipped before it)."""
     span = max_gap(index_bits) + 1
-    d = raw_gaps(positions)
     if (d < 0).any():
         raise ValueError("positions must be ascending, distinct and non-negative")
-    fillers = d // span
-    per_weight = fillers + 1
+    per_weight = d // span + 1
     n = int(per_weight.sum())
     gaps = np.full(n, span - 1, dtype=np.int64)
     is_real = np.zeros(n, dtype=bool)

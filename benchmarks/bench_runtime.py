@@ -1,0 +1,107 @@
+"""Latency of fc layers run from the compressed form, against dense PyTorch, torch.sparse_csr
+and SciPy CSR, on the same weights, side by side in one run.
+
+Run:  python benchmarks/bench_runtime.py [--repeats 50]
+
+Shapes: AlexNet fc6 9216->4096 (9% kept), fc7 4096->4096 (9%), fc8 4096->1000 (25%); VGG-16
+fc6 25088->4096 (4%), fc7 4096->4096 (4%), fc8 4096->1000 (23%); 5-bit codebooks (32 shared
+values), random positions. Prints, per shape and batch size (1 and 8), the median latency of
+each and the resident bytes of each representation (dense float32 for the first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import scipy.sparse
+import torch
+
+from deepcompress.runtime import CompressedMatrix
+
+SHAPES = [
+    ("alexnet fc6", 4096, 9216, 0.09),
+    ("alexnet fc7", 4096, 4096, 0.09),
+    ("alexnet fc8", 1000, 4096, 0.25),
+    ("vgg16 fc6", 4096, 25088, 0.04),
+    ("vgg16 fc7", 4096, 4096, 0.04),
+    ("vgg16 fc8", 1000, 4096, 0.23),
+]
+
+
+def weight(rows: int, cols: int, kept: float, bits: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    codebook = torch.randn(2**bits, generator=g)
+    w = codebook[torch.randint(0, 2**bits, (rows, cols), generator=g)]
+    w[torch.rand(rows, cols, generator=g) >= kept] = 0
+    return w
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=50)
+    args = p.parse_args()
+    print(
+        f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), {os.cpu_count()} cores, {platform.machine()}"
+    )
+    print(
+        "| layer | batch | dense ms | torch.sparse_csr ms | scipy csr ms | ours ms "
+        "| ours vs dense | ours vs sparse_csr |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    sizes = []
+    for name, rows, cols, kept in SHAPES:
+        w = weight(rows, cols, kept, 5)
+        csr = w.to_sparse_csr()
+        sp = scipy.sparse.csr_matrix(w.numpy())
+        ours = CompressedMatrix.from_dense(w)
+        # the four must agree before they are timed
+        x8 = torch.randn(8, cols)
+        ref = x8 @ w.T
+        for y in ((csr @ x8.T).T, torch.from_numpy((sp @ x8.numpy().T).T), ours.matmul_t(x8)):
+            assert torch.allclose(y, ref, rtol=1e-4, atol=1e-4)
+        for batch in (1, 8):
+            x = torch.randn(batch, cols)
+            xt = x.T.contiguous()
+            xn = xt.numpy()
+            with torch.no_grad():
+                t_dense = median_time(lambda: torch.nn.functional.linear(x, w), args.repeats)
+                t_csr = median_time(lambda: csr @ xt, args.repeats)
+            t_sp = median_time(lambda: sp @ xn, args.repeats)
+            t_ours = median_time(lambda: ours.matmul_t(x), args.repeats)
+            print(
+                f"| {name} | {batch} | {1e3 * t_dense:.3f} | {1e3 * t_csr:.3f} | "
+                f"{1e3 * t_sp:.3f} | {1e3 * t_ours:.3f} | {t_dense / t_ours:.1f}x | "
+                f"{t_csr / t_ours:.2f}x |",
+                flush=True,
+            )
+        csr_bytes = sum(
+            t.numel() * t.element_size()
+            for t in (csr.crow_indices(), csr.col_indices(), csr.values())
+        )
+        sp_bytes = sp.data.nbytes + sp.indices.nbytes + sp.indptr.nbytes
+        sizes.append((name, 4 * rows * cols, csr_bytes, sp_bytes, ours.nbytes))
+    print()
+    print("| layer | dense bytes | torch.sparse_csr | scipy csr | ours | ours / dense |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, d, c, s, o in sizes:
+        print(f"| {name} | {d} | {c} | {s} | {o} | {100 * o / d:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
