@@ -228,12 +228,30 @@ def _decode(records) -> dict[str, torch.Tensor]:
 
 
 def load_bytes(data: bytes, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, torch.Tensor]:
-    """Decode a whole file held in memory: `{name: dense tensor}`. Raises FormatError."""
+    """Decode a whole file held in memory.
+
+    Args:
+        data: the bytes of a `.dcz` file.
+        max_elements: as for `load`.
+
+    Returns:
+        `{name: dense tensor}` in the file's order.
+
+    Raises:
+        FormatError: the bytes are damaged, truncated or not a deepcompress file.
+    """
     return _decode(from_bytes(data, max_elements)[0])
 
 
 def strip_(model: nn.Module) -> nn.Module:
-    """Remove deepcompress's masks and codebooks, leaving plain dense weights (in place)."""
+    """Remove deepcompress's masks and codebooks, leaving plain dense weights (in place).
+
+    Args:
+        model: a module after `prune_` and/or `quantize_`.
+
+    Returns:
+        `model`, whose `state_dict()` has its original keys again (`ip1.weight`, ...).
+    """
     for module in model.modules():
         if not parametrize.is_parametrized(module):
             continue

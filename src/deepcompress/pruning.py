@@ -61,6 +61,9 @@ def threshold_mask(weight: torch.Tensor, quality: float) -> torch.Tensor:
 
     Returns:
         A bool tensor of `weight`'s shape.
+
+    Raises:
+        ValueError: a negative quality, or NaN/infinite weights.
     """
     if quality < 0:
         raise ValueError(f"quality must be >= 0, got {quality}")
