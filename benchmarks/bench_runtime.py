@@ -80,10 +80,12 @@ def main() -> None:
             xt = x.T.contiguous()
             xn = xt.numpy()
             with torch.no_grad():
-                t_dense = median_time(lambda: torch.nn.functional.linear(x, w), args.repeats)
-                t_csr = median_time(lambda: csr @ xt, args.repeats)
-            t_sp = median_time(lambda: sp @ xn, args.repeats)
-            t_ours = median_time(lambda: ours.matmul_t(x), args.repeats)
+                t_dense = median_time(
+                    lambda x=x, w=w: torch.nn.functional.linear(x, w), args.repeats
+                )
+                t_csr = median_time(lambda c=csr, xt=xt: c @ xt, args.repeats)
+            t_sp = median_time(lambda s=sp, xn=xn: s @ xn, args.repeats)
+            t_ours = median_time(lambda o=ours, x=x: o.matmul_t(x), args.repeats)
             print(
                 f"| {name} | {batch} | {1e3 * t_dense:.3f} | {1e3 * t_csr:.3f} | "
                 f"{1e3 * t_sp:.3f} | {1e3 * t_ours:.3f} | {t_dense / t_ours:.1f}x | "
