@@ -16,11 +16,10 @@ import os
 import platform
 import time
 
-import numpy as np
 import scipy.sparse
 import torch
 
-from deepcompress.runtime import CompressedMatrix
+from deepcompress.runtime import CompressedMatrix, median_seconds
 
 SHAPES = [
     ("alexnet fc6", 4096, 9216, 0.09),
@@ -38,17 +37,6 @@ def weight(rows: int, cols: int, kept: float, bits: int, seed: int = 0) -> torch
     w = codebook[torch.randint(0, 2**bits, (rows, cols), generator=g)]
     w[torch.rand(rows, cols, generator=g) >= kept] = 0
     return w
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -80,12 +68,12 @@ def main() -> None:
             xt = x.T.contiguous()
             xn = xt.numpy()
             with torch.no_grad():
-                t_dense = median_time(
+                t_dense = median_seconds(
                     lambda x=x, w=w: torch.nn.functional.linear(x, w), args.repeats
                 )
-                t_csr = median_time(lambda c=csr, xt=xt: c @ xt, args.repeats)
-            t_sp = median_time(lambda s=sp, xn=xn: s @ xn, args.repeats)
-            t_ours = median_time(lambda o=ours, x=x: o.matmul_t(x), args.repeats)
+                t_csr = median_seconds(lambda c=csr, xt=xt: c @ xt, args.repeats)
+            t_sp = median_seconds(lambda s=sp, xn=xn: s @ xn, args.repeats)
+            t_ours = median_seconds(lambda o=ours, x=x: o.matmul_t(x), args.repeats)
             print(
                 f"| {name} | {batch} | {1e3 * t_dense:.3f} | {1e3 * t_csr:.3f} | "
                 f"{1e3 * t_sp:.3f} | {1e3 * t_ours:.3f} | {t_dense / t_ours:.1f}x | "

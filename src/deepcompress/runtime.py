@@ -294,7 +294,8 @@ def autotune_(
     return plans
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of `fn()` over `repeats` calls, after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -326,10 +327,10 @@ def bench_file(path, batch_sizes=(1, 8), repeats: int = 20) -> list[dict]:
         for b in batch_sizes:
             x = torch.randn(b, m.shape[1])
             with torch.no_grad():
-                row[f"dense_ms_b{b}"] = 1e3 * _median_seconds(
+                row[f"dense_ms_b{b}"] = 1e3 * median_seconds(
                     lambda x=x, w=w: nn.functional.linear(x, w), repeats
                 )
-            row[f"compressed_ms_b{b}"] = 1e3 * _median_seconds(
+            row[f"compressed_ms_b{b}"] = 1e3 * median_seconds(
                 lambda x=x, m=m: m.matmul_t(x), repeats
             )
         rows.append(row)
