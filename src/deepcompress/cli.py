@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         help="multiply every training phase's epochs (quick checks)",
     )
     r.add_argument("--train-limit", type=int, help="train on the first N images only")
+    r.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from OUT/<model>.ckpt"
+    )
     r.add_argument("--quiet", action="store_true", help="no progress output")
 
     d = add("demo", "the whole pipeline on scikit-learn's bundled digits, offline, in seconds")
@@ -154,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "reproduce":
-            extra = {"epochs_scale": args.epochs_scale, "train_limit": args.train_limit}
+            extra = {
+                "epochs_scale": args.epochs_scale,
+                "train_limit": args.train_limit,
+                "resume": args.resume,
+            }
             return _reproduce(args, args.model, args.data, extra)
         if args.command == "demo":
             return _reproduce(args, "digits-mlp")

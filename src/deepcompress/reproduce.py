@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import api
+from .checkpoint import read_meta as read_checkpoint_meta
+from .checkpoint import restore, save_checkpoint
 from .data import Dataset, Split, load_digits, load_mnist
 from .fileformat import write_atomic
 from .models import build
@@ -108,11 +110,23 @@ def _log(msg: str, quiet: bool) -> None:
 
 
 def prune_and_retrain(
-    model: torch.nn.Module, data: Dataset, recipe: Recipe, *, seed: int = 0, quiet: bool = False
+    model: torch.nn.Module,
+    data: Dataset,
+    recipe: Recipe,
+    *,
+    seed: int = 0,
+    quiet: bool = False,
+    start: int = 0,
+    after_round=None,
 ) -> float:
-    """Stage 1: iterative pruning, retraining after each round. Returns the validation error."""
+    """Stage 1: iterative pruning, retraining after each round. Returns the validation error.
+
+    `start` skips the rounds already done (when resuming); `after_round(r)` is called after
+    round r's retraining (to checkpoint)."""
     rounds = schedule(recipe.kept, len(recipe.prune_rounds))
     for r, (sparsity, cfg) in enumerate(zip(rounds, recipe.prune_rounds)):
+        if r < start:
+            continue
         prune_(model, sparsity=sparsity)
         train(
             model,
@@ -122,6 +136,8 @@ def prune_and_retrain(
             desc=f"prune round {r + 1}",
             progress=not quiet,
         )
+        if after_round is not None:
+            after_round(r)
     return error_rate(model, data.val)
 
 
@@ -161,8 +177,18 @@ def compress(
     *,
     seed: int = 0,
     quiet: bool = False,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    after_round=None,
 ) -> tuple[dict, dict]:
     """Prune + retrain, quantize + fine-tune, save `model` (already trained) to `out_file`.
+
+    Args:
+        checkpoint: if given, the model is written there after every pruning round, and the
+            file is removed once `out_file` is written.
+        resume: continue from `checkpoint` if it holds this same run (recipe, seed, data).
+        after_round: called with the round number after each round's checkpoint (tests use
+            it to interrupt a run).
 
     Returns:
         `(stages, trace)`: the stage-by-stage validation errors (in %) and timings; and for the
@@ -172,7 +198,22 @@ def compress(
     """
     t0 = time.time()
     trace = {"weights": {"dense": _weights(model)}}
-    err = prune_and_retrain(model, data, recipe, seed=seed, quiet=quiet)
+    tag = json.dumps({"recipe": asdict(recipe), "seed": seed, "n": len(data.train)})
+    start = 0
+    if resume and checkpoint is not None and checkpoint.is_file():
+        if read_checkpoint_meta(checkpoint).get("run") == tag:
+            start = restore(model, checkpoint)["round"] + 1
+            _log(f"resumed from {checkpoint} after pruning round {start}", quiet)
+
+    def done(r: int) -> None:
+        if checkpoint is not None:
+            save_checkpoint(model, checkpoint, {"run": tag, "round": r})
+        if after_round is not None:
+            after_round(r)
+
+    err = prune_and_retrain(
+        model, data, recipe, seed=seed, quiet=quiet, start=start, after_round=done
+    )
     stages = {"pruned_val_error": err}
     trace["weights"]["pruned + retrained"] = _weights(model)
     trace["pruned_bytes"] = layer_bytes(model)
@@ -187,6 +228,8 @@ def compress(
         if shared_parts(m) is not None
     }
     size = api.save(model, out_file, progress=not quiet)
+    if checkpoint is not None and checkpoint.exists():
+        checkpoint.unlink()
     _log(
         f"weight shared: validation error {before:.2f}% -> {after:.2f}% after fine-tuning the "
         f"codebooks; file {size} bytes",
@@ -229,9 +272,13 @@ def run(
     quiet: bool = False,
     epochs_scale: float = 1.0,
     train_limit: int | None = None,
+    resume: bool = False,
+    after_round=None,
 ) -> dict:
     """`deepcompress reproduce` / `demo`: the whole pipeline; writes OUT/<name>.dcz and
-    OUT/report.json and returns the report.
+    OUT/report.json and returns the report. A checkpoint is written to OUT/<name>.ckpt after
+    every pruning round; with `resume`, a run killed mid-way continues from there (and the
+    reference model is reused from OUT/<name>-reference.safetensors), losing at most a round.
 
     Args:
         name: "lenet-300-100", "lenet-5" or "digits-mlp" (the demo, on bundled data).
@@ -241,6 +288,8 @@ def run(
         quiet: no progress bars or stage lines.
         epochs_scale: multiply every phase's epochs (for quick checks; 1 is the recipe).
         train_limit: train on only the first N training images (for quick checks).
+        resume: continue from OUT/<name>.ckpt if it belongs to this same run.
+        after_round: see `compress`.
     """
     t0 = time.time()
     out = Path(out_dir)
@@ -249,7 +298,7 @@ def run(
     data = load_digits(seed) if name == "digits-mlp" else load_mnist(data_dir)
     if train_limit is not None:
         data.train = Split(data.train.x[:train_limit], data.train.y[:train_limit])
-    cache = out / f"{name}-reference.safetensors" if name != "digits-mlp" else None
+    cache = out / f"{name}-reference.safetensors"
     model, reused = reference_model(name, data, recipe, cache, seed, quiet)
     ref_val, ref_test = error_rate(model, data.val), error_rate(model, data.test)
     _log(
@@ -258,7 +307,17 @@ def run(
         quiet,
     )
     file = out / f"{'demo' if name == 'digits-mlp' else name}.dcz"
-    stages, trace = compress(model, data, recipe, file, seed=seed, quiet=quiet)
+    stages, trace = compress(
+        model,
+        data,
+        recipe,
+        file,
+        seed=seed,
+        quiet=quiet,
+        checkpoint=out / f"{name}.ckpt",
+        resume=resume,
+        after_round=after_round,
+    )
 
     decoded = api.load(file, model=build(name))  # accuracy is measured on the decoded file
     test_error = error_rate(decoded, data.test)

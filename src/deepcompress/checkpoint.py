@@ -1,0 +1,69 @@
+"""Checkpoints of a model in the middle of compression: weights, masks and codebooks.
+
+A checkpoint is a safetensors file (no pickle) holding every tensor of the model under its plain
+name, plus, for a pruned layer, `<name>.__mask`, and for a weight-shared one `<name>.__codebook`
+and `<name>.__idx`; its metadata holds the caller's JSON (which phase was finished, the run's
+identity). `restore` rebuilds the same parametrizations on a fresh model, so training resumes
+exactly where it stopped: the optimizer is created afresh in each phase and the data order
+and augmentation are seeded per phase, so nothing else needs saving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .api import compressed_state
+from .pruning import Masked
+from .sharing import Shared
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict) -> None:
+    """Write `model` and `meta` (JSON-serialisable) to `path` atomically."""
+    tensors = {}
+    for name, t, holder in compressed_state(model):
+        tensors[name] = t.contiguous().clone()
+        if isinstance(holder, Masked):
+            tensors[f"{name}.__mask"] = holder.mask.to(torch.uint8).contiguous()
+        elif isinstance(holder, Shared):
+            tensors[f"{name}.__codebook"] = holder.codebook.detach().contiguous().clone()
+            tensors[f"{name}.__idx"] = holder.idx.contiguous()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The `meta` dict of a checkpoint."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads((f.metadata() or {}).get("meta", "{}"))
+
+
+def restore(model: nn.Module, path: str | os.PathLike) -> dict:
+    """Load a checkpoint into a fresh `model` (same architecture, no parametrizations),
+    re-creating its masks and codebooks. Returns the checkpoint's meta."""
+    tensors = load_file(str(path))
+    plain = {k: v for k, v in tensors.items() if ".__" not in k}
+    model.load_state_dict(plain, strict=True)
+    for key, mask in tensors.items():
+        if key.endswith(".__mask"):
+            layer, _, tname = key[: -len(".__mask")].rpartition(".")
+            module = model.get_submodule(layer)
+            parametrize.register_parametrization(module, tname, Masked(mask.bool()))
+    for key, codebook in tensors.items():
+        if key.endswith(".__codebook"):
+            name = key[: -len(".__codebook")]
+            layer, _, tname = name.rpartition(".")
+            module = model.get_submodule(layer)
+            shared = Shared(codebook, tensors[f"{name}.__idx"])
+            parametrize.register_parametrization(module, tname, shared, unsafe=True)
+    return read_meta(path)

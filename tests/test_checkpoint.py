@@ -1,0 +1,59 @@
+"""Checkpoints and resuming an interrupted run."""
+
+import pytest
+import torch
+from torch import nn
+
+import deepcompress as dc
+from deepcompress.checkpoint import restore, save_checkpoint
+from deepcompress.reproduce import run
+from deepcompress.sharing import shared_parts
+
+
+def arch():
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(), nn.Linear(12, 6), nn.Linear(6, 2))
+
+
+def test_checkpoint_restores_masks_and_codebooks(tmp_path):
+    torch.manual_seed(0)
+    net = arch()
+    dc.prune_(net, sparsity=0.5)
+    dc.quantize_(net, bits={"0": 2})  # layer 0 shared, layers 2 and 3 pruned only
+    save_checkpoint(net, tmp_path / "c.ckpt", {"round": 3})
+    fresh = arch()
+    assert restore(fresh, tmp_path / "c.ckpt") == {"round": 3}
+    x = torch.randn(4, 1, 4, 4)
+    assert torch.equal(fresh(x), net(x))
+    assert torch.equal(shared_parts(fresh[0]).idx, shared_parts(net[0]).idx)
+    # training goes on identically: same masks, same trainable tensors
+    for m in (net, fresh):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(3):
+            loss = m(x).pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert torch.equal(fresh(x), net(x))
+    assert (fresh[2].weight == 0).sum() == (net[2].weight == 0).sum() >= 36
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_to_the_same_file(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run("digits-mlp", a, quiet=True, epochs_scale=0.1)
+
+    def fail(r):
+        if r == 0:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run("digits-mlp", b, quiet=True, epochs_scale=0.1, after_round=fail)
+    assert (b / "digits-mlp.ckpt").exists() and not (b / "demo.dcz").exists()
+    rounds = []
+    run("digits-mlp", b, quiet=True, epochs_scale=0.1, resume=True, after_round=rounds.append)
+    assert rounds == [1]  # round 0 was not done again
+    assert (a / "demo.dcz").read_bytes() == (b / "demo.dcz").read_bytes()
+    assert not (b / "digits-mlp.ckpt").exists()  # removed once the file is written
