@@ -46,7 +46,7 @@ def test_an_interrupted_run_resumes_to_the_same_file(tmp_path):
     run("digits-mlp", a, quiet=True, epochs_scale=0.1)
 
     def fail(r):
-        if r == 0:
+        if r == 1:  # round 1 trained but not checkpointed: as if killed during round 1
             raise Interrupted
 
     with pytest.raises(Interrupted):
@@ -54,6 +54,6 @@ def test_an_interrupted_run_resumes_to_the_same_file(tmp_path):
     assert (b / "digits-mlp.ckpt").exists() and not (b / "demo.dcz").exists()
     rounds = []
     run("digits-mlp", b, quiet=True, epochs_scale=0.1, resume=True, after_round=rounds.append)
-    assert rounds == [1]  # round 0 was not done again
+    assert rounds == [1]  # round 0 came from the checkpoint, round 1 was done again
     assert (a / "demo.dcz").read_bytes() == (b / "demo.dcz").read_bytes()
     assert not (b / "digits-mlp.ckpt").exists()  # removed once the file is written

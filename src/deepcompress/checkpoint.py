@@ -66,4 +66,5 @@ def restore(model: nn.Module, path: str | os.PathLike) -> dict:
             module = model.get_submodule(layer)
             shared = Shared(codebook, tensors[f"{name}.__idx"])
             parametrize.register_parametrization(module, tname, shared, unsafe=True)
+            module.parametrizations[tname].original.requires_grad_(False)
     return read_meta(path)

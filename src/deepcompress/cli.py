@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from OUT/<model>.ckpt"
     )
+    r.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="train on N local processes (torch.distributed, gloo on CPU)",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress output")
 
     d = add("demo", "the whole pipeline on scikit-learn's bundled digits, offline, in seconds")
@@ -113,10 +119,11 @@ def _inspect(args) -> int:
 
 
 def _reproduce(args, name: str, data=None, extra=None) -> int:
-    from .reproduce import run
+    from .reproduce import run_parallel
 
     extra = extra or {}
-    report = run(name, args.out, data, seed=args.seed, quiet=args.quiet, **extra)
+    nproc = extra.pop("nproc", 1)
+    report = run_parallel(nproc, name, args.out, data, seed=args.seed, quiet=args.quiet, **extra)
     print(report["table"])
     if name == "digits-mlp":
         print(
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 "epochs_scale": args.epochs_scale,
                 "train_limit": args.train_limit,
                 "resume": args.resume,
+                "nproc": args.nproc,
             }
             return _reproduce(args, args.model, args.data, extra)
         if args.command == "demo":

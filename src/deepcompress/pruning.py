@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .distributed import broadcast_
+
 #: Layer types whose `weight` is compressed by default.
 SUPPORTED_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -185,6 +187,7 @@ def _prune_layer(module: nn.Module, value: float, by_quality: bool) -> None:
     else:
         # Already-pruned zeros are the smallest magnitudes, so they are pruned first.
         mask = magnitude_mask(weight, value)
+    broadcast_(mask)  # under torch.distributed, every rank takes rank 0's mask
     if old is None:
         parametrize.register_parametrization(module, "weight", Masked(mask))
     else:

@@ -23,6 +23,7 @@ from . import api
 from .checkpoint import read_meta as read_checkpoint_meta
 from .checkpoint import restore, save_checkpoint
 from .data import Dataset, Split, load_digits, load_mnist
+from .distributed import barrier, broadcast_, is_main, launch
 from .fileformat import write_atomic
 from .models import build
 from .pruning import compressible_layers, prune_
@@ -187,8 +188,8 @@ def compress(
         checkpoint: if given, the model is written there after every pruning round, and the
             file is removed once `out_file` is written.
         resume: continue from `checkpoint` if it holds this same run (recipe, seed, data).
-        after_round: called with the round number after each round's checkpoint (tests use
-            it to interrupt a run).
+        after_round: called with the round number when a round's retraining is done, before
+            its checkpoint is written (tests raise there to kill a run mid-round).
 
     Returns:
         `(stages, trace)`: the stage-by-stage validation errors (in %) and timings; and for the
@@ -199,17 +200,22 @@ def compress(
     t0 = time.time()
     trace = {"weights": {"dense": _weights(model)}}
     tag = json.dumps({"recipe": asdict(recipe), "seed": seed, "n": len(data.train)})
+    usable = (
+        resume
+        and checkpoint is not None
+        and checkpoint.is_file()
+        and read_checkpoint_meta(checkpoint).get("run") == tag
+    )
     start = 0
-    if resume and checkpoint is not None and checkpoint.is_file():
-        if read_checkpoint_meta(checkpoint).get("run") == tag:
-            start = restore(model, checkpoint)["round"] + 1
-            _log(f"resumed from {checkpoint} after pruning round {start}", quiet)
+    if int(broadcast_(torch.tensor([int(usable)]))):  # every rank follows rank 0's choice
+        start = restore(model, checkpoint)["round"] + 1
+        _log(f"resumed from {checkpoint} after pruning round {start}", quiet)
 
     def done(r: int) -> None:
-        if checkpoint is not None:
-            save_checkpoint(model, checkpoint, {"run": tag, "round": r})
         if after_round is not None:
             after_round(r)
+        if checkpoint is not None and is_main():
+            save_checkpoint(model, checkpoint, {"run": tag, "round": r})
 
     err = prune_and_retrain(
         model, data, recipe, seed=seed, quiet=quiet, start=start, after_round=done
@@ -227,9 +233,12 @@ def compress(
         for n, m in compressible_layers(model)
         if shared_parts(m) is not None
     }
-    size = api.save(model, out_file, progress=not quiet)
-    if checkpoint is not None and checkpoint.exists():
-        checkpoint.unlink()
+    size = 0
+    if is_main():
+        size = api.save(model, out_file, progress=not quiet)
+        if checkpoint is not None and checkpoint.exists():
+            checkpoint.unlink()
+    barrier()
     _log(
         f"weight shared: validation error {before:.2f}% -> {after:.2f}% after fine-tuning the "
         f"codebooks; file {size} bytes",
@@ -247,16 +256,17 @@ def reference_model(
     torch.manual_seed(seed)
     model = build(name)
     tag = json.dumps({"dense": asdict(recipe.dense), "seed": seed, "n": len(data.train)})
+    same = False
     if cache is not None and cache.is_file():
         from safetensors import safe_open
 
         with safe_open(str(cache), "pt") as f:
             same = (f.metadata() or {}).get("recipe") == tag
-        if same:
-            model.load_state_dict(load_file(str(cache)))
-            return model.eval(), True
+    if int(broadcast_(torch.tensor([int(same)]))):  # every rank follows rank 0's choice
+        model.load_state_dict(load_file(str(cache)))
+        return model.eval(), True
     train(model, data.train, recipe.dense, seed=seed, desc="train reference", progress=not quiet)
-    if cache is not None:
+    if cache is not None and is_main():
         tmp = cache.with_name(cache.name + ".tmp")
         save_file(model.state_dict(), str(tmp), metadata={"recipe": tag})
         os.replace(tmp, cache)
@@ -319,6 +329,8 @@ def run(
         after_round=after_round,
     )
 
+    if not is_main():
+        return {}
     decoded = api.load(file, model=build(name))  # accuracy is measured on the decoded file
     test_error = error_rate(decoded, data.test)
     rows, size = layer_stats(file)
@@ -344,4 +356,23 @@ def run(
     write_atomic(out / "report.json", json.dumps(report, indent=2).encode())
     report["table"] = format_table(rows, size, original)
     write_markdown(report, trace, out)
+    return report
+
+
+def _run_rank(name, out_dir, data_dir, kwargs) -> None:
+    run(name, out_dir, data_dir, **{**kwargs, "quiet": kwargs.get("quiet") or not is_main()})
+
+
+def run_parallel(
+    nproc: int, name: str, out_dir: str | os.PathLike, data_dir=None, **kwargs
+) -> dict:
+    """`run` on `nproc` local processes (torch.distributed, gloo on CPU): each trains on its
+    share of every batch; rank 0 writes the files. Returns the report, as `run` does."""
+    if nproc == 1:
+        return run(name, out_dir, data_dir, **kwargs)
+    launch(_run_rank, nproc, name, str(out_dir), data_dir, kwargs)
+    report = json.loads((Path(out_dir) / "report.json").read_text())
+    report["table"] = format_table(
+        report["layers"], report["compressed_bytes"], report["original_bytes"]
+    )
     return report

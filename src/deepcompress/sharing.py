@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
+from .distributed import broadcast_
 from .pruning import compressible_layers, current_mask, per_layer
 
 #: Centroid initialisations (the paper's three, plus k-means++).
@@ -233,9 +234,14 @@ def _quantize_layer(module: nn.Module, bits: int, init: str, max_iter: int, seed
     idx = torch.zeros(weight.shape, dtype=torch.int64)
     idx[mask.cpu()] = torch.from_numpy(labels) + 1
     codebook = torch.from_numpy(centroids).to(dtype=weight.dtype, device=weight.device)
+    # Under torch.distributed every rank takes rank 0's clustering (sizes first: k may differ).
+    k = broadcast_(torch.tensor([len(codebook)]))
+    codebook = broadcast_(codebook if len(codebook) == k else codebook.new_zeros(int(k)))
+    idx = broadcast_(idx)
     shared = Shared(codebook, idx.to(weight.device))
     if not parametrize.is_parametrized(module, "weight"):
         parametrize.register_parametrization(module, "weight", shared, unsafe=True)
+        module.parametrizations.weight.original.requires_grad_(False)  # empty, never used
         return
     plist = module.parametrizations.weight
     if len(plist) != 1:
@@ -245,5 +251,5 @@ def _quantize_layer(module: nn.Module, bits: int, init: str, max_iter: int, seed
     # Swap the mask for the codebook in place. (torch's remove_parametrizations edits the
     # module's generated class, which copy.deepcopy shares: it would break every copy.)
     plist[0] = shared
-    plist.original = nn.Parameter(weight.new_empty(0))
+    plist.original = nn.Parameter(weight.new_empty(0), requires_grad=False)
     plist.unsafe = True

@@ -11,9 +11,11 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data import Split
 
 
@@ -55,8 +57,15 @@ def train(
     desc: str = "train",
     progress: bool = True,
 ) -> None:
-    """Train `model` on `data` for `cfg.epochs` epochs (in place)."""
+    """Train `model` on `data` for `cfg.epochs` epochs (in place).
+
+    Inside a torch.distributed process group, the model is wrapped in DistributedDataParallel
+    and each of the N ranks trains on its 1/N of every batch of `cfg.batch_size` (all ranks
+    draw the same order and augmentation), so N processes take the same steps as one.
+    """
     gen = torch.Generator().manual_seed(seed)
+    world, rank = (dist.get_world_size(), dist.get_rank()) if distributed.active() else (1, 0)
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     params = [p for p in model.parameters() if p.requires_grad and p.numel() > 0]
     opt = torch.optim.SGD(
         params,
@@ -77,13 +86,13 @@ def train(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     model.train()
     step = 0
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+    bar = tqdm(total=total, desc=desc, disable=not progress or rank > 0, leave=False, unit="step")
     for _ in range(cfg.epochs):
         order = torch.randperm(len(data), generator=gen)
         for i in range(0, len(data), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
-            x = random_shift(data.x[idx], cfg.shift, fill, gen)
-            loss = loss_fn(model(x), data.y[idx])
+            x, y = random_shift(data.x[idx], cfg.shift, fill, gen), data.y[idx]
+            loss = loss_fn(net(x[rank::world]), y[rank::world])
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,74 @@
+"""Retraining on several processes with PyTorch's own engine (torch.distributed, DDP).
+
+Nothing here is needed inside a user's own DDP loop: masks and codebooks are module buffers
+and parameters, so DDP broadcasts them from rank 0 when it wraps the model and all-reduces the
+codebooks' gradients like any other's; `prune_` and `quantize_` also broadcast what they
+compute from rank 0, so every rank holds identical masks and codebooks even before wrapping.
+`launch` runs a function on N local processes (gloo, on the CPU), as
+`deepcompress reproduce --nproc N` does; on several machines or GPUs use `torchrun` as usual.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+
+
+def active() -> bool:
+    """True inside an initialised process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def is_main() -> bool:
+    """Whether this process writes files (rank 0, or the only process)."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def broadcast_(t: torch.Tensor) -> torch.Tensor:
+    """Overwrite `t` (in place) with rank 0's value; a no-op outside a process group."""
+    if active():
+        if t.dtype == torch.bool:
+            u = t.to(torch.uint8)
+            dist.broadcast(u, src=0)
+            t.copy_(u.bool())
+        else:
+            dist.broadcast(t, src=0)
+    return t
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(local_rank: int, world: int, port: int, fn, args: tuple) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    # gloo: the built-in training loop runs on the CPU (a user's own loop on GPUs would use
+    # nccl through torchrun, see the README).
+    dist.init_process_group("gloo", rank=local_rank, world_size=world)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    try:
+        fn(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(fn, nproc: int, *args) -> None:
+    """Run `fn(*args)` in `nproc` local processes joined in one process group."""
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    torch.multiprocessing.spawn(_worker, args=(nproc, _free_port(), fn, args), nprocs=nproc)
