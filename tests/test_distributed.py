@@ -57,6 +57,6 @@ def test_reproduce_on_two_processes(tmp_path):
     assert rep["compressed_bytes"] == (tmp_path / "demo.dcz").stat().st_size
     assert rep["test_error"] < 20 and "ip1" in rep["table"]
     assert not (tmp_path / "digits-mlp.ckpt").exists()
-    # the cached reference is reused by both ranks on a second run, which then ends the same
+    # a second run (both ranks retrain the reference the same way) ends the same
     again = run_parallel(2, "digits-mlp", tmp_path / ".", quiet=True, epochs_scale=0.1)
     assert again["reference_test_error"] == rep["reference_test_error"]
