@@ -18,7 +18,6 @@ from tqdm.auto import tqdm
 
 from . import codec
 from . import runtime as rt
-from .errors import FormatError
 from .fileformat import (
     DEFAULT_MAX_ELEMENTS,
     Record,
@@ -217,14 +216,7 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _decode(records) -> dict[str, torch.Tensor]:
-    state = {}
-    for rec in records:
-        _, decoder = codec.DECODERS[rec.codec]
-        try:
-            state[rec.name] = decoder(rec.params, rec.parts, codec.DTYPES[rec.dtype], rec.shape)
-        except FormatError as e:
-            raise FormatError(f"tensor {rec.name!r}: {e}") from None
-    return state
+    return {rec.name: codec.decode_record(rec) for rec in records}
 
 
 def load_bytes(data: bytes, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, torch.Tensor]:

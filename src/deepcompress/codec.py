@@ -218,15 +218,24 @@ def decode_sparse(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -
     return out.reshape(shape)
 
 
-def decode_shared(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> torch.Tensor:
-    cb, w_table, w_bits, g_table, g_bits = parts
-    numel = int(np.prod(shape, dtype=np.int64))
-    k, entries = params["k"], params["entries"]
+def shared_entries(params: dict, parts: list[bytes], numel: int) -> tuple[np.ndarray, np.ndarray]:
+    """A `shared` section's entries, checked: their flat positions (all < numel) and their
+    cluster symbols (0 = filler, 1..k; none above k)."""
+    _, w_table, w_bits, g_table, g_bits = parts
+    k = params["k"]
     if params["weight_symbols"] > k + 1:
         raise FormatError(f"cluster-index alphabet {params['weight_symbols']} exceeds k+1={k + 1}")
     positions = _positions(params, g_table, g_bits, numel)
-    wsym = _decode_stream(w_table, params["weight_symbols"], w_bits, entries, "cluster-index")
-    table = torch.cat([torch.zeros(1), bytes_tensor(cb, torch.float32, (k,))])
+    symbols = _decode_stream(
+        w_table, params["weight_symbols"], w_bits, params["entries"], "cluster-index"
+    )
+    return positions, symbols
+
+
+def decode_shared(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> torch.Tensor:
+    numel = int(np.prod(shape, dtype=np.int64))
+    positions, wsym = shared_entries(params, parts, numel)
+    table = torch.cat([torch.zeros(1), bytes_tensor(parts[0], torch.float32, (params["k"],))])
     out = torch.zeros(numel, dtype=torch.float32)
     out[torch.from_numpy(positions)] = table[torch.from_numpy(wsym)]
     return out.reshape(shape).to(dtype)
@@ -234,6 +243,15 @@ def decode_shared(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -
 
 #: codec name -> (number of parts, decoder)
 DECODERS = {"raw": (1, decode_raw), "sparse": (3, decode_sparse), "shared": (5, decode_shared)}
+
+
+def decode_record(rec) -> torch.Tensor:
+    """The dense tensor of a checked `fileformat.Record`; FormatError names the tensor."""
+    _, decoder = DECODERS[rec.codec]
+    try:
+        return decoder(rec.params, rec.parts, DTYPES[rec.dtype], rec.shape)
+    except FormatError as e:
+        raise FormatError(f"tensor {rec.name!r}: {e}") from None
 
 
 def expected_part_sizes(codec: str, params: dict, dtype: torch.dtype, numel: int) -> list:

@@ -26,7 +26,8 @@ from numba import njit, prange
 from torch import nn
 
 from . import codec
-from .sparse_index import decode_positions, encode_gaps
+from .errors import FormatError
+from .sparse_index import encode_gaps
 
 
 def _spmm(row_ptr, ent, shift, mask, table, xt, out):  # pragma: no cover - compiled
@@ -242,18 +243,19 @@ def compressed_layer(module: nn.Module, weight: CompressedMatrix, bias) -> nn.Mo
 
 
 def matrix_from_record(rec) -> CompressedMatrix:
-    """A `CompressedMatrix` straight from a `shared` record's streams (no dense weight)."""
-    streams = codec.streams(rec.codec, rec.params, rec.parts)
-    positions = decode_positions(streams["gap"]["symbols"])
-    numel = int(np.prod(rec.shape))
-    if len(positions) and positions[-1] >= numel:
-        from .errors import FormatError
+    """A `CompressedMatrix` straight from a `shared` record's streams (no dense weight).
 
-        raise FormatError(f"tensor {rec.name!r}: sparse index runs past the end of the tensor")
+    The entries pass the same checks as when decoding to dense (positions inside the tensor,
+    symbols inside the codebook), so the unchecked kernel never reads out of bounds."""
+    numel = int(np.prod(rec.shape))
+    try:
+        positions, symbols = codec.shared_entries(rec.params, rec.parts, numel)
+    except FormatError as e:
+        raise FormatError(f"tensor {rec.name!r}: {e}") from None
     codebook = np.frombuffer(rec.parts[0], dtype="<f4")
     rows = rec.shape[0]
     return CompressedMatrix.from_positions(
-        (rows, numel // max(1, rows)), positions, streams["cluster"]["symbols"], codebook
+        (rows, numel // max(1, rows)), positions, symbols, codebook
     )
 
 
