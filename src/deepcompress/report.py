@@ -19,8 +19,9 @@ def layer_stats(path: str | os.PathLike) -> tuple[list[dict], int]:
         non-zero), `weight_bits` (bits of a cluster index, None if not weight-shared),
         `weight_bits_huffman` (coded bits per entry of the cluster-index stream),
         `index_bits` (gap width), `index_bits_huffman` (coded bits per entry of the gap
-        stream), `bytes` (the layer's data sections) and `ratio` (4 bytes per parameter of
-        the layer over `bytes`).
+        stream), `bytes` (the layer's data sections), `fixed_bytes` (the same before Huffman
+        coding: cluster indices and gaps in fixed widths plus the codebook, the paper's "P+Q")
+        and `ratio` (4 bytes per parameter of the layer over `bytes`).
     """
     d = describe(path)
     layers: dict[str, dict] = {}
@@ -29,13 +30,18 @@ def layer_stats(path: str | os.PathLike) -> tuple[list[dict], int]:
         row = layers.setdefault(layer, dict.fromkeys(LAYER_KEYS))
         row.update(layer=layer, params=(row["params"] or 0) + t["elements"])
         row["bytes"] = (row["bytes"] or 0) + t["bytes"]
+        bits = max(1, (t["k"] - 1).bit_length()) if t["codec"] == "shared" else None
+        fixed = t["bytes"]
+        if bits is not None:
+            fixed = -(-t["entries"] * (bits + t["index_bits"]) // 8) + 4 * t["k"]
+        row["fixed_bytes"] = (row["fixed_bytes"] or 0) + fixed
         if tname != "weight" and t["codec"] == "raw":
             continue
         row.update(weights=t["elements"], kept=t["kept"], index_bits=t.get("index_bits"))
         if "gap" in t["streams"]:
             row["index_bits_huffman"] = t["streams"]["gap"]["bits_per_symbol"]
         if "cluster" in t["streams"]:
-            row["weight_bits"] = max(1, (t["k"] - 1).bit_length())
+            row["weight_bits"] = bits
             row["weight_bits_huffman"] = t["streams"]["cluster"]["bits_per_symbol"]
     rows = [r for r in layers.values() if r["weights"]]
     for r in rows:
@@ -53,6 +59,7 @@ LAYER_KEYS = (
     "index_bits",
     "index_bits_huffman",
     "bytes",
+    "fixed_bytes",
 )
 
 
@@ -113,8 +120,7 @@ def describe(path: str | os.PathLike) -> dict:
     tensors = []
     for rec in records:
         numel = int(np.prod(rec.shape, dtype=np.int64)) if rec.shape else 1
-        _, decoder = codec.DECODERS[rec.codec]
-        dense = decoder(rec.params, rec.parts, codec.DTYPES[rec.dtype], rec.shape)
+        dense = codec.decode_record(rec)
         row = {
             "name": rec.name,
             "shape": list(rec.shape),
@@ -190,21 +196,6 @@ def layer_bytes(model) -> dict[str, int]:
     return out
 
 
-def fixed_width_bytes(path: str | os.PathLike) -> dict[str, int]:
-    """Per layer, the bytes of the pruned and quantized layer before Huffman coding: each
-    entry's cluster index and gap in fixed widths, plus the codebook (the paper's "P+Q")."""
-    out: dict[str, int] = {}
-    for t in describe(path)["tensors"]:
-        layer = t["name"].rpartition(".")[0]
-        if t["codec"] == "shared":
-            bits = max(1, (t["k"] - 1).bit_length()) + t["index_bits"]
-            n = -(-t["entries"] * bits // 8) + 4 * t["k"]
-        else:
-            n = t["bytes"]
-        out[layer] = out.get(layer, 0) + n
-    return out
-
-
 def write_markdown(report: dict, trace: dict, out_dir: str | os.PathLike) -> None:
     """Write OUT/report.md and its figures (weights.png, bytes.png, accuracy.png)."""
     from pathlib import Path
@@ -214,13 +205,12 @@ def write_markdown(report: dict, trace: dict, out_dir: str | os.PathLike) -> Non
 
     out = Path(out_dir)
     figures.weight_distributions(trace["weights"], trace["centroids"], out / "weights.png")
-    fixed = fixed_width_bytes(report["file"])
     bars = [
         {
             "layer": r["layer"],
             "dense": 4 * r["params"],
             "pruned": trace["pruned_bytes"][r["layer"]],
-            "quantized": fixed[r["layer"]],
+            "quantized": r["fixed_bytes"],
             "final": r["bytes"],
         }
         for r in report["layers"]
