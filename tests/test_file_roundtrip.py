@@ -21,8 +21,8 @@ def roundtrip(records):
     return out
 
 
-def shared_record(name, idx, codebook, index_bits=None):
-    params, parts = codec.encode_shared(idx, codebook, index_bits)
+def shared_record(name, idx, codebook, index_bits=None, entropy="auto"):
+    params, parts = codec.encode_shared(idx, codebook, index_bits, entropy)
     return Record(name, tuple(idx.shape), "float32", "shared", params, parts)
 
 
@@ -43,14 +43,19 @@ def test_raw_round_trip_every_dtype_and_shape(dtype, shape):
 @pytest.mark.parametrize("bits", [1, 2, 5, 8])
 @pytest.mark.parametrize("density", [0.0, 0.001, 0.08, 0.5, 1.0])
 @pytest.mark.parametrize("index_bits", [None, 1, 3, 8])
-def test_shared_round_trip(bits, density, index_bits):
+@pytest.mark.parametrize("entropy", codec.ENTROPY_CHOICES)
+def test_shared_round_trip(bits, density, index_bits, entropy):
     g = torch.Generator().manual_seed(bits * 100 + int(density * 1000))
     shape = (40, 3, 5, 5)  # a conv weight
     k = 2**bits
     idx = torch.randint(1, k + 1, shape, generator=g)
     idx[torch.rand(shape, generator=g) >= density] = 0
     codebook = torch.randn(k, generator=g)
-    out = roundtrip([shared_record("w", idx, codebook, index_bits)])["w"]
+    rec = shared_record("w", idx, codebook, index_bits, entropy)
+    if entropy != "auto":
+        assert rec.params.get("weight_coder", "huffman") == entropy
+        assert rec.params.get("gap_coder", "huffman") == entropy
+    out = roundtrip([rec])["w"]
     assert torch.equal(out, dense_from(idx, codebook))
 
 
@@ -69,10 +74,11 @@ def test_shared_one_element_and_long_gaps():
 
 @pytest.mark.parametrize("density", [0.0, 0.05, 1.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
-def test_sparse_round_trip(density, dtype):
+@pytest.mark.parametrize("entropy", codec.ENTROPY_CHOICES)
+def test_sparse_round_trip(density, dtype, entropy):
     t = torch.randn(30, 70).to(dtype)
     t[torch.rand(30, 70) >= density] = 0
-    params, parts = codec.encode_sparse(t)
+    params, parts = codec.encode_sparse(t, entropy=entropy)
     rec = Record("w", tuple(t.shape), codec.dtype_name(dtype), "sparse", params, parts)
     assert torch.equal(roundtrip([rec])["w"], t)
 

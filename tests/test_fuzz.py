@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import deepcompress as dc
+from deepcompress import codec
 from deepcompress.testing import (
     FIELDS,
     NASTY_VALUES,
@@ -23,6 +24,8 @@ from deepcompress.testing import (
 )
 
 SAMPLE = sample_file()
+#: The sample with each entropy coder (the mutations must reach every decoder).
+SAMPLES = [sample_file(c) for c in codec.CODERS]
 LIMIT = 10**6  # elements: a mutated shape may not make the reader allocate more
 # No per-example deadline: on a loaded CI machine it would only make the suite flaky. A hang
 # would still stop the suite; the long atheris run checks time with libFuzzer's -timeout.
@@ -37,10 +40,15 @@ def decodes_or_format_error(buf: bytes) -> None:
     assert sum(t.numel() for t in state.values()) <= LIMIT
 
 
-def test_sample_is_valid_and_uses_every_codec():
-    header, _ = split(SAMPLE)
-    assert {e["codec"] for e in header["tensors"]} == {"raw", "sparse", "shared"}
-    dc.load_bytes(SAMPLE)
+def test_samples_are_valid_and_use_every_codec_and_coder():
+    for coder, sample in zip(codec.CODERS, SAMPLES):
+        header, _ = split(sample)
+        assert {e["codec"] for e in header["tensors"]} == {"raw", "sparse", "shared"}
+        coded = [e for e in header["tensors"] if e["codec"] != "raw"]
+        coders = {e.get("gap_coder", "huffman") for e in coded}
+        coders |= {e.get("weight_coder", "huffman") for e in coded if e["codec"] == "shared"}
+        assert coders == {coder}
+        dc.load_bytes(sample)
 
 
 @SETTINGS
@@ -53,27 +61,36 @@ def test_sample_is_valid_and_uses_every_codec():
         ),
         min_size=1,
         max_size=4,
-    )
+    ),
+    st.sampled_from(SAMPLES),
 )
-def test_raw_mutations_are_caught(ops):
-    buf = SAMPLE
+def test_raw_mutations_are_caught(ops, sample):
+    buf = sample
     for op, pos, arg in ops:
         buf = mutate_bytes(buf, op, pos, arg)
-    if buf != SAMPLE:
+    if buf != sample:
         with pytest.raises(dc.FormatError):
             dc.load_bytes(buf, max_elements=LIMIT)
 
 
 @SETTINGS
-@given(st.integers(0, 20), st.sampled_from(FIELDS), st.sampled_from(NASTY_VALUES))
-def test_header_fields_with_valid_checksums(tensor, key, value):
-    decodes_or_format_error(mutate_field(SAMPLE, tensor, key, value))
+@given(
+    st.integers(0, 20),
+    st.sampled_from(FIELDS),
+    st.sampled_from(NASTY_VALUES),
+    st.sampled_from(SAMPLES),
+)
+def test_header_fields_with_valid_checksums(tensor, key, value, sample):
+    decodes_or_format_error(mutate_field(sample, tensor, key, value))
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6))
-def test_section_bytes_with_valid_checksums(edits):
-    buf = SAMPLE
+@given(
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6),
+    st.sampled_from(SAMPLES),
+)
+def test_section_bytes_with_valid_checksums(edits, sample):
+    buf = sample
     for pos, byte in edits:
         buf = mutate_section(buf, pos, byte)
     decodes_or_format_error(buf)

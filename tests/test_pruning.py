@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -102,3 +103,17 @@ def test_quality_threshold_and_per_kind_mapping():
     assert current_mask(net[0]) is None  # conv untouched
     w = net[3].weight.detach()
     assert 0.5 < float((w == 0).float().mean()) < 0.8  # |w| < 1 std: about 68% of a Gaussian
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.75, 0.96, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_kept_positions_chunked_with_ties_matches_reference(sparsity, dtype):
+    from deepcompress.pruning import kept_positions
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(40, 31, generator=g).round(decimals=1).to(dtype)  # many ties
+    expected = torch.nonzero(reference_mask(w, sparsity).reshape(-1)).reshape(-1).numpy()
+    for chunk in (7, 64, 1 << 24):
+        got = kept_positions(w, sparsity, chunk=chunk)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, expected)

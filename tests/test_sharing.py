@@ -131,3 +131,40 @@ def test_deep_copies_stay_independent():
     dc.strip_(net)
     assert torch.equal(net[2].weight, twin[2].weight)
     assert set(net.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def reference_lloyd(xs, c, max_iter=300):
+    """Slow reference: Lloyd's algorithm with a full assignment of every value per iteration."""
+    from deepcompress.sharing import assign
+
+    k = len(c)
+    labels = None
+    for _ in range(max_iter):
+        c = np.sort(c)
+        new = assign(xs, c)
+        counts = np.bincount(new, minlength=k)
+        while (counts == 0).any():
+            err = (xs - c[new]) ** 2
+            err[counts[new] == 1] = -1.0
+            c[np.flatnonzero(counts == 0)[0]] = xs[int(np.argmax(err))]
+            c = np.sort(c)
+            new = assign(xs, c)
+            counts = np.bincount(new, minlength=k)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        c = np.bincount(labels, weights=xs, minlength=k) / counts
+    return np.sort(c)
+
+
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("k", [3, 16, 256])
+def test_prefix_sum_lloyd_matches_full_assignment_lloyd(init, k):
+    from deepcompress.sharing import _lloyd, init_centroids
+
+    rng = np.random.default_rng(k)
+    x = np.concatenate([rng.laplace(0, 0.05, 5000), [3.0, -2.5], np.full(50, 0.01)])
+    xs = np.sort(x)
+    c0 = init_centroids(xs, k, init, seed=2)
+    got = _lloyd(xs, c0.copy(), 300)
+    np.testing.assert_allclose(got, reference_lloyd(xs, c0.copy()), atol=1e-9)

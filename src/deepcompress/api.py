@@ -58,15 +58,21 @@ def compressed_state(model: nn.Module) -> list[tuple[str, torch.Tensor, nn.Modul
 
 
 def encode_tensor(
-    name: str, t: torch.Tensor, holder: nn.Module | None, index_bits: int | None = None
+    name: str,
+    t: torch.Tensor,
+    holder: nn.Module | None,
+    index_bits: int | None = None,
+    entropy: str = "auto",
 ) -> Record:
     """A `Record` for one tensor: `shared` if it is weight-shared, `sparse` if pruned, else raw."""
     dtype = codec.dtype_name(t.dtype)
     if isinstance(holder, Shared):
-        params, parts = codec.encode_shared(holder.idx, holder.codebook.detach(), index_bits)
+        params, parts = codec.encode_shared(
+            holder.idx, holder.codebook.detach(), index_bits, entropy
+        )
         kind = "shared"
     elif isinstance(holder, Masked):
-        params, parts = codec.encode_sparse(t, index_bits)
+        params, parts = codec.encode_sparse(t, index_bits, entropy)
         kind = "sparse"
     else:
         params, parts = codec.encode_raw(t)
@@ -79,13 +85,14 @@ def save(
     path: str | os.PathLike,
     *,
     index_bits: int | Mapping[str, int] | None = None,
+    entropy: str = "auto",
     meta: dict | None = None,
     progress: bool = False,
 ) -> int:
     """Write `model`'s weights to one compressed file, atomically.
 
-    Weight-shared layers are stored as codebook + Huffman-coded cluster indices and gaps,
-    pruned-only layers as Huffman-coded gaps + raw values, everything else (biases, buffers,
+    Weight-shared layers are stored as codebook + entropy-coded cluster indices and gaps,
+    pruned-only layers as entropy-coded gaps + raw values, everything else (biases, buffers,
     untouched layers) as raw little-endian bytes.
 
     Args:
@@ -93,6 +100,8 @@ def save(
         path: the file to write (conventionally `*.dcz`); its folder must exist.
         index_bits: width of a stored gap, an int or a mapping by layer name or kind; None
             (the default) picks, per layer, the width that gives the smallest file.
+        entropy: the coder of each stream: "auto" (the smallest of those available),
+            "huffman" (the paper's) or "rans".
         meta: optional JSON-serialisable dict stored in the header (e.g. a training report).
         progress: show a progress bar over the tensors being encoded.
 
@@ -112,7 +121,7 @@ def save(
             raise ValueError(f"tensor {name!r} contains NaN or infinity; refusing to save it")
         layer = name.rpartition(".")[0]
         ib = per_layer(index_bits, layer, modules[layer]) if holder is not None else None
-        records.append(encode_tensor(name, tensor, holder, ib))
+        records.append(encode_tensor(name, tensor, holder, ib, entropy))
     info = {"deepcompress": __version__}
     if meta:
         info.update(meta)

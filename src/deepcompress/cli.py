@@ -14,11 +14,17 @@ from pathlib import Path
 
 from . import api
 from .errors import FormatError
+from .posttrain import encode_state_dict as api_encode
 
 EXAMPLES = {
     "reproduce": "example: deepcompress reproduce lenet-300-100 --data ~/mnist --out runs/lenet",
     "demo": "example: deepcompress demo --out /tmp/demo",
     "decode": "example: deepcompress decode model.dcz -o model.safetensors",
+    "encode": (
+        "example: deepcompress encode model.safetensors -o model.dcz --sparsity 0.5 --bits 6 \\\n"
+        "           --sparsity-per-layer 'classifier.*=0.9' --exclude 'embed*'\n"
+        "Without retraining, pruning and few bits cost accuracy: measure it on your data."
+    ),
     "inspect": "example: deepcompress inspect model.dcz --json",
     "bench": "example: deepcompress bench model.dcz --batch 1 8",
 }
@@ -76,6 +82,28 @@ def _parser() -> argparse.ArgumentParser:
     x = add("decode", "decode a .dcz file to dense weights in a .safetensors file")
     x.add_argument("file", help="the .dcz file")
     x.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+
+    e = add("encode", "compress a .safetensors checkpoint's weights, with no retraining")
+    e.add_argument("file", help="the .safetensors file")
+    e.add_argument("-o", "--output", required=True, help="the .dcz file to write")
+    e.add_argument("--sparsity", type=float, default=0.0, help="fraction pruned (default 0)")
+    e.add_argument(
+        "--sparsity-per-layer",
+        nargs="+",
+        default=[],
+        metavar="PATTERN=S",
+        help="per-layer sparsity by glob (or re:REGEX) on tensor or layer names; first match wins",
+    )
+    e.add_argument("--bits", type=int, default=8, help="codebook bits per weight (default 8)")
+    e.add_argument("--bits-per-layer", nargs="+", default=[], metavar="PATTERN=B")
+    e.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="store as is")
+    e.add_argument(
+        "--entropy",
+        choices=["auto", "huffman", "rans"],
+        default="auto",
+        help="entropy coder per stream: the smaller (auto), or the paper's Huffman",
+    )
+    e.add_argument("--quiet", action="store_true", help="no progress output")
 
     i = add("inspect", "show a .dcz file's header, tensors and streams; verify its checksums")
     i.add_argument("file", help="the .dcz file")
@@ -160,6 +188,51 @@ def _decode(args) -> int:
     return 0
 
 
+def _pairs(items: list[str], cast, what: str) -> dict:
+    out = {}
+    for item in items:
+        pattern, sep, value = item.rpartition("=")
+        try:
+            if not sep or not pattern:
+                raise ValueError
+            out[pattern] = cast(value)
+        except ValueError:
+            raise ValueError(f"{what} wants PATTERN=VALUE, got {item!r}") from None
+    return out
+
+
+def _encode(args) -> int:
+    from safetensors.torch import load_file
+
+    src, dst = Path(args.file), Path(args.output)
+    if not src.is_file():
+        raise FileNotFoundError(f"no such file: {args.file!r}")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError("the output would overwrite the input file")
+    try:
+        state = load_file(str(src))
+    except Exception as e:  # safetensors raises its own error types
+        raise ValueError(f"{args.file!r} is not a readable .safetensors file: {e}") from None
+    sparsity = {
+        **_pairs(args.sparsity_per_layer, float, "--sparsity-per-layer"),
+        "*": args.sparsity,
+    }
+    bits = {**_pairs(args.bits_per_layer, int, "--bits-per-layer"), "*": args.bits}
+    size = api_encode(
+        state,
+        dst,
+        sparsity=sparsity,
+        bits=bits,
+        exclude=args.exclude,
+        entropy=args.entropy,
+        progress=not args.quiet,
+        meta={"source": src.name},
+    )
+    dense = 4 * sum(t.numel() for t in state.values())
+    print(json.dumps({"tensors": len(state), "bytes": size, "ratio": round(dense / size, 2)}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -177,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             return _inspect(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "encode":
+            return _encode(args)
         return _decode(args)
     except (FileNotFoundError, FormatError, ValueError, IsADirectoryError, PermissionError) as e:
         if args.debug:

@@ -1,16 +1,18 @@
 """How one tensor becomes bytes and back: the codecs `raw`, `sparse` and `shared`.
 
 This module joins the stages for a single tensor: the sparse index (`sparse_index`), the
-codebook indices (`sharing`) and the entropy coder (`huffman`). It knows nothing about files:
-`fileformat` frames what it produces. Each encoder returns `(params, parts)`: a small dict that
-goes into the file's header, and the list of byte strings that form the tensor's data section;
-each decoder checks its input and raises `FormatError`. The layouts are specified in
+codebook indices (`sharing`) and the entropy coders (`huffman`, `rans`). It knows nothing about
+files: `fileformat` frames what it produces. Each encoder returns `(params, parts)`: a small
+dict that goes into the file's header, and the list of byte strings that form the tensor's data
+section; each decoder checks its input and raises `FormatError`. The layouts are specified in
 docs/FORMAT.md.
 
 - raw:    the tensor's bytes, little-endian, row-major.
-- sparse: a pruned tensor kept in full precision: gap stream (Huffman) + float values.
-- shared: a weight-shared tensor: codebook (float32) + cluster-index stream (Huffman, symbol
-          0 = filler zero, 1..k = centroid) + gap stream (Huffman).
+- sparse: a pruned tensor kept in full precision: gap stream + float values.
+- shared: a weight-shared tensor: codebook (float32) + cluster-index stream (symbol 0 = filler
+          zero, 1..k = centroid) + gap stream.
+
+Each stream is entropy-coded by Huffman or rANS, whichever is smaller (or as asked).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import huffman
+from . import huffman, rans
 from .errors import FormatError
 from .sparse_index import decode_positions, encode_positions, max_gap, raw_gaps
 
@@ -129,17 +131,60 @@ def choose_index_bits(positions: np.ndarray, symbols: np.ndarray | None = None) 
     return best
 
 
-def _encode_stream(symbols: np.ndarray) -> tuple[int, bytes, bytes]:
-    """(alphabet size, packed code lengths, coded bits) of one symbol stream."""
+#: Entropy coders of a stream. "huffman" is the paper's; "rans" codes within a fraction of a
+#: percent of the order-0 entropy. "auto" (encoding only) keeps whichever gives fewer bytes.
+CODERS = ("huffman", "rans")
+ENTROPY_CHOICES = ("auto", *CODERS)
+
+
+def _huffman_stream(symbols: np.ndarray, hist: np.ndarray) -> tuple[bytes, bytes]:
+    lens = huffman.code_lengths(hist)
+    return pack_lengths(lens), huffman.encode(symbols, lens)
+
+
+def _rans_stream(symbols: np.ndarray, hist: np.ndarray) -> tuple[bytes, bytes]:
+    precision, freqs = _rans_precision(hist)
+    return rans.pack_table(freqs, precision), rans.encode(symbols, freqs, precision)
+
+
+def _rans_precision(hist: np.ndarray) -> tuple[int, np.ndarray]:
+    """The frequency precision with the fewest estimated bytes, table included."""
+    present = int(np.count_nonzero(hist))
+    if present == 0:
+        return 0, np.zeros(len(hist), np.int64)
+    best = None
+    for p in range(max(1, (present - 1).bit_length()), rans.MAX_PRECISION + 1):
+        freqs = rans.quantize_freqs(hist, p)
+        cost = rans.estimate_bits(hist, freqs, p) + 8 * len(rans.pack_table(freqs, p))
+        if best is None or cost < best[0]:
+            best = (cost, p, freqs)
+    return best[1], best[2]
+
+
+def _encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int, bytes, bytes]:
+    """(coder, alphabet size, table, payload) of one symbol stream; with "auto", the coder
+    whose table and payload together are smallest (Huffman on a tie)."""
+    if entropy not in ENTROPY_CHOICES:
+        raise ValueError(f"entropy must be one of {ENTROPY_CHOICES}, not {entropy!r}")
     n_sym = int(symbols.max()) + 1 if len(symbols) else 0
-    lens = huffman.code_lengths(np.bincount(symbols, minlength=n_sym))
-    return n_sym, pack_lengths(lens), huffman.encode(symbols, lens)
+    hist = np.bincount(symbols, minlength=n_sym)
+    best = None
+    for coder, make in (("huffman", _huffman_stream), ("rans", _rans_stream)):
+        if entropy in ("auto", coder):
+            table, payload = make(symbols, hist)
+            if best is None or len(table) + len(payload) < len(best[2]) + len(best[3]):
+                best = (coder, n_sym, table, payload)
+    return best
 
 
-def _decode_stream(table: bytes, n_sym: int, data: bytes, count: int, what: str) -> np.ndarray:
-    lens = unpack_lengths(table, n_sym)
+def _decode_stream(
+    coder: str, table: bytes, n_sym: int, data: bytes, count: int, what: str
+) -> np.ndarray:
     try:
-        return huffman.decode(data, lens, count)
+        if coder == "rans":
+            freqs, precision = rans.unpack_table(table, n_sym)
+            return rans.decode(data, freqs, precision, count)
+        return huffman.decode(data, unpack_lengths(table, n_sym), count)
     except FormatError as e:
         raise FormatError(f"{what} stream: {e}") from None
 
@@ -151,35 +196,59 @@ def encode_raw(t: torch.Tensor) -> tuple[dict, list[bytes]]:
     return {}, [tensor_bytes(t)]
 
 
-def encode_sparse(t: torch.Tensor, index_bits: int | None = None) -> tuple[dict, list[bytes]]:
+def encode_sparse(
+    t: torch.Tensor, index_bits: int | None = None, entropy: str = "auto"
+) -> tuple[dict, list[bytes]]:
     """A pruned tensor: positions of its non-zeros as coded gaps, their values raw."""
     flat = t.detach().cpu().reshape(-1)
     positions = torch.nonzero(flat, as_tuple=True)[0].numpy()
+    return encode_sparse_entries(positions, flat[torch.from_numpy(positions)], index_bits, entropy)
+
+
+def encode_sparse_entries(
+    positions: np.ndarray, values: torch.Tensor, index_bits: int | None = None, entropy="auto"
+) -> tuple[dict, list[bytes]]:
+    """`sparse` given the kept flat `positions` (ascending) and their `values`."""
     ib = index_bits or choose_index_bits(positions)
     gaps, is_real = encode_positions(positions, ib)
-    values = torch.zeros(len(gaps), dtype=flat.dtype)
-    values[torch.from_numpy(is_real)] = flat[torch.from_numpy(positions)]
-    g_n, g_table, g_bits = _encode_stream(gaps)
+    stored = torch.zeros(len(gaps), dtype=values.dtype)
+    stored[torch.from_numpy(is_real)] = values.reshape(-1)
+    g_coder, g_n, g_table, g_bits = _encode_stream(gaps, entropy)
     params = {"index_bits": ib, "entries": len(gaps), "gap_symbols": g_n}
-    return params, [tensor_bytes(values), g_table, g_bits]
+    params.update(_coder_params(gap=g_coder))
+    return params, [tensor_bytes(stored), g_table, g_bits]
 
 
 def encode_shared(
-    idx: torch.Tensor, codebook: torch.Tensor, index_bits: int | None = None
+    idx: torch.Tensor, codebook: torch.Tensor, index_bits: int | None = None, entropy="auto"
 ) -> tuple[dict, list[bytes]]:
     """A weight-shared tensor given as `idx` (0 = pruned, 1..k) and its k-entry codebook."""
     flat = idx.detach().cpu().reshape(-1).numpy().astype(np.int64)
-    k = int(codebook.numel())
-    if flat.size and (flat.min() < 0 or flat.max() > k):
-        raise ValueError(f"cluster indices must be in 0..{k}")
     positions = np.flatnonzero(flat)
-    symbols = flat[positions]
+    return encode_shared_entries(positions, flat[positions], codebook, index_bits, entropy)
+
+
+def encode_shared_entries(
+    positions: np.ndarray,
+    symbols: np.ndarray,
+    codebook: torch.Tensor,
+    index_bits: int | None = None,
+    entropy: str = "auto",
+) -> tuple[dict, list[bytes]]:
+    """`shared` given the kept flat `positions` (ascending) and their cluster `symbols` (1..k).
+
+    Memory and time grow with the number of kept weights only, not with the tensor's size.
+    """
+    k = int(codebook.numel())
+    symbols = np.asarray(symbols, dtype=np.int64)
+    if symbols.size and (symbols.min() < 1 or symbols.max() > k):
+        raise ValueError(f"cluster indices of kept weights must be in 1..{k}")
     ib = index_bits or choose_index_bits(positions, symbols)
     gaps, is_real = encode_positions(positions, ib)
     wsym = np.zeros(len(gaps), dtype=np.int64)
     wsym[is_real] = symbols
-    w_n, w_table, w_bits = _encode_stream(wsym)
-    g_n, g_table, g_bits = _encode_stream(gaps)
+    w_coder, w_n, w_table, w_bits = _encode_stream(wsym, entropy)
+    g_coder, g_n, g_table, g_bits = _encode_stream(gaps, entropy)
     cb = codebook.detach().cpu().to(torch.float32)
     params = {
         "k": k,
@@ -188,7 +257,13 @@ def encode_shared(
         "weight_symbols": w_n,
         "gap_symbols": g_n,
     }
+    params.update(_coder_params(weight=w_coder, gap=g_coder))
     return params, [tensor_bytes(cb), w_table, w_bits, g_table, g_bits]
+
+
+def _coder_params(**coders: str) -> dict:
+    """Header fields naming each stream's coder; Huffman, the default, is left out."""
+    return {f"{s}_coder": c for s, c in coders.items() if c != "huffman"}
 
 
 # --- decoders: params and parts have been checked for types and lengths by `fileformat` ------
@@ -200,7 +275,9 @@ def decode_raw(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> t
 
 def _positions(params: dict, g_table: bytes, g_bits: bytes, numel: int) -> np.ndarray:
     entries = params["entries"]
-    gaps = _decode_stream(g_table, params["gap_symbols"], g_bits, entries, "gap")
+    gaps = _decode_stream(
+        params.get("gap_coder", "huffman"), g_table, params["gap_symbols"], g_bits, entries, "gap"
+    )
     if len(gaps) and gaps.max() > max_gap(params["index_bits"]):
         raise FormatError("a gap exceeds the declared index_bits")
     positions = decode_positions(gaps)
@@ -227,7 +304,12 @@ def shared_entries(params: dict, parts: list[bytes], numel: int) -> tuple[np.nda
         raise FormatError(f"cluster-index alphabet {params['weight_symbols']} exceeds k+1={k + 1}")
     positions = _positions(params, g_table, g_bits, numel)
     symbols = _decode_stream(
-        w_table, params["weight_symbols"], w_bits, params["entries"], "cluster-index"
+        params.get("weight_coder", "huffman"),
+        w_table,
+        params["weight_symbols"],
+        w_bits,
+        params["entries"],
+        "cluster-index",
     )
     return positions, symbols
 
@@ -259,15 +341,17 @@ def expected_part_sizes(codec: str, params: dict, dtype: torch.dtype, numel: int
     item = torch.empty(0, dtype=dtype).element_size()
     if codec == "raw":
         return [numel * item]
+    gap_table = _table_size(params, "gap")
     if codec == "sparse":
-        return [params["entries"] * item, table_bytes(params["gap_symbols"]), None]
-    return [
-        4 * params["k"],
-        table_bytes(params["weight_symbols"]),
-        None,
-        table_bytes(params["gap_symbols"]),
-        None,
-    ]
+        return [params["entries"] * item, gap_table, None]
+    return [4 * params["k"], _table_size(params, "weight"), None, gap_table, None]
+
+
+def _table_size(params: dict, stream: str) -> int | None:
+    """A Huffman table's size follows from its alphabet; a rANS table checks its own."""
+    if params.get(f"{stream}_coder", "huffman") == "huffman":
+        return table_bytes(params[f"{stream}_symbols"])
+    return None
 
 
 def streams(codec_name: str, params: dict, parts: list[bytes]) -> dict[str, dict]:
@@ -277,11 +361,14 @@ def streams(codec_name: str, params: dict, parts: list[bytes]) -> dict[str, dict
     (`cluster` and `gap` for `shared`, `gap` for `sparse`, nothing for `raw`).
     """
     layout = {"sparse": {"gap": (1, 2)}, "shared": {"cluster": (1, 2), "gap": (3, 4)}}
-    sizes = {"cluster": "weight_symbols", "gap": "gap_symbols"}
+    keys = {"cluster": "weight", "gap": "gap"}
     out = {}
     for name, (t, p) in layout.get(codec_name, {}).items():
-        symbols = _decode_stream(parts[t], params[sizes[name]], parts[p], params["entries"], name)
+        coder = params.get(f"{keys[name]}_coder", "huffman")
+        n_sym = params[f"{keys[name]}_symbols"]
+        symbols = _decode_stream(coder, parts[t], n_sym, parts[p], params["entries"], name)
         out[name] = {
+            "coder": coder,
             "symbols": symbols,
             "table_bytes": len(parts[t]),
             "payload_bytes": len(parts[p]),

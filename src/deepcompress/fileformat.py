@@ -217,6 +217,15 @@ def _int(entry: dict, key: str, where: str, lo: int = 0, hi: int = MAX_NUMEL) ->
     return v
 
 
+def _coder(entry: dict, key: str, where: str, params: dict) -> None:
+    """An optional stream-coder field: absent means Huffman (and is how Huffman is written)."""
+    if key in entry:
+        v = entry[key]
+        if v not in codec.CODERS or v == "huffman":
+            raise FormatError(f"{where}: {key!r} must be one of {codec.CODERS[1:]}, got {v!r}")
+        params[key] = v
+
+
 def _check_entry(entry, i: int) -> Record:
     where = f"tensor #{i}"
     if not isinstance(entry, dict):
@@ -257,9 +266,11 @@ def _check_entry(entry, i: int) -> Record:
         params["index_bits"] = _int(entry, "index_bits", where, 1, 16)
         params["entries"] = _int(entry, "entries", where, 0, numel)
         params["gap_symbols"] = _int(entry, "gap_symbols", where, 0, 1 << params["index_bits"])
+        _coder(entry, "gap_coder", where, params)
     if kind == "shared":
         params["k"] = _int(entry, "k", where, 0, 1 << 16)
         params["weight_symbols"] = _int(entry, "weight_symbols", where, 0, params["k"] + 1)
+        _coder(entry, "weight_coder", where, params)
     expected = codec.expected_part_sizes(kind, params, codec.DTYPES[dtype], numel)
     for j, (got, want) in enumerate(zip(parts, expected)):
         if want is not None and got != want:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -42,16 +43,56 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     Raises:
         ValueError: sparsity outside [0, 1] or non-finite weights.
     """
+    mask = torch.zeros(weight.numel(), dtype=torch.bool)
+    mask[torch.from_numpy(kept_positions(weight, sparsity))] = True
+    return mask.reshape(weight.shape).to(weight.device)
+
+
+def kept_positions(weight: torch.Tensor, sparsity: float, chunk: int = 1 << 24) -> np.ndarray:
+    """Flat (row-major) positions of the entries `magnitude_mask(weight, sparsity)` keeps.
+
+    Linear time and about one float32 copy of `weight` in extra memory, for layers of hundreds
+    of millions of weights: the threshold is the `round(sparsity * n)`-th smallest |w|
+    (introselect, in place on that copy), then the weights are scanned in chunks. Among
+    entries equal to the threshold the lowest positions are pruned first, as a stable sort
+    would do.
+
+    Returns:
+        Ascending int64 positions.
+
+    Raises:
+        ValueError: sparsity outside [0, 1] or non-finite weights.
+    """
     if not 0.0 <= float(sparsity) <= 1.0:
         raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
     _check_finite(weight)
-    n = weight.numel()
+    flat = weight.detach().reshape(-1).cpu()
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()  # exact, and numpy has no bfloat16
+    n = flat.numel()
     n_prune = int(round(float(sparsity) * n))
-    flat = weight.detach().abs().reshape(-1)
-    order = torch.sort(flat, stable=True).indices
-    mask = torch.ones(n, dtype=torch.bool, device=weight.device)
-    mask[order[:n_prune]] = False
-    return mask.reshape(weight.shape)
+    if n_prune == 0:
+        return np.arange(n, dtype=np.int64)
+    if n_prune == n:
+        return np.zeros(0, dtype=np.int64)
+    mags = flat.abs().numpy()  # a fresh copy: partitioned in place below
+    mags.partition(n_prune - 1)
+    cut = mags[n_prune - 1]
+    below = int(np.count_nonzero(mags[:n_prune] < cut))  # |w| < cut lie left of the pivot
+    del mags
+    ties_to_prune = n_prune - below  # among |w| == cut, this many (lowest positions) go
+    kept = []
+    for lo in range(0, n, chunk):
+        a = flat[lo : lo + chunk].abs().numpy()
+        keep = a > cut
+        if ties_to_prune:
+            tie = np.flatnonzero(a == cut)
+            keep[tie[ties_to_prune:]] = True
+            ties_to_prune -= min(ties_to_prune, len(tie))
+        else:
+            keep |= a == cut
+        kept.append(np.flatnonzero(keep) + lo)
+    return np.concatenate(kept)
 
 
 def threshold_mask(weight: torch.Tensor, quality: float) -> torch.Tensor:

@@ -135,10 +135,14 @@ def describe(path: str | os.PathLike) -> dict:
         for name, s in codec.streams(rec.codec, rec.params, rec.parts).items():
             n = len(s["symbols"])
             row["streams"][name] = {
+                "coder": s["coder"],
                 "symbols": n,
                 "table_bytes": s["table_bytes"],
                 "payload_bytes": s["payload_bytes"],
                 "bits_per_symbol": 8 * s["payload_bytes"] / n if n else 0.0,
+                "bits_per_symbol_with_table": (
+                    8 * (s["payload_bytes"] + s["table_bytes"]) / n if n else 0.0
+                ),
                 "entropy_bits_per_symbol": entropy_bits(s["symbols"]),
             }
         tensors.append(row)
@@ -167,18 +171,29 @@ def format_description(d: dict) -> str:
         )
     head = (
         f"{'tensor':<24}{'shape':<18}{'codec':<8}{'kept':>7}{'k':>6}{'idx':>5}"
-        f"{'bytes':>9}  streams: coded / entropy bits per symbol"
+        f"{'bytes':>9}  streams: coder, coded (with table) / order-0 entropy, bits per symbol"
     )
     lines += [head, "-" * len(head)]
     for t in d["tensors"]:
         streams = "  ".join(
-            f"{n} {s['bits_per_symbol']:.2f}/{s['entropy_bits_per_symbol']:.2f}"
+            f"{n} {s['coder']} {s['bits_per_symbol']:.2f} ({s['bits_per_symbol_with_table']:.2f})"
+            f"/{s['entropy_bits_per_symbol']:.2f}"
             for n, s in t["streams"].items()
         )
         lines.append(
             f"{t['name'][:23]:<24}{'x'.join(map(str, t['shape'])) or 'scalar':<18}"
             f"{t['codec']:<8}{100 * t['kept']:>6.1f}%{t.get('k', '-'):>6}"
             f"{t.get('index_bits', '-'):>5}{t['bytes']:>9}  {streams}"
+        )
+    all_streams = [s for t in d["tensors"] for s in t["streams"].values()]
+    if all_streams:
+        payload = sum(s["payload_bytes"] for s in all_streams)
+        tables = sum(s["table_bytes"] for s in all_streams)
+        bound = sum(s["symbols"] * s["entropy_bits_per_symbol"] for s in all_streams) / 8
+        lines.append(
+            f"streams: {payload} bytes coded + {tables} bytes of tables; order-0 entropy "
+            f"{bound:.0f} bytes ({100 * (payload + tables) / max(bound, 1) - 100:+.2f}% with "
+            "tables)"
         )
     return "\n".join(lines)
 

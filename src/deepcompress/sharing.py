@@ -10,10 +10,11 @@ so autograd's backward of the gather sums the gradients of all weights in a clus
 centroid, which is exactly the paper's rule dL/dC_k = sum_ij dL/dW_ij * 1[I_ij = k]. Pruned
 weights (index 0) read a constant zero and are never in the codebook.
 
-k-means runs in O(n log k) per Lloyd iteration on sorted values (assignment by `searchsorted` on
-the midpoints between centroids), never building an n x k distance matrix. Empty clusters are
-re-seeded at the worst-fitted value, so a single far outlier cannot collapse the codebook even
-with the linear initialisation (see `../shared/PAPER.md`, "facts to design for").
+k-means sorts the values once (O(n log n)); each Lloyd iteration then costs O(k log n): on
+sorted data a cluster is a contiguous run, found by binary search on the midpoints between
+centroids, and its mean comes from prefix sums. No n x k distance matrix is ever built. Empty
+clusters are re-seeded at the worst-fitted value, so a single far outlier cannot collapse the
+codebook even with the linear initialisation (see `../shared/PAPER.md`, "facts to design for").
 """
 
 from __future__ import annotations
@@ -99,43 +100,50 @@ def kmeans_1d(
         raise ValueError("values contain NaN or infinity")
     if x.size == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.int64)
-    order = np.argsort(x, kind="stable")
-    xs = x[order]
-    uniq = np.unique(xs)
-    if len(uniq) <= k:
-        centroids = uniq
-        labels_sorted = np.searchsorted(uniq, xs)
+    xs = np.sort(x)
+    n_distinct = 1 + int(np.count_nonzero(xs[1:] != xs[:-1]))
+    if n_distinct <= k:
+        centroids = np.unique(xs)
     else:
-        centroids, labels_sorted = _lloyd(xs, init_centroids(xs, k, init, seed), max_iter)
+        centroids = _lloyd(xs, init_centroids(xs, k, init, seed), max_iter)
     # Round to float32 *before* the last assignment so labels match the stored codebook.
-    c32 = centroids.astype(np.float32)
-    c32 = np.unique(c32)
-    labels_sorted = assign(xs, c32.astype(np.float64))
-    labels = np.empty_like(labels_sorted)
-    labels[order] = labels_sorted
-    return c32, labels.astype(np.int64)
+    c32 = np.unique(centroids.astype(np.float32))
+    return c32, assign(x, c32.astype(np.float64))
 
 
-def _lloyd(xs: np.ndarray, c: np.ndarray, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+def _lloyd(xs: np.ndarray, c: np.ndarray, max_iter: int) -> np.ndarray:
+    """Lloyd's iterations on ascending `xs` from centroids `c`; returns the final centroids.
+
+    On sorted data every cluster is a contiguous run, so an iteration needs only the k-1 run
+    boundaries (a binary search per midpoint) and prefix sums: O(k log n), not O(n log k).
+    A value equal to a midpoint goes to the lower cluster, as in `assign`.
+    """
     k = len(c)
-    labels = None
+    prefix = np.concatenate([[0.0], np.cumsum(xs)])
+    bounds = None
     for _ in range(max_iter):
-        c = np.sort(c)
-        new = assign(xs, c)
-        counts = np.bincount(new, minlength=k)
+        c, b = _runs(xs, np.sort(c))
+        counts = np.diff(b)
         while (counts == 0).any():
             # Re-seed an empty cluster at the value farthest from its own centroid.
-            err = (xs - c[new]) ** 2
-            err[counts[new] == 1] = -1.0  # never steal a cluster's only member
+            labels = np.repeat(np.arange(k), counts)
+            err = (xs - c[labels]) ** 2
+            err[counts[labels] == 1] = -1.0  # never steal a cluster's only member
             c[np.flatnonzero(counts == 0)[0]] = xs[int(np.argmax(err))]
-            c = np.sort(c)
-            new = assign(xs, c)
-            counts = np.bincount(new, minlength=k)
-        if labels is not None and np.array_equal(new, labels):
+            c, b = _runs(xs, np.sort(c))
+            counts = np.diff(b)
+        if bounds is not None and np.array_equal(b, bounds):
             break
-        labels = new
-        c = np.bincount(labels, weights=xs, minlength=k) / counts
-    return c, assign(xs, np.sort(c))
+        bounds = b
+        c = (prefix[b[1:]] - prefix[b[:-1]]) / counts
+    return np.sort(c)
+
+
+def _runs(xs: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(c, boundaries): cluster j of ascending centroids `c` is `xs[b[j]:b[j + 1]]`."""
+    mids = (c[1:] + c[:-1]) / 2
+    b = np.concatenate([[0], np.searchsorted(xs, mids, side="right"), [len(xs)]])
+    return c, b
 
 
 class Shared(nn.Module):

@@ -34,6 +34,8 @@ FIELDS = (
     "entries",
     "weight_symbols",
     "gap_symbols",
+    "weight_coder",
+    "gap_coder",
 )
 #: Raw mutations (see `mutate_bytes`).
 OPS = ("flip", "truncate", "insert", "delete", "u32")
@@ -59,18 +61,23 @@ NASTY_VALUES = (
     [1, -1],
     [[1]],
     True,
+    "huffman",
+    "rans",
 )
 
 
-def sample_file() -> bytes:
-    """A small valid file with `shared` (conv and linear), `sparse` and `raw` tensors."""
+def sample_file(entropy: str = "huffman") -> bytes:
+    """A small valid file with `shared` (conv and linear), `sparse` and `raw` tensors, its
+    streams coded by `entropy`."""
     torch.manual_seed(0)
     net = nn.Sequential(
         nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(12, 8), nn.Linear(8, 4)
     )
     prune_(net, sparsity={"0": 0.3, "3": 0.7, "4": 0.5})
     quantize_(net, bits={"0": 3, "3": 2})
-    return to_bytes([api.encode_tensor(n, t, h) for n, t, h in api.compressed_state(net)])
+    return to_bytes(
+        [api.encode_tensor(n, t, h, entropy=entropy) for n, t, h in api.compressed_state(net)]
+    )
 
 
 def split(buf: bytes) -> tuple[dict, bytes]:

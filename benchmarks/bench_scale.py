@@ -1,0 +1,140 @@
+"""Encode and decode at the scale of real models (issue 4).
+
+Builds a state dict with VGG-16's (or AlexNet's) shapes and random weights (He-scaled normal;
+the paper's trained weights are not available offline), writes it as .safetensors, then in
+fresh processes times `deepcompress encode`'s Python API (`dc.encode_state_dict`: magnitude
+pruning to the paper's per-layer kept fractions, k-means with conv 8 / fc 5 bits, entropy
+coding) and `dc.load`, and reads each process's peak resident memory.
+
+    python benchmarks/bench_scale.py                      # VGG-16, entropy auto
+    python benchmarks/bench_scale.py --model alexnet --entropy huffman
+
+Targets (issue 4): VGG-16 encodes in < 60 s, decodes in < 2 s, peak memory < 3x dense size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+# Peak resident memory of this process: VmHWM (ru_maxrss would carry the parent's peak
+# across fork and exec).
+PEAK = """
+def peak_rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+"""
+
+ENCODE = (
+    PEAK
+    + """
+import json, sys, time
+import torch
+from safetensors.torch import load_file
+import deepcompress as dc
+from deepcompress.models import PAPER_KEPT
+src, dst, model, entropy = sys.argv[1:5]
+kept = PAPER_KEPT[model]
+state = load_file(src)
+t0 = time.perf_counter()
+size = dc.encode_state_dict(
+    state, dst, entropy=entropy,
+    sparsity={f"{layer}.weight": 1.0 - f for layer, f in kept.items()},
+    bits={f"{layer}.weight": (8 if state[f"{layer}.weight"].dim() == 4 else 5) for layer in kept},
+)
+seconds = time.perf_counter() - t0
+rss = peak_rss()
+print(json.dumps({"seconds": seconds, "bytes": size, "peak_rss": rss}))
+"""
+)
+
+DECODE = (
+    PEAK
+    + """
+import json, sys, time
+import deepcompress as dc
+t0 = time.perf_counter()
+state = dc.load(sys.argv[1])
+seconds = time.perf_counter() - t0
+rss = peak_rss()
+print(json.dumps({"seconds": seconds, "tensors": len(state), "peak_rss": rss}))
+"""
+)
+
+BASELINE = (
+    PEAK
+    + """
+import json
+import torch, numpy, numba, deepcompress
+from safetensors.torch import load_file
+print(json.dumps({"peak_rss": peak_rss()}))
+"""
+)
+
+
+def random_state(model: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    from deepcompress.models import build
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in build(model).state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in shapes.items():
+        fan_in = max(1, int(torch.tensor(shape[1:]).prod())) if len(shape) > 1 else 1
+        std = (2.0 / fan_in) ** 0.5 if len(shape) > 1 else 0.01
+        state[name] = torch.randn(shape, generator=g) * std
+    return state
+
+
+def child(code: str, *args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="vgg-16", choices=["vgg-16", "alexnet"])
+    ap.add_argument("--entropy", default="auto", choices=["auto", "huffman", "rans"])
+    ap.add_argument("--repeat", type=int, default=3, help="decode runs (the median is shown)")
+    args = ap.parse_args()
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "dense.safetensors", Path(tmp) / "model.dcz"
+        t0 = time.perf_counter()
+        state = random_state(args.model)
+        save_file(state, str(src))
+        n = sum(t.numel() for t in state.values())
+        dense = 4 * n
+        del state
+        print(f"built {args.model}: {n:,} parameters in {time.perf_counter() - t0:.1f} s")
+        base = child(BASELINE)["peak_rss"]
+        enc = child(ENCODE, str(src), str(dst), args.model, args.entropy)
+        decs = sorted(
+            (child(DECODE, str(dst)) for _ in range(args.repeat)), key=lambda d: d["seconds"]
+        )
+        dec = decs[len(decs) // 2]
+    print(f"entropy coder      {args.entropy}")
+    print(f"dense size         {dense / 1e6:,.1f} MB")
+    print(f"file size          {enc['bytes'] / 1e6:,.2f} MB ({dense / enc['bytes']:.1f}x)")
+    print(f"encode             {enc['seconds']:.1f} s (target < 60 s)")
+    print(f"decode (median/{args.repeat})  {dec['seconds']:.2f} s (target < 2 s)")
+    for what, r in (("encode", enc), ("decode", dec)):
+        print(
+            f"peak RSS {what}    {r['peak_rss'] / 1e9:.2f} GB = {r['peak_rss'] / dense:.2f}x "
+            f"dense (target < 3x); imports alone {base / 1e9:.2f} GB"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Post-training compression of a state dict (`dc.encode_state_dict`, `deepcompress encode`)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import deepcompress as dc
+from deepcompress.models import LeNet5
+from deepcompress.posttrain import matches, resolve
+
+
+def state():
+    torch.manual_seed(0)
+    sd = LeNet5().state_dict()
+    sd["step"] = torch.tensor(7)  # a non-float buffer
+    sd["half"] = torch.randn(6, 5).half()
+    return sd
+
+
+def reference(w: torch.Tensor, sparsity: float, bits: int) -> torch.Tensor:
+    """Slow reference: prune by a stable sort, then snap every kept weight to the nearest
+    centroid of a k-means run on the kept weights (centroids taken from the library)."""
+    flat = w.reshape(-1).double()
+    order = sorted(range(len(flat)), key=lambda i: (abs(float(flat[i])), i))
+    kept = sorted(order[round(sparsity * len(flat)) :])
+    c, _ = dc.kmeans_1d(flat[kept].float(), 2**bits, init="density")
+    out = torch.zeros_like(flat)
+    for i in kept:
+        out[i] = float(c[np.argmin(np.abs(c.astype(np.float64) - float(flat[i])))])
+    return out.reshape(w.shape).to(w.dtype)
+
+
+def test_every_key_survives_and_weights_are_pruned_and_shared(tmp_path):
+    sd = state()
+    path = tmp_path / "m.dcz"
+    size = dc.encode_state_dict(
+        sd, path, sparsity={"conv*": 0.5, "ip1.weight": 0.9}, bits={"ip*": 4}, exclude=["conv2"]
+    )
+    assert size == path.stat().st_size
+    out = dc.load(path)
+    assert list(out) == list(sd)
+    for k in ("conv1.bias", "step", "conv2.weight", "conv2.bias"):  # raw: bit-exact
+        assert out[k].dtype == sd[k].dtype and torch.equal(out[k], sd[k])
+    torch.testing.assert_close(out["conv1.weight"], reference(sd["conv1.weight"], 0.5, 8))
+    torch.testing.assert_close(out["ip1.weight"], reference(sd["ip1.weight"], 0.9, 4))
+    torch.testing.assert_close(out["ip2.weight"], reference(sd["ip2.weight"], 0.0, 4))
+    assert out["half"].dtype == torch.float16 and len(out["half"].unique()) <= 256
+    assert float((out["ip1.weight"] == 0).float().mean()) == pytest.approx(0.9, abs=1e-6)
+    # a strict load into a fresh model
+    fresh = LeNet5()
+    fresh.load_state_dict({k: v for k, v in out.items() if k not in ("step", "half")})
+
+
+def test_keep_full_precision_values_with_bits_none(tmp_path):
+    sd = {"w": torch.randn(50, 40)}
+    dc.encode_state_dict(sd, tmp_path / "m.dcz", sparsity=0.7, bits=None)
+    out = dc.load(tmp_path / "m.dcz")["w"]
+    kept = out != 0
+    assert int(kept.sum()) == 600 and torch.equal(out[kept], sd["w"][kept])
+
+
+@pytest.mark.parametrize("entropy", ["huffman", "rans", "auto"])
+def test_entropy_choice_is_honoured_and_auto_is_smallest(tmp_path, entropy):
+    sd = state()
+    sizes = {}
+    for e in ("huffman", "rans", "auto"):
+        sizes[e] = dc.encode_state_dict(sd, tmp_path / f"{e}.dcz", sparsity=0.8, entropy=e)
+    assert sizes["auto"] <= min(sizes["huffman"], sizes["rans"])
+    a, b = dc.load(tmp_path / "huffman.dcz"), dc.load(tmp_path / f"{entropy}.dcz")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_outliers_do_not_collapse_the_default_codebook(tmp_path):
+    # PAPER.md: a pretrained weight 175 std out; the default (density) init must hold.
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(200, 100, generator=g)
+    w[3, 4] = 175.0
+    dc.encode_state_dict({"w": w}, tmp_path / "m.dcz", bits=4)
+    out = dc.load(tmp_path / "m.dcz")["w"]
+    rest = torch.ones_like(w, dtype=torch.bool)
+    rest[3, 4] = False
+    assert float((out[rest] - w[rest]).pow(2).mean().sqrt()) < 0.2
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="NaN"):
+        dc.encode_state_dict({"w": torch.tensor([[float("nan")]])}, tmp_path / "a.dcz")
+    with pytest.raises(ValueError, match="sparsity"):
+        dc.encode_state_dict({"w": torch.ones(2, 2)}, tmp_path / "a.dcz", sparsity=1.5)
+    with pytest.raises(ValueError, match="bits"):
+        dc.encode_state_dict({"w": torch.ones(2, 2)}, tmp_path / "a.dcz", bits={"w": 17})
+    with pytest.raises(ValueError, match="entropy"):
+        dc.encode_state_dict({"w": torch.ones(2, 2)}, tmp_path / "a.dcz", entropy="zip")
+    with pytest.raises(TypeError, match="not a tensor"):
+        dc.encode_state_dict({"w": [1.0]}, tmp_path / "a.dcz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_patterns():
+    assert matches("classifier.*", "classifier.0.weight")
+    assert matches("conv1", "conv1.weight") and not matches("conv1", "conv10.weight")
+    assert matches(r"re:features\.\d+", "features.12.weight")
+    assert not matches(r"re:features\.\d", "features.12.weight")
+    spec = {"ip1.*": 0.9, "ip*": 0.5}
+    assert resolve(spec, "ip1.weight", 0) == 0.9 and resolve(spec, "ip2.weight", 0) == 0.5
+    assert resolve(spec, "conv1.weight", 0.1) == 0.1 and resolve(0.3, "x", 0) == 0.3
+
+
+def cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "deepcompress.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_encode_then_decode(tmp_path):
+    sd = {k: v for k, v in state().items() if k != "step"}
+    src = tmp_path / "m.safetensors"
+    save_file(sd, str(src))
+    dst = tmp_path / "m.dcz"
+    r = cli(
+        "encode", str(src), "-o", str(dst), "--sparsity", "0.5",
+        "--sparsity-per-layer", "ip1*=0.9", "--bits", "6", "--bits-per-layer", "conv*=8",
+        "--quiet",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["bytes"] == dst.stat().st_size and info["tensors"] == len(sd)
+    out = dc.load(dst)
+    assert float((out["ip1.weight"] == 0).float().mean()) == pytest.approx(0.9, abs=1e-6)
+    assert float((out["ip2.weight"] == 0).float().mean()) == pytest.approx(0.5, abs=1e-3)
+    assert len(out["ip2.weight"].unique()) <= 65 and len(out["conv2.weight"].unique()) > 65
+    # refusals: overwriting the input, a file that is not safetensors, a bad PATTERN=VALUE
+    before = src.read_bytes()
+    for args in (
+        (str(src), "-o", str(src)),
+        (str(dst), "-o", str(tmp_path / "x.dcz")),
+        (str(src), "-o", str(tmp_path / "x.dcz"), "--bits-per-layer", "conv1"),
+        (str(tmp_path / "missing.safetensors"), "-o", str(tmp_path / "x.dcz")),
+    ):
+        r = cli("encode", *args)
+        assert r.returncode == 2 and r.stderr.startswith("deepcompress: error:"), r.stderr
+    assert src.read_bytes() == before and not (tmp_path / "x.dcz").exists()
