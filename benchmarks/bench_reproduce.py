@@ -26,6 +26,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--data", default=None, help="MNIST folder")
     p.add_argument("--out", default="runs")
+    p.add_argument("--recipe", default="paper", choices=["paper", "best"])
     args = p.parse_args()
     print(
         f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, "
@@ -39,7 +40,12 @@ def main() -> None:
     for model in args.models:
         for seed in args.seeds:
             r = run(
-                model, os.path.join(args.out, f"{model}-s{seed}"), args.data, seed=seed, quiet=True
+                model,
+                os.path.join(args.out, f"{model}-s{seed}"),
+                args.data,
+                seed=seed,
+                quiet=True,
+                recipe=args.recipe,
             )
             print(
                 f"| {model} | {seed} | {r['reference_val_error']:.2f} / "

@@ -10,6 +10,11 @@ coding) and `dc.load`, and reads each process's peak resident memory.
     python benchmarks/bench_scale.py --model alexnet --entropy huffman
 
 Targets (issue 4): VGG-16 encodes in < 60 s, decodes in < 2 s, peak memory < 3x dense size.
+
+`--stages` also prints the paper's three sizes for the same weights (issue 7): pruned only
+(kept weights as float32 plus coded gaps), pruned + quantized at fixed widths (cluster index and
+gap bits per entry plus the codebooks, the paper's "P+Q"), and the final file, next to the
+paper's figures for its trained networks.
 """
 
 from __future__ import annotations
@@ -80,6 +85,27 @@ print(json.dumps({"peak_rss": peak_rss()}))
 )
 
 
+#: The paper's sizes (Tables 4 and 5 of Han et al. 2016): pruned, pruned + quantized, final.
+PAPER_MB = {"alexnet": (27.0, 8.9, 6.9), "vgg-16": (552 / 13, 552 / 31, 552 / 49)}
+
+
+def stage_sizes(state: dict, model: str, tmp: Path, entropy: str) -> tuple[int, int, int]:
+    """(pruned-only bytes, P+Q fixed-width bytes, final file bytes) at the paper's settings."""
+    import deepcompress as dc
+    from deepcompress.models import PAPER_KEPT
+    from deepcompress.report import layer_stats
+
+    kept = PAPER_KEPT[model]
+    sparsity = {f"{layer}.weight": 1.0 - f for layer, f in kept.items()}
+    bits = {f"{ly}.weight": (8 if state[f"{ly}.weight"].dim() == 4 else 5) for ly in kept}
+    pruned = dc.encode_state_dict(state, tmp / "p.dcz", sparsity=sparsity, bits=None)
+    final = dc.encode_state_dict(
+        state, tmp / "pq.dcz", sparsity=sparsity, bits=bits, entropy=entropy
+    )
+    rows, _ = layer_stats(tmp / "pq.dcz")
+    return pruned, sum(r["fixed_bytes"] for r in rows), final
+
+
 def random_state(model: str, seed: int = 0) -> dict[str, torch.Tensor]:
     from deepcompress.models import build
 
@@ -106,6 +132,7 @@ def main() -> None:
     ap.add_argument("--model", default="vgg-16", choices=["vgg-16", "alexnet"])
     ap.add_argument("--entropy", default="auto", choices=["auto", "huffman", "rans"])
     ap.add_argument("--repeat", type=int, default=3, help="decode runs (the median is shown)")
+    ap.add_argument("--stages", action="store_true", help="also the paper's three sizes")
     args = ap.parse_args()
     from safetensors.torch import save_file
 
@@ -116,6 +143,14 @@ def main() -> None:
         save_file(state, str(src))
         n = sum(t.numel() for t in state.values())
         dense = 4 * n
+        if args.stages:
+            sizes = stage_sizes(state, args.model, Path(tmp), args.entropy)
+            print(f"{'stage':<26}{'ours MB':>9}{'ratio':>8}{'paper MB':>10}{'ratio':>8}")
+            names = ("pruned", "pruned + quantized (P+Q)", "+ entropy coding (file)")
+            for what, b, p in zip(names, sizes, PAPER_MB[args.model]):
+                print(
+                    f"{what:<26}{b / 1e6:>9.2f}{dense / b:>7.1f}x{p:>10.1f}{dense / 1e6 / p:>7.1f}x"
+                )
         del state
         print(f"built {args.model}: {n:,} parameters in {time.perf_counter() - t0:.1f} s")
         base = child(BASELINE)["peak_rss"]

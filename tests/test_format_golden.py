@@ -24,7 +24,8 @@ def test_scalar_file_bytes_are_pinned():
 
 def test_shared_tensor_bytes_are_pinned():
     # idx [[0, 1, 2, 1]] over codebook [-0.5, 0.5]: 3 entries, gaps 1, 0, 0; symbols 1, 2, 1
-    params, parts = codec.encode_shared(torch.tensor([[0, 1, 2, 1]]), torch.tensor([-0.5, 0.5]), 1)
+    idx, codebook = torch.tensor([[0, 1, 2, 1]]), torch.tensor([-0.5, 0.5])
+    params, parts = codec.encode_shared(idx, codebook, 1, entropy="huffman")
     assert params == {"k": 2, "index_bits": 1, "entries": 3, "weight_symbols": 3, "gap_symbols": 2}
     assert parts == [
         bytes.fromhex("000000bf0000003f"),  # codebook: -0.5f, 0.5f

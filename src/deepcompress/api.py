@@ -63,8 +63,12 @@ def encode_tensor(
     holder: nn.Module | None,
     index_bits: int | None = None,
     entropy: str = "auto",
+    raw_dtype: torch.dtype | None = None,
 ) -> Record:
-    """A `Record` for one tensor: `shared` if it is weight-shared, `sparse` if pruned, else raw."""
+    """A `Record` for one tensor: `shared` if it is weight-shared, `sparse` if pruned, else raw
+    (a floating-point raw tensor cast to `raw_dtype` if one is given)."""
+    if holder is None and raw_dtype is not None and t.is_floating_point():
+        t = t.to(raw_dtype)
     dtype = codec.dtype_name(t.dtype)
     if isinstance(holder, Shared):
         params, parts = codec.encode_shared(
@@ -86,6 +90,7 @@ def save(
     *,
     index_bits: int | Mapping[str, int] | None = None,
     entropy: str = "auto",
+    raw_dtype: torch.dtype | None = None,
     meta: dict | None = None,
     progress: bool = False,
 ) -> int:
@@ -101,7 +106,9 @@ def save(
         index_bits: width of a stored gap, an int or a mapping by layer name or kind; None
             (the default) picks, per layer, the width that gives the smallest file.
         entropy: the coder of each stream: "auto" (the smallest of those available),
-            "huffman" (the paper's) or "rans".
+            "huffman" (the paper's), "rans" or "cabac".
+        raw_dtype: store the tensors kept as they are (biases, norms, unpruned layers) in this
+            float dtype, e.g. `torch.float16` (lossy: on request only); None keeps theirs.
         meta: optional JSON-serialisable dict stored in the header (e.g. a training report).
         progress: show a progress bar over the tensors being encoded.
 
@@ -121,7 +128,7 @@ def save(
             raise ValueError(f"tensor {name!r} contains NaN or infinity; refusing to save it")
         layer = name.rpartition(".")[0]
         ib = per_layer(index_bits, layer, modules[layer]) if holder is not None else None
-        records.append(encode_tensor(name, tensor, holder, ib, entropy))
+        records.append(encode_tensor(name, tensor, holder, ib, entropy, raw_dtype))
     info = {"deepcompress": __version__}
     if meta:
         info.update(meta)

@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="train on N local processes (torch.distributed, gloo on CPU)",
     )
+    r.add_argument(
+        "--recipe",
+        choices=["paper", "best"],
+        default="paper",
+        help="the paper's settings, or the smallest file at the paper's accuracy (issue 9)",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress output")
 
     d = add("demo", "the whole pipeline on scikit-learn's bundled digits, offline, in seconds")
@@ -99,9 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="store as is")
     e.add_argument(
         "--entropy",
-        choices=["auto", "huffman", "rans"],
+        choices=["auto", "huffman", "rans", "cabac"],
         default="auto",
-        help="entropy coder per stream: the smaller (auto), or the paper's Huffman",
+        help="entropy coder of each stream: the smallest (auto), or one, e.g. the paper's Huffman",
     )
     e.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -242,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 "train_limit": args.train_limit,
                 "resume": args.resume,
                 "nproc": args.nproc,
+                "recipe": args.recipe,
             }
             return _reproduce(args, args.model, args.data, extra)
         if args.command == "demo":

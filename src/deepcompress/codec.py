@@ -1,18 +1,18 @@
 """How one tensor becomes bytes and back: the codecs `raw`, `sparse` and `shared`.
 
 This module joins the stages for a single tensor: the sparse index (`sparse_index`), the
-codebook indices (`sharing`) and the entropy coders (`huffman`, `rans`). It knows nothing about
-files: `fileformat` frames what it produces. Each encoder returns `(params, parts)`: a small
-dict that goes into the file's header, and the list of byte strings that form the tensor's data
-section; each decoder checks its input and raises `FormatError`. The layouts are specified in
-docs/FORMAT.md.
+codebook indices (`sharing`) and the entropy coders (`huffman`, `rans`, `cabac`). It knows
+nothing about files: `fileformat` frames what it produces. Each encoder returns
+`(params, parts)`: a small dict that goes into the file's header, and the list of byte strings
+that form the tensor's data section; each decoder checks its input and raises `FormatError`.
+The layouts are specified in docs/FORMAT.md.
 
 - raw:    the tensor's bytes, little-endian, row-major.
 - sparse: a pruned tensor kept in full precision: gap stream + float values.
 - shared: a weight-shared tensor: codebook (float32) + cluster-index stream (symbol 0 = filler
           zero, 1..k = centroid) + gap stream.
 
-Each stream is entropy-coded by Huffman or rANS, whichever is smaller (or as asked).
+Each stream is entropy-coded by Huffman, rANS or CABAC, whichever is smallest (or as asked).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import huffman, rans
+from . import cabac, huffman, rans
 from .errors import FormatError
 from .sparse_index import decode_positions, encode_positions, max_gap, raw_gaps
 
@@ -132,8 +132,10 @@ def choose_index_bits(positions: np.ndarray, symbols: np.ndarray | None = None) 
 
 
 #: Entropy coders of a stream. "huffman" is the paper's; "rans" codes within a fraction of a
-#: percent of the order-0 entropy. "auto" (encoding only) keeps whichever gives fewer bytes.
-CODERS = ("huffman", "rans")
+#: percent of the order-0 entropy, with a table; "cabac" adapts its contexts as it goes (no
+#: table, and below the order-0 entropy where neighbouring symbols are correlated). "auto"
+#: (encoding only) keeps whichever gives the fewest bytes.
+CODERS = ("huffman", "rans", "cabac")
 ENTROPY_CHOICES = ("auto", *CODERS)
 
 
@@ -161,6 +163,10 @@ def _rans_precision(hist: np.ndarray) -> tuple[int, np.ndarray]:
     return best[1], best[2]
 
 
+def _cabac_stream(symbols: np.ndarray, hist: np.ndarray) -> tuple[bytes, bytes]:
+    return b"", cabac.encode(symbols, len(hist))
+
+
 def _encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int, bytes, bytes]:
     """(coder, alphabet size, table, payload) of one symbol stream; with "auto", the coder
     whose table and payload together are smallest (Huffman on a tie)."""
@@ -169,7 +175,11 @@ def _encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int
     n_sym = int(symbols.max()) + 1 if len(symbols) else 0
     hist = np.bincount(symbols, minlength=n_sym)
     best = None
-    for coder, make in (("huffman", _huffman_stream), ("rans", _rans_stream)):
+    for coder, make in (
+        ("huffman", _huffman_stream),
+        ("rans", _rans_stream),
+        ("cabac", _cabac_stream),
+    ):
         if entropy in ("auto", coder):
             table, payload = make(symbols, hist)
             if best is None or len(table) + len(payload) < len(best[2]) + len(best[3]):
@@ -184,6 +194,8 @@ def _decode_stream(
         if coder == "rans":
             freqs, precision = rans.unpack_table(table, n_sym)
             return rans.decode(data, freqs, precision, count)
+        if coder == "cabac":
+            return cabac.decode(data, n_sym, count)
         return huffman.decode(data, unpack_lengths(table, n_sym), count)
     except FormatError as e:
         raise FormatError(f"{what} stream: {e}") from None
@@ -348,10 +360,12 @@ def expected_part_sizes(codec: str, params: dict, dtype: torch.dtype, numel: int
 
 
 def _table_size(params: dict, stream: str) -> int | None:
-    """A Huffman table's size follows from its alphabet; a rANS table checks its own."""
-    if params.get(f"{stream}_coder", "huffman") == "huffman":
+    """A Huffman table's size follows from its alphabet; a rANS table checks its own; a CABAC
+    stream has none."""
+    coder = params.get(f"{stream}_coder", "huffman")
+    if coder == "huffman":
         return table_bytes(params[f"{stream}_symbols"])
-    return None
+    return 0 if coder == "cabac" else None
 
 
 def streams(codec_name: str, params: dict, parts: list[bytes]) -> dict[str, dict]:

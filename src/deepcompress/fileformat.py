@@ -218,7 +218,8 @@ def _int(entry: dict, key: str, where: str, lo: int = 0, hi: int = MAX_NUMEL) ->
 
 
 def _coder(entry: dict, key: str, where: str, params: dict) -> None:
-    """An optional stream-coder field: absent means Huffman (and is how Huffman is written)."""
+    """An optional stream-coder field (`rans`, `cabac`): absent means Huffman (and is how
+    Huffman is written)."""
     if key in entry:
         v = entry[key]
         if v not in codec.CODERS or v == "huffman":

@@ -80,7 +80,7 @@ def encode_state_dict(
         bits: codebook bits (1..16), an int or `{pattern: int}` (unmatched: 8); None keeps the
             kept weights at full precision (no weight sharing).
         index_bits: width of a stored gap; None picks the smallest per tensor.
-        entropy: "auto" (per stream, the smaller of Huffman and rANS), "huffman" or "rans".
+        entropy: "auto" (per stream, the smallest of the coders), "huffman", "rans" or "cabac".
         init: k-means initialisation; "density" by default, which, unlike "linear", holds up
             on pretrained weights with far outliers.
         exclude: patterns of weight tensors to store losslessly as they are.

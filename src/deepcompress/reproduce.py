@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from . import api
+from . import api, codec
 from .checkpoint import read_meta as read_checkpoint_meta
 from .checkpoint import restore, save_checkpoint
 from .data import Dataset, Split, load_digits, load_mnist
@@ -42,6 +42,8 @@ class Recipe:
     finetune: TrainConfig  # fine-tuning the codebooks
     bits: dict[str, int] = field(default_factory=lambda: {"conv": 8, "linear": 5})
     init: str = "linear"  # k-means centroid initialisation
+    entropy: str = "huffman"  # the streams' coder ("auto": the smallest per stream)
+    raw_dtype: str | None = None  # store biases in this dtype ("float16"), None: as they are
 
     def scaled(self, factor: float) -> Recipe:
         """The same recipe with every phase's epochs multiplied by `factor` (at least 1)."""
@@ -94,6 +96,22 @@ RECIPES: dict[str, Recipe] = {
         finetune=TrainConfig(epochs=20, lr=0.0005, weight_decay=0.0, batch_size=64, shift=0),
     ),
 }
+
+
+#: `--recipe best` (issue 9): beyond the paper, everything chosen on the validation split by
+#: benchmarks/sweep_best.py (see benchmarks/RESULTS.md): per-layer sparsity and bits, the
+#: smallest entropy coder per stream, float16 biases. Training is the paper recipe's.
+BEST: dict[str, Recipe] = {}
+
+
+def recipe_for(name: str, which: str = "paper") -> Recipe:
+    """The recipe `which` ("paper" or "best") for the built-in model `name`."""
+    table = {"paper": RECIPES, "best": BEST}.get(which)
+    if table is None:
+        raise ValueError(f"recipe must be 'paper' or 'best', not {which!r}")
+    if name not in table:
+        raise ValueError(f"no {which!r} recipe for {name!r}; there is one for {sorted(table)}")
+    return table[name]
 
 
 def schedule(kept: dict[str, float], rounds: int) -> list[dict[str, float]]:
@@ -235,7 +253,8 @@ def compress(
     }
     size = 0
     if is_main():
-        size = api.save(model, out_file, progress=not quiet)
+        raw = codec.DTYPES[recipe.raw_dtype] if recipe.raw_dtype else None
+        size = api.save(model, out_file, entropy=recipe.entropy, raw_dtype=raw, progress=not quiet)
         if checkpoint is not None and checkpoint.exists():
             checkpoint.unlink()
     barrier()
@@ -284,6 +303,7 @@ def run(
     train_limit: int | None = None,
     resume: bool = False,
     after_round=None,
+    recipe: str = "paper",
 ) -> dict:
     """`deepcompress reproduce` / `demo`: the whole pipeline; writes OUT/<name>.dcz and
     OUT/report.json and returns the report. A checkpoint is written to OUT/<name>.ckpt after
@@ -300,11 +320,13 @@ def run(
         train_limit: train on only the first N training images (for quick checks).
         resume: continue from OUT/<name>.ckpt if it belongs to this same run.
         after_round: see `compress`.
+        recipe: "paper" (the paper's sparsities, bits and Huffman coding) or "best" (issue 9).
     """
     t0 = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    recipe = RECIPES[name].scaled(epochs_scale) if epochs_scale != 1 else RECIPES[name]
+    chosen = recipe_for(name, recipe)
+    recipe = chosen.scaled(epochs_scale) if epochs_scale != 1 else chosen
     data = load_digits(seed) if name == "digits-mlp" else load_mnist(data_dir)
     if train_limit is not None:
         data.train = Split(data.train.x[:train_limit], data.train.y[:train_limit])

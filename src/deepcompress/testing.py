@@ -63,6 +63,7 @@ NASTY_VALUES = (
     True,
     "huffman",
     "rans",
+    "cabac",
 )
 
 
