@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepcompress import codec
+from deepcompress import codec, load_bytes
 from deepcompress.fileformat import Record, from_bytes, to_bytes
 
 HERE = Path(__file__).parent
@@ -73,9 +73,13 @@ def main(paths: list[str]) -> None:
     for path in paths:
         records, meta = from_bytes(Path(path).read_bytes())
         sizes, per_coder = {}, {}
+        original = load_bytes(Path(path).read_bytes())
         for entropy in CODERS:
             recs, streams = recode(records, entropy)
-            sizes[entropy] = len(to_bytes(recs, meta))
+            data = to_bytes(recs, meta)
+            decoded = load_bytes(data)  # recoding is lossless: the same weights, bit for bit
+            assert all(torch.equal(decoded[k], original[k]) for k in original), entropy
+            sizes[entropy] = len(data)
             per_coder[entropy] = streams
         streams = per_coder["huffman"]
         raw = [as_bytes(s["symbols"]) for s in streams]

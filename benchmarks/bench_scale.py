@@ -143,6 +143,7 @@ def main() -> None:
         save_file(state, str(src))
         n = sum(t.numel() for t in state.values())
         dense = 4 * n
+        print(f"built {args.model}: {n:,} parameters in {time.perf_counter() - t0:.1f} s")
         if args.stages:
             sizes = stage_sizes(state, args.model, Path(tmp), args.entropy)
             print(f"{'stage':<26}{'ours MB':>9}{'ratio':>8}{'paper MB':>10}{'ratio':>8}")
@@ -152,7 +153,6 @@ def main() -> None:
                     f"{what:<26}{b / 1e6:>9.2f}{dense / b:>7.1f}x{p:>10.1f}{dense / 1e6 / p:>7.1f}x"
                 )
         del state
-        print(f"built {args.model}: {n:,} parameters in {time.perf_counter() - t0:.1f} s")
         base = child(BASELINE)["peak_rss"]
         enc = child(ENCODE, str(src), str(dst), args.model, args.entropy)
         decs = sorted(

@@ -17,8 +17,11 @@ import numba  # noqa: F401  (imported before instrumentation: numba cannot compi
 import numpy  # noqa: F401   instrumented code, and coverage of these is not our target)
 import torch  # noqa: F401
 
-# deepcompress.huffman's kernels are numba-compiled: instrumented bytecode cannot compile.
-with atheris.instrument_imports(include=["deepcompress"], exclude=["deepcompress.huffman"]):
+# The entropy coders' kernels are numba-compiled: instrumented bytecode cannot compile.
+with atheris.instrument_imports(
+    include=["deepcompress"],
+    exclude=["deepcompress.huffman", "deepcompress.rans", "deepcompress.cabac"],
+):
     import deepcompress as dc
     from deepcompress.testing import (
         FIELDS,
@@ -29,8 +32,9 @@ with atheris.instrument_imports(include=["deepcompress"], exclude=["deepcompress
         mutate_section,
         sample_file,
     )
+    from deepcompress.codec import CODERS
 
-SAMPLE = sample_file()
+SAMPLES = [sample_file(c) for c in CODERS]  # one per entropy coder
 LIMIT = 10**6
 counts = {"inputs": 0, "decoded": 0, "format_errors": 0}
 
@@ -42,7 +46,7 @@ def one_input(data: bytes) -> None:
     if mode == 0:
         buf = fdp.ConsumeBytes(fdp.remaining_bytes())
     else:
-        buf = SAMPLE
+        buf = fdp.PickValueInList(SAMPLES)
         for _ in range(fdp.ConsumeIntInRange(1, 4)):
             if mode == 1:
                 buf = mutate_bytes(
