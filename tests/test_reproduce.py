@@ -56,3 +56,30 @@ def test_reproduce_lenet5_small(tmp_path, mnist_dir):
     assert len(torch.unique(w)) <= 2 ** bits["conv"] + 1  # the codebook and zero
     # the reference model is cached for the next run
     assert (tmp_path / "lenet-5-reference.safetensors").exists()
+
+
+def test_best_recipe_runs_and_uses_its_settings(tmp_path, mnist_dir):
+    rep = reproduce.run(
+        "lenet-300-100",
+        tmp_path,
+        mnist_dir,
+        quiet=True,
+        epochs_scale=0.04,
+        train_limit=2000,
+        recipe="best",
+    )
+    best = reproduce.BEST["lenet-300-100"]
+    kept = {r["layer"]: r["kept"] for r in rep["layers"]}
+    for layer, want in best.kept.items():
+        assert abs(kept[layer] - want) < 0.01
+    assert {r["weight_bits"] for r in rep["layers"]} == {best.bits["linear"]}
+    state = dc.load(tmp_path / "lenet-300-100.dcz")
+    assert state["ip1.bias"].dtype == torch.float16  # the lean header's float16 biases
+    # and the paper recipe stays the paper's: Huffman streams, float32 biases
+    assert reproduce.recipe_for("lenet-300-100", "paper").entropy == "huffman"
+    try:
+        reproduce.recipe_for("lenet-300-100", "fastest")
+    except ValueError as e:
+        assert "paper" in str(e)
+    else:
+        raise AssertionError("an unknown recipe was accepted")
