@@ -23,6 +23,7 @@ with atheris.instrument_imports(
     exclude=["deepcompress.huffman", "deepcompress.rans", "deepcompress.cabac"],
 ):
     import deepcompress as dc
+    from deepcompress.codec import CODERS
     from deepcompress.testing import (
         FIELDS,
         NASTY_VALUES,
@@ -32,7 +33,6 @@ with atheris.instrument_imports(
         mutate_section,
         sample_file,
     )
-    from deepcompress.codec import CODERS
 
 SAMPLES = [sample_file(c) for c in CODERS]  # one per entropy coder
 LIMIT = 10**6
