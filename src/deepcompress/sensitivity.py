@@ -79,9 +79,7 @@ def sensitivity(
     """
     grid = _grid(sparsities)
     chosen = _select(model, layers)
-    bar = tqdm(
-        total=len(chosen) * len(grid), desc="sensitivity", unit="eval", disable=not progress
-    )
+    bar = tqdm(total=len(chosen) * len(grid), desc="sensitivity", unit="eval", disable=not progress)
     try:
         with _modes_kept(model):
             baseline = float(evaluate(model))
@@ -126,9 +124,7 @@ def area_above_baseline(table: Mapping) -> dict[str, float]:
         keys = sorted(row, key=float)
         xs = [float(s) for s in keys]
         ys = [max(0.0, _increase(row[s], table["baseline"])) for s in keys]
-        out[name] = sum(
-            (x1 - x0) * (y0 + y1) / 2 for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:])
-        )
+        out[name] = sum((x1 - x0) * (y0 + y1) / 2 for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]))
     return out
 
 
@@ -239,9 +235,7 @@ def plot_sensitivity(
                 ms=3.5,
                 label=name,
             )
-        ax.axhline(
-            table["baseline"], color="gray", linestyle="--", linewidth=1, label="unpruned"
-        )
+        ax.axhline(table["baseline"], color="gray", linestyle="--", linewidth=1, label="unpruned")
         ax.set_xlabel("parameters pruned away (% of the layer)")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
