@@ -121,3 +121,27 @@ def test_bench_reports_every_shared_layer(tmp_path):
         assert row["dense_ms_b3"] > 0 and row["compressed_ms_b1"] > 0
     r = cli("bench", str(tmp_path / "nope.dcz"))
     assert r.returncode == 2
+
+
+def test_sensitivity_command(tmp_path):
+    from safetensors.torch import save_file
+
+    from deepcompress.models import DigitsMLP
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_file(DigitsMLP().state_dict(), str(weights))
+    r = cli(
+        "sensitivity", "digits-mlp", "--weights", str(weights), "--budget", "2", "--json",
+        "--plot", str(tmp_path / "s.png"),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    table = out["validation_error"]
+    assert set(table["layers"]) == {"ip1", "ip2", "ip3"}
+    assert all(v["0.0"] == table["baseline"] for v in table["layers"].values())
+    assert set(out["auto_sparsity"]) == {"ip1", "ip2", "ip3"}
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = cli("sensitivity", "lenet-5", "--weights", str(weights))
+    assert r.returncode == 2 and "does not hold lenet-5 weights" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -12,19 +12,23 @@ from .api import __version__, load, load_bytes, save, strip_
 from .errors import FormatError
 from .posttrain import encode_state_dict
 from .pruning import magnitude_mask, prune_, threshold_mask
+from .sensitivity import auto_sparsity, plot_sensitivity, sensitivity
 from .sharing import kmeans_1d, quantize_
 
 __all__ = [
     "FormatError",
     "__version__",
+    "auto_sparsity",
     "encode_state_dict",
     "kmeans_1d",
     "load",
     "load_bytes",
     "magnitude_mask",
+    "plot_sensitivity",
     "prune_",
     "quantize_",
     "save",
+    "sensitivity",
     "strip_",
     "threshold_mask",
 ]

@@ -26,6 +26,10 @@ EXAMPLES = {
         "Without retraining, pruning and few bits cost accuracy: measure it on your data."
     ),
     "inspect": "example: deepcompress inspect model.dcz --json",
+    "sensitivity": (
+        "example: deepcompress sensitivity lenet-5 --weights runs/lenet-5-reference.safetensors "
+        "--plot sens.png --budget 0.5"
+    ),
     "bench": "example: deepcompress bench model.dcz --batch 1 8",
 }
 
@@ -111,6 +115,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--quiet", action="store_true", help="no progress output")
 
+    s = add("sensitivity", "prune one layer at a time and measure validation error (Figure 6)")
+    s.add_argument("model", choices=["lenet-300-100", "lenet-5", "digits-mlp"])
+    s.add_argument(
+        "--weights",
+        required=True,
+        help="trained dense weights (.safetensors), e.g. OUT/<model>-reference.safetensors",
+    )
+    s.add_argument("--data", help="MNIST folder (as for reproduce)")
+    s.add_argument("--plot", help="write the curves to this PNG")
+    s.add_argument(
+        "--budget", type=float, help="also choose per-layer sparsities within this many points"
+    )
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
     i = add("inspect", "show a .dcz file's header, tensors and streams; verify its checksums")
     i.add_argument("file", help="the .dcz file")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -194,6 +212,52 @@ def _decode(args) -> int:
     return 0
 
 
+def _sensitivity(args) -> int:
+    from safetensors.torch import load_file
+
+    from .data import load_digits, load_mnist
+    from .models import build
+    from .sensitivity import auto_sparsity, plot_sensitivity, sensitivity
+    from .train import error_rate
+
+    if not Path(args.weights).is_file():
+        raise FileNotFoundError(f"no such file: {args.weights!r}")
+    model = build(args.model)
+    try:
+        model.load_state_dict(load_file(args.weights))
+    except Exception as e:  # safetensors' own errors, or keys of another model
+        detail = " ".join(str(e).split())  # one line
+        detail = detail if len(detail) < 300 else detail[:297] + "..."
+        raise ValueError(f"{args.weights!r} does not hold {args.model} weights: {detail}") from None
+    model.eval()
+    data = load_digits(0) if args.model == "digits-mlp" else load_mnist(args.data)
+
+    def evaluate(m) -> float:
+        return error_rate(m, data.val)
+
+    table = sensitivity(model, evaluate, progress=True)
+    result = {"validation_error": table}
+    if args.budget is not None:
+        result["auto_sparsity"] = auto_sparsity(model, evaluate, args.budget, table=table)
+    if args.plot:
+        plot_sensitivity(table, args.plot, ylabel="validation error (%)", title=args.model)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    layers = list(table["layers"])
+    print(f"validation error (%), one layer pruned at a time; unpruned {table['baseline']:.2f}%")
+    print("pruned  " + "".join(f"{n:>10}" for n in layers))
+    for sp in table["sparsities"]:
+        print(f"{100 * sp:5.0f}%  " + "".join(f"{table['layers'][n][sp]:10.2f}" for n in layers))
+    if args.budget is not None:
+        chosen = result["auto_sparsity"]
+        print(
+            f"auto_sparsity (+{args.budget:g} points): "
+            + ", ".join(f"{n} {100 * v:.0f}%" for n, v in chosen.items())
+        )
+    return 0
+
+
 def _pairs(items: list[str], cast, what: str) -> dict:
     out = {}
     for item in items:
@@ -259,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             return _bench(args)
         if args.command == "encode":
             return _encode(args)
+        if args.command == "sensitivity":
+            return _sensitivity(args)
         return _decode(args)
     except (FileNotFoundError, FormatError, ValueError, IsADirectoryError, PermissionError) as e:
         if args.debug:
