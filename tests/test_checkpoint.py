@@ -57,3 +57,33 @@ def test_an_interrupted_run_resumes_to_the_same_file(tmp_path):
     assert rounds == [1]  # round 0 came from the checkpoint, round 1 was done again
     assert (a / "demo.dcz").read_bytes() == (b / "demo.dcz").read_bytes()
     assert not (b / "digits-mlp.ckpt").exists()  # removed once the file is written
+
+
+def test_tied_weights_are_checkpointed_once_and_tied_again(tmp_path):
+    import torch
+    from torch import nn
+
+    import deepcompress as dc
+    from deepcompress.checkpoint import restore, save_checkpoint
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(20, 8)
+            self.head = nn.Linear(8, 20, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, x):
+            return self.head(self.embed(x))
+
+    torch.manual_seed(0)
+    net = Tied()
+    dc.prune_(net, sparsity=0.5)
+    dc.quantize_(net, bits=3)
+    save_checkpoint(net, tmp_path / "c.ckpt", {"round": 0})
+    fresh = Tied()
+    restore(fresh, tmp_path / "c.ckpt")
+    x = torch.arange(20)
+    torch.testing.assert_close(fresh(x), net(x))
+    # still one tensor: a training step on the codebook moves both names
+    assert fresh.head.parametrizations.weight is fresh.embed.parametrizations.weight

@@ -19,15 +19,21 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .api import compressed_state
-from .pruning import Masked
+from .api import tied_state
+from .pruning import Masked, Slot, tie_
 from .sharing import Shared
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict) -> None:
-    """Write `model` and `meta` (JSON-serialisable) to `path` atomically."""
-    tensors = {}
-    for name, t, holder in compressed_state(model):
+    """Write `model` and `meta` (JSON-serialisable) to `path` atomically. A tied tensor is
+    written once; the metadata's `tied` maps its other names to the stored one."""
+    tensors, stored, tied = {}, {}, {}
+    for name, t, holder, key in tied_state(model):
+        if key is not None and key in stored:
+            tied[name] = stored[key]
+            continue
+        if key is not None:
+            stored[key] = name
         tensors[name] = t.contiguous().clone()
         if isinstance(holder, Masked):
             tensors[f"{name}.__mask"] = holder.mask.to(torch.uint8).contiguous()
@@ -36,7 +42,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict) -> No
             tensors[f"{name}.__idx"] = holder.idx.contiguous()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "tied": json.dumps(tied)})
     os.replace(tmp, path)
 
 
@@ -51,8 +57,13 @@ def read_meta(path: str | os.PathLike) -> dict:
 def restore(model: nn.Module, path: str | os.PathLike) -> dict:
     """Load a checkpoint into a fresh `model` (same architecture, no parametrizations),
     re-creating its masks and codebooks. Returns the checkpoint's meta."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        tied = json.loads((f.metadata() or {}).get("tied", "{}"))
     tensors = load_file(str(path))
     plain = {k: v for k, v in tensors.items() if ".__" not in k}
+    plain.update({alias: plain[target] for alias, target in tied.items()})
     model.load_state_dict(plain, strict=True)
     for key, mask in tensors.items():
         if key.endswith(".__mask"):
@@ -67,4 +78,13 @@ def restore(model: nn.Module, path: str | os.PathLike) -> dict:
             shared = Shared(codebook, tensors[f"{name}.__idx"])
             parametrize.register_parametrization(module, tname, shared, unsafe=True)
             module.parametrizations[tname].original.requires_grad_(False)
+    for alias, target in tied.items():  # parametrized tied tensors: one list for all names
+        layer, _, tname = target.rpartition(".")
+        owner = model.get_submodule(layer)
+        if parametrize.is_parametrized(owner, tname):
+            a_layer, _, a_tname = alias.rpartition(".")
+            tie_(
+                Slot(owner, tname, None, [target]),
+                [Slot(model.get_submodule(a_layer), a_tname, None, [alias])],
+            )
     return read_meta(path)

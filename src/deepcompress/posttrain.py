@@ -12,31 +12,21 @@ defaults are gentle: no pruning and 8-bit codebooks. Ask for more per layer, and
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 from collections.abc import Iterable, Mapping
 
 import torch
 from tqdm.auto import tqdm
 
 from . import codec
-from .api import __version__
+from .api import __version__, storage_key
 from .fileformat import Record, to_bytes, write_atomic
-from .pruning import kept_positions
+from .pruning import kept_positions, matches
 from .sharing import INITS, kmeans_1d
 
+__all__ = ["encode_state_dict", "matches", "resolve"]
+
 Spec = float | int | None | Mapping[str, float | int | None]
-
-
-def matches(pattern: str, name: str) -> bool:
-    """Whether a tensor name (`features.0.weight`) or its layer (`features.0`) matches a glob
-    pattern (`classifier.*`), or a regular expression written as `re:<expr>` (full match)."""
-    layer = name.rpartition(".")[0]
-    if pattern.startswith("re:"):
-        rx = re.compile(pattern[3:])
-        return bool(rx.fullmatch(name) or rx.fullmatch(layer))
-    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(layer, pattern)
 
 
 def resolve(spec: Spec, name: str, default):
@@ -48,6 +38,37 @@ def resolve(spec: Spec, name: str, default):
                 return value
         return default
     return spec
+
+
+def _named(spec: Spec, name: str) -> tuple[bool, object]:
+    """(whether `spec` says something for `name`, and what): a scalar says it for every name,
+    a mapping through its first matching pattern."""
+    if isinstance(spec, Mapping):
+        for pattern, value in spec.items():
+            if matches(pattern, name):
+                return True, value
+        return False, None
+    return True, spec
+
+
+def _group_setting(spec: Spec, names: list[str], default, what: str):
+    """The one value `spec` gives a tied tensor known by `names`: names that no pattern
+    reaches do not count; different values for the names are refused."""
+    said = {}
+    for n in names:
+        ok, value = _named(spec, n)
+        if ok:
+            said[n] = value
+    values = []
+    for v in said.values():
+        if v not in values:
+            values.append(v)
+    if len(values) > 1:
+        raise ValueError(
+            f"{' and '.join(names)} are one tied tensor (the same storage) but {what} gives them "
+            f"different values {said}; give them one value"
+        )
+    return values[0] if values else default
 
 
 def encode_state_dict(
@@ -71,6 +92,13 @@ def encode_state_dict(
     (biases, norms, buffers, integer tensors) is stored losslessly, so `load(path)` returns
     every key of `state`.
 
+    Tensors of `state` that are one and the same memory (same storage pointer, shape, strides
+    and dtype: the tied weights of `model.state_dict()`, e.g. an LM's input embedding and
+    output projection) are stored once, under their first name, and the header's
+    `meta["tied"]` maps each other name to it; `load` returns every name. Equal tensors in
+    different memory are stored twice. The names of a tied tensor must not get different
+    settings (names no pattern reaches do not count), and excluding any of them stores it raw.
+
     Args:
         state: `{name: tensor}`, e.g. `model.state_dict()` or a safetensors file's contents.
         path: the file to write; its folder must exist.
@@ -84,29 +112,41 @@ def encode_state_dict(
         init: k-means initialisation; "density" by default, which, unlike "linear", holds up
             on pretrained weights with far outliers.
         exclude: patterns of weight tensors to store losslessly as they are.
-        meta: optional JSON-serialisable dict stored in the header.
+        meta: optional JSON-serialisable dict stored in the header; its key "tied" is reserved.
         progress: show a progress bar over the tensors.
 
     Returns:
         The size of the written file in bytes.
 
     Raises:
-        ValueError: NaN or infinite values, a setting out of range, or an unknown init/entropy.
+        ValueError: NaN or infinite values, a setting out of range, different settings for one
+            tied tensor, `meta["tied"]`, or an unknown init/entropy.
         TypeError: a value of `state` that is not a tensor.
     """
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
     if entropy not in codec.ENTROPY_CHOICES:
         raise ValueError(f"entropy must be one of {codec.ENTROPY_CHOICES}, not {entropy!r}")
-    exclude = list(exclude)
-    records, settings = [], {}
+    if meta and "tied" in meta:
+        raise ValueError("meta key 'tied' is reserved: it lists the file's tied tensors")
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    groups: dict[object, list[str]] = {}  # storage key -> names, the first one stored
+    for name, t in state.items():
+        key = storage_key(t) if isinstance(t, torch.Tensor) else None
+        if key is not None:
+            groups.setdefault(key, []).append(name)
+    records, settings, tied = [], {}, {}
     for name, t in tqdm(state.items(), desc="encode", unit="tensor", disable=not progress):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name!r} is a {type(t).__name__}, not a tensor")
+        names = groups.get(storage_key(t), [name])
+        if names[0] != name:
+            tied[name] = names[0]
+            continue
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise ValueError(f"tensor {name!r} contains NaN or infinity; refusing to encode it")
-        s = float(resolve(sparsity, name, 0.0) or 0.0)
-        b = resolve(bits, name, 8)
+        s = float(_group_setting(sparsity, names, 0.0, "sparsity") or 0.0)
+        b = _group_setting(bits, names, 8, "bits")
         if not 0.0 <= s <= 1.0:
             raise ValueError(f"sparsity for {name!r} must be in [0, 1], got {s}")
         if b is not None and not 1 <= int(b) <= 16:
@@ -115,7 +155,7 @@ def encode_state_dict(
             t.is_floating_point()
             and t.dim() >= 2
             and t.numel() > 0
-            and not any(matches(p, name) for p in exclude)
+            and not any(matches(p, n) for p in exclude for n in names)
         )
         if eligible and (s > 0 or b is not None):
             records.append(_encode_weight(name, t, s, b, index_bits, entropy, init))
@@ -127,6 +167,8 @@ def encode_state_dict(
     info = {"deepcompress": __version__, "encode": settings}
     if meta:
         info.update(meta)
+    if tied:
+        info["tied"] = tied
     data = to_bytes(records, info)
     write_atomic(path, data)
     return len(data)

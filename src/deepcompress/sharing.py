@@ -19,7 +19,7 @@ codebook even with the linear initialisation (see `../shared/PAPER.md`, "facts t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -28,13 +28,16 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from .distributed import broadcast_
-from .pruning import compressible_layers, current_mask, per_layer
+from .pruning import current_mask, tie_, weight_plan
 
 #: Centroid initialisations (the paper's three, plus k-means++).
 INITS = ("linear", "density", "random", "kmeans++")
 
-#: The paper's default bits: 8 for conv layers, 5 for fully connected ones.
-DEFAULT_BITS: dict[str, int] = {"conv": 8, "linear": 5}
+#: The paper's default bits: 8 for conv layers, 5 for fully connected ones. Embedding tables
+#: (which the paper does not have) get 5 like fully connected layers: an embedding is the
+#: weight of a linear map applied to one-hot inputs, and an LM's output layer is often tied to
+#: it, which needs one setting for both.
+DEFAULT_BITS: dict[str, int] = {"conv": 8, "linear": 5, "embedding": 5}
 
 
 def init_centroids(x: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarray:
@@ -171,10 +174,10 @@ class Shared(nn.Module):
         return self.idx != 0
 
 
-def shared_parts(module: nn.Module) -> Shared | None:
-    """The `Shared` parametrization on `module.weight`, or None."""
-    if parametrize.is_parametrized(module, "weight"):
-        for p in module.parametrizations.weight:
+def shared_parts(module: nn.Module, tname: str = "weight") -> Shared | None:
+    """The `Shared` parametrization on `module.<tname>`, or None."""
+    if parametrize.is_parametrized(module, tname):
+        for p in module.parametrizations[tname]:
             if isinstance(p, Shared):
                 return p
     return None
@@ -182,12 +185,13 @@ def shared_parts(module: nn.Module) -> Shared | None:
 
 def quantize_(
     model: nn.Module,
-    bits: int | Mapping[str, int] | None = None,
+    bits: int | Mapping[str, int | None] | None = None,
     *,
     init: str = "linear",
     max_iter: int = 300,
     seed: int = 0,
     progress: bool = False,
+    exclude: Iterable[str] = (),
 ) -> nn.Module:
     """Share each layer's surviving weights through a k-means codebook, in place.
 
@@ -196,45 +200,62 @@ def quantize_(
     fine-tune with any ordinary loop to train the centroids.
 
     Args:
-        model: any module; its Linear and Conv layers are quantized.
-        bits: bits per cluster index: an int for every layer, or a mapping by layer name or
-            kind (`{"conv": 8, "linear": 5}`, the default); layers it does not name are left
-            alone.
+        model: any module; the weights of its Linear, Conv1d/2d/3d, Embedding and EmbeddingBag
+            layers are quantized, and other floating-point Parameters of 2+ dimensions (such
+            as nn.MultiheadAttention's `in_proj_weight`) when a mapping key names them.
+        bits: bits per cluster index: an int for every layer, or a mapping whose keys are
+            layer or tensor names, patterns (globs or `re:<regex>`) or kinds; the default is
+            `DEFAULT_BITS`, `{"conv": 8, "linear": 5, "embedding": 5}`. An exact name wins over
+            a pattern, the first matching pattern over a kind; tensors no key reaches, or given
+            None, are left alone (see `prune_`).
         init: centroid initialisation, one of `INITS` ("linear" by default, as in the paper).
         max_iter: k-means iterations at most.
         seed: for the random initialisations.
         progress: show a progress bar over the layers being clustered.
+        exclude: patterns (or names) of tensors never to touch.
+
+    A tied weight (one Parameter held by several modules) gets one codebook and one index
+    tensor, clustered once; every module holding it computes its weight through them, so the
+    tie holds through fine-tuning and `save` stores the tensor once (see `prune_`).
 
     Returns:
         `model`, with a `Shared` parametrization on each quantized weight.
 
     Raises:
-        ValueError: bits outside 1..16, an unknown init or layer name, or a layer already
-            quantized.
+        ValueError: bits outside 1..16, an unknown init, a key or exclude pattern that matches
+            no weight, different bits for one tied tensor, or a layer already quantized.
+            Nothing is changed when one of these is raised.
     """
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
     bits = DEFAULT_BITS if bits is None else bits
-    layers = dict(compressible_layers(model))
-    if isinstance(bits, Mapping):
-        unknown = [k for k in bits if k not in layers and k not in ("conv", "linear")]
-        if unknown:
-            raise ValueError(f"no layer named {unknown}; layers are {sorted(layers)}")
-    for name, module in tqdm(
-        layers.items(), desc="k-means", unit="layer", disable=not progress, leave=False
-    ):
-        b = per_layer(bits, name, module)
-        if b is None:
-            continue
+    plan = weight_plan(model, bits, exclude, what="layer")
+    for group, b in plan:
+        owner = group[0]
         if not 1 <= int(b) <= 16:
-            raise ValueError(f"bits for {name!r} must be in 1..16, got {b}")
-        if shared_parts(module) is not None:
-            raise ValueError(f"layer {name!r} is already quantized")
-        _quantize_layer(module, int(b), init, max_iter, seed)
+            raise ValueError(f"bits for {owner.names[0]!r} must be in 1..16, got {b}")
+        if shared_parts(owner.module, owner.tname) is not None:
+            raise ValueError(f"layer {owner.names[0].rpartition('.')[0]!r} is already quantized")
+        if parametrize.is_parametrized(owner.module, owner.tname):
+            if (
+                len(owner.module.parametrizations[owner.tname]) != 1
+                or current_mask(owner.module, owner.tname) is None
+            ):
+                raise ValueError(
+                    f"{owner.names[0]} has parametrizations of its own; remove them first"
+                )
+    for group, b in tqdm(plan, desc="k-means", unit="layer", disable=not progress, leave=False):
+        owner = group[0]
+        _quantize_layer(owner.module, int(b), init, max_iter, seed, tname=owner.tname)
+        tie_(owner, group[1:])
     return model
 
 
-def _quantize_layer(module: nn.Module, bits: int, init: str, max_iter: int, seed: int) -> None:
-    weight = module.weight.detach()
-    mask = current_mask(module)
+def _quantize_layer(
+    module: nn.Module, bits: int, init: str, max_iter: int, seed: int, tname: str = "weight"
+) -> None:
+    weight = getattr(module, tname).detach()
+    mask = current_mask(module, tname)
     if mask is None:
         mask = torch.ones_like(weight, dtype=torch.bool)
     mask = mask.clone()
@@ -247,14 +268,14 @@ def _quantize_layer(module: nn.Module, bits: int, init: str, max_iter: int, seed
     codebook = broadcast_(codebook if len(codebook) == k else codebook.new_zeros(int(k)))
     idx = broadcast_(idx)
     shared = Shared(codebook, idx.to(weight.device))
-    if not parametrize.is_parametrized(module, "weight"):
-        parametrize.register_parametrization(module, "weight", shared, unsafe=True)
-        module.parametrizations.weight.original.requires_grad_(False)  # empty, never used
+    if not parametrize.is_parametrized(module, tname):
+        parametrize.register_parametrization(module, tname, shared, unsafe=True)
+        module.parametrizations[tname].original.requires_grad_(False)  # empty, never used
         return
-    plist = module.parametrizations.weight
+    plist = module.parametrizations[tname]
     if len(plist) != 1:
         raise ValueError(
-            f"{type(module).__name__}.weight has parametrizations of its own; remove them first"
+            f"{type(module).__name__}.{tname} has parametrizations of its own; remove them first"
         )
     # Swap the mask for the codebook in place. (torch's remove_parametrizations edits the
     # module's generated class, which copy.deepcopy shares: it would break every copy.)
