@@ -148,3 +148,37 @@ def test_cli_encode_then_decode(tmp_path):
         r = cli("encode", *args)
         assert r.returncode == 2 and r.stderr.startswith("deepcompress: error:"), r.stderr
     assert src.read_bytes() == before and not (tmp_path / "x.dcz").exists()
+
+
+def test_cli_encode_with_a_config_file_stores_the_resolved_settings(tmp_path):
+    from deepcompress.fileformat import read_file
+
+    sd = {k: v for k, v in state().items() if k not in ("step", "half")}
+    src = tmp_path / "m.safetensors"
+    save_file(sd, str(src))
+    (tmp_path / "c.yaml").write_text(
+        'sparsity: {"ip1.*": 0.9, "conv2": 0.5}\nbits: {"conv*": 6}\nexclude: ["conv1"]\n'
+    )
+    (tmp_path / "c.json").write_text('{"sparsity": 0.3, "bits": 4, "entropy": "huffman"}')
+    for cfg, extra in (("c.yaml", ()), ("c.json", ("--bits", "3"))):
+        dst = tmp_path / f"{cfg}.dcz"
+        r = cli(
+            "encode", str(src), "-o", str(dst), "--config", str(tmp_path / cfg), "--quiet", *extra
+        )
+        assert r.returncode == 0, r.stderr
+        settings = read_file(dst)[1]["encode"]
+        out = dc.load(dst)
+        if cfg == "c.yaml":
+            assert settings["ip1.weight"] == {"sparsity": 0.9, "bits": 8}
+            assert settings["conv2.weight"] == {"sparsity": 0.5, "bits": 6}
+            assert "conv1.weight" not in settings  # excluded: stored as it is
+            assert torch.equal(out["conv1.weight"], sd["conv1.weight"])
+        else:  # the flag overrides the file
+            assert {s["bits"] for s in settings.values()} == {3}
+            assert {s["sparsity"] for s in settings.values()} == {0.3}
+            assert len(out["ip1.weight"].unique()) <= 9
+    (tmp_path / "bad.json").write_text('{"sparsty": 0.3}')
+    r = cli(
+        "encode", str(src), "-o", str(tmp_path / "x.dcz"), "--config", str(tmp_path / "bad.json")
+    )
+    assert r.returncode == 2 and "unknown settings" in r.stderr

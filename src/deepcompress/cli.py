@@ -15,6 +15,7 @@ from pathlib import Path
 from . import api
 from .errors import FormatError
 from .posttrain import encode_state_dict as api_encode
+from .posttrain import load_config
 
 EXAMPLES = {
     "reproduce": "example: deepcompress reproduce lenet-300-100 --data ~/mnist --out runs/lenet",
@@ -96,7 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     e = add("encode", "compress a .safetensors checkpoint's weights, with no retraining")
     e.add_argument("file", help="the .safetensors file")
     e.add_argument("-o", "--output", required=True, help="the .dcz file to write")
-    e.add_argument("--sparsity", type=float, default=0.0, help="fraction pruned (default 0)")
+    e.add_argument(
+        "--config",
+        help="settings from a JSON or YAML file (keys: sparsity, bits, index_bits, exclude, "
+        "entropy, init; values or {pattern: value}); the flags below override it",
+    )
+    e.add_argument("--sparsity", type=float, help="fraction pruned (default 0)")
     e.add_argument(
         "--sparsity-per-layer",
         nargs="+",
@@ -104,13 +110,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATTERN=S",
         help="per-layer sparsity by glob (or re:REGEX) on tensor or layer names; first match wins",
     )
-    e.add_argument("--bits", type=int, default=8, help="codebook bits per weight (default 8)")
+    e.add_argument("--bits", type=int, help="codebook bits per weight (default 8)")
     e.add_argument("--bits-per-layer", nargs="+", default=[], metavar="PATTERN=B")
     e.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="store as is")
     e.add_argument(
         "--entropy",
         choices=["auto", "huffman", "rans", "cabac"],
-        default="auto",
         help="entropy coder of each stream: the smallest (auto), or one, e.g. the paper's Huffman",
     )
     e.add_argument("--quiet", action="store_true", help="no progress output")
@@ -283,18 +288,27 @@ def _encode(args) -> int:
         state = load_file(str(src))
     except Exception as e:  # safetensors raises its own error types
         raise ValueError(f"{args.file!r} is not a readable .safetensors file: {e}") from None
-    sparsity = {
-        **_pairs(args.sparsity_per_layer, float, "--sparsity-per-layer"),
-        "*": args.sparsity,
-    }
-    bits = {**_pairs(args.bits_per_layer, int, "--bits-per-layer"), "*": args.bits}
+    cfg = load_config(args.config) if args.config else {}
+
+    def setting(key: str, flag, per_layer: list[str], cast, default) -> dict:
+        """Per-layer flags first, then the file's patterns, then the flag, file or default."""
+        base = cfg.get(key, default)
+        spec = _pairs(per_layer, cast, f"--{key}-per-layer")
+        if isinstance(base, dict):
+            spec.update({k: v for k, v in base.items() if k not in spec})
+            base = default
+        spec["*"] = flag if flag is not None else base
+        return spec
+
     size = api_encode(
         state,
         dst,
-        sparsity=sparsity,
-        bits=bits,
-        exclude=args.exclude,
-        entropy=args.entropy,
+        sparsity=setting("sparsity", args.sparsity, args.sparsity_per_layer, float, 0.0),
+        bits=setting("bits", args.bits, args.bits_per_layer, int, 8),
+        index_bits=cfg.get("index_bits"),
+        exclude=[*cfg.get("exclude", []), *args.exclude],
+        entropy=args.entropy or cfg.get("entropy", "auto"),
+        init=cfg.get("init", "density"),
         progress=not args.quiet,
         meta={"source": src.name},
     )
