@@ -152,8 +152,7 @@ def save(
         ValueError: non-finite weights, a dtype the format cannot hold, or `meta["tied"]`.
         FileNotFoundError: the folder of `path` does not exist.
     """
-    if meta and "tied" in meta:
-        raise ValueError("meta key 'tied' is reserved: it lists the file's tied tensors")
+    check_meta(meta)
     records, stored, tied = [], {}, {}
     modules = dict(model.named_modules(remove_duplicate=False))
     for name, tensor, holder, key in tqdm(
@@ -169,12 +168,22 @@ def save(
         layer, _, tname = name.rpartition(".")
         ib = per_layer(index_bits, layer, modules[layer], tname) if holder is not None else None
         records.append(encode_tensor(name, tensor, holder, ib, entropy, raw_dtype))
-    info = {"deepcompress": __version__}
-    if meta:
-        info.update(meta)
+    return write_records(records, path, {}, meta, tied)
+
+
+def check_meta(meta: dict | None) -> None:
+    """ValueError if a caller's `meta` uses the reserved key "tied"."""
+    if meta and "tied" in meta:
+        raise ValueError("meta key 'tied' is reserved: it lists the file's tied tensors")
+
+
+def write_records(records: list[Record], path, info: dict, meta: dict | None, tied: dict) -> int:
+    """Write a whole file atomically: `records`, and a header `meta` made of the writer's
+    version, `info`, the caller's `meta` and (when there are aliases) `tied`. Returns its size."""
+    header = {"deepcompress": __version__, **info, **(meta or {})}
     if tied:
-        info["tied"] = tied
-    data = to_bytes(records, info)
+        header["tied"] = tied
+    data = to_bytes(records, header)
     write_atomic(path, data)
     return len(data)
 

@@ -144,6 +144,7 @@ import operator
 import numpy as np
 from numba import njit
 
+from deepcompress._checks import symbol_count
 from deepcompress.errors import FormatError
 
 __all__ = [
@@ -744,14 +745,7 @@ def decode(data: bytes, n_symbols: int, count: int) -> np.ndarray:
             over, or a final state the encoder cannot produce).
     """
     n = _check_n(n_symbols, FormatError)
-    if isinstance(count, bool):
-        raise FormatError(f"symbol count must be an integer, got {count!r}")
-    try:
-        count = operator.index(count)
-    except TypeError:
-        raise FormatError(f"symbol count must be an integer, got {count!r}") from None
-    if count < 0:
-        raise FormatError(f"negative symbol count {count}")
+    count = symbol_count(count)
     buf = np.frombuffer(data, dtype=np.uint8)
     if count == 0:
         if buf.size:

@@ -36,6 +36,8 @@ import operator
 import numpy as np
 from numba import njit
 
+from deepcompress._checks import as_int_vector as _as_int_vector
+from deepcompress._checks import symbol_count
 from deepcompress.errors import FormatError
 
 __all__ = [
@@ -57,20 +59,6 @@ _ABS_MAX_LEN = 32
 # --------------------------------------------------------------------------------------------
 # Code lengths
 # --------------------------------------------------------------------------------------------
-
-
-def _as_int_vector(a: np.ndarray, what: str, exc: type[Exception]) -> np.ndarray:
-    """Return ``a`` as a 1-D int64 array, raising ``exc`` if it is not a 1-D integer array."""
-    arr = np.asarray(a)
-    if arr.ndim != 1:
-        raise exc(f"{what} must be a 1-D array, got shape {arr.shape}")
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.dtype.kind not in "iub":
-        raise exc(f"{what} must have an integer dtype, got {arr.dtype}")
-    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-        raise exc(f"{what} has values too large for int64")
-    return arr.astype(np.int64, copy=False)
 
 
 def _huffman_depths(freqs: list[int]) -> list[int]:
@@ -421,12 +409,7 @@ def decode(data: bytes, lengths: np.ndarray, count: int) -> np.ndarray:
     """
     validate_lengths(lengths)
     lens = _as_int_vector(lengths, "code lengths", FormatError)
-    try:
-        count = operator.index(count)
-    except TypeError as exc:
-        raise FormatError(f"symbol count must be an integer, got {count!r}") from exc
-    if count < 0:
-        raise FormatError(f"negative symbol count {count}")
+    count = symbol_count(count)
     buf = np.frombuffer(bytes(data), dtype=np.uint8)
     npresent = _present_count(lens)
     if npresent == 0:

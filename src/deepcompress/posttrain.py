@@ -20,9 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import codec
-from .api import __version__, storage_key
-from .fileformat import Record, to_bytes, write_atomic
-from .pruning import kept_positions, matches
+from .api import check_meta, storage_key, write_records
+from .fileformat import Record
+from .pruning import kept_positions, matches, one_value
 from .sharing import INITS, kmeans_1d
 
 __all__ = ["encode_state_dict", "matches", "resolve"]
@@ -60,16 +60,7 @@ def _group_setting(spec: Spec, names: list[str], default, what: str):
         ok, value = _named(spec, n)
         if ok:
             said[n] = value
-    values = []
-    for v in said.values():
-        if v not in values:
-            values.append(v)
-    if len(values) > 1:
-        raise ValueError(
-            f"{' and '.join(names)} are one tied tensor (the same storage) but {what} gives them "
-            f"different values {said}; give them one value"
-        )
-    return values[0] if values else default
+    return one_value(said, names, what, default)
 
 
 #: Keys a configuration file may hold (each as for `encode_state_dict`).
@@ -169,8 +160,7 @@ def encode_state_dict(
         raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
     if entropy not in codec.ENTROPY_CHOICES:
         raise ValueError(f"entropy must be one of {codec.ENTROPY_CHOICES}, not {entropy!r}")
-    if meta and "tied" in meta:
-        raise ValueError("meta key 'tied' is reserved: it lists the file's tied tensors")
+    check_meta(meta)
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
     groups: dict[object, list[str]] = {}  # storage key -> names, the first one stored
     for name, t in state.items():
@@ -206,14 +196,7 @@ def encode_state_dict(
             params, parts = codec.encode_raw(t)
             dtype = codec.dtype_name(t.dtype)
             records.append(Record(name, tuple(t.shape), dtype, "raw", params, parts))
-    info = {"deepcompress": __version__, "encode": settings}
-    if meta:
-        info.update(meta)
-    if tied:
-        info["tied"] = tied
-    data = to_bytes(records, info)
-    write_atomic(path, data)
-    return len(data)
+    return write_records(records, path, {"encode": settings}, meta, tied)
 
 
 def _encode_weight(

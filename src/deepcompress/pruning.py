@@ -321,18 +321,25 @@ def weight_plan(
                 value = lookup(setting, n, slot.kind)
                 if value is not _UNSET:
                     found.setdefault(n, value)
-        distinct = []
-        for v in found.values():
-            if v not in distinct:
-                distinct.append(v)
-        if len(distinct) > 1:
-            raise ValueError(
-                f"{' and '.join(group_names)} are one tied tensor but the settings give them "
-                f"different values {found}; give them one value (or exclude one name)"
-            )
-        if distinct and distinct[0] is not None:
-            plan.append((group, distinct[0]))
+        value = one_value(found, group_names, "the settings", _UNSET)
+        if value is not _UNSET and value is not None:
+            plan.append((group, value))
     return plan
+
+
+def one_value(found: Mapping[str, object], names: list[str], what: str, default):
+    """The single value `found` ({name: value}) gives the names of one tied tensor, or
+    `default` if it gives none; ValueError if it gives them different values."""
+    distinct = []
+    for v in found.values():
+        if v not in distinct:
+            distinct.append(v)
+    if len(distinct) > 1:
+        raise ValueError(
+            f"{' and '.join(names)} are one tied tensor but {what} give them different values "
+            f"{dict(found)}; give them one value (or exclude one name)"
+        )
+    return distinct[0] if distinct else default
 
 
 class _Placeholder(nn.Module):

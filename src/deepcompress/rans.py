@@ -89,6 +89,8 @@ import operator
 import numpy as np
 from numba import njit
 
+from deepcompress._checks import as_int_vector as _as_int_vector
+from deepcompress._checks import symbol_count
 from deepcompress.errors import FormatError
 
 __all__ = [
@@ -112,20 +114,6 @@ _WIDTH_MASK = 0x1F
 # --------------------------------------------------------------------------------------------
 # Argument checking
 # --------------------------------------------------------------------------------------------
-
-
-def _as_int_vector(a: np.ndarray, what: str, exc: type[Exception]) -> np.ndarray:
-    """Return ``a`` as a 1-D int64 array, raising ``exc`` if it is not a 1-D integer array."""
-    arr = np.asarray(a)
-    if arr.ndim != 1:
-        raise exc(f"{what} must be a 1-D array, got shape {arr.shape}")
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.dtype.kind not in "iub":
-        raise exc(f"{what} must have an integer dtype, got {arr.dtype}")
-    if arr.dtype == np.uint64 and int(arr.max()) > np.iinfo(np.int64).max:
-        raise exc(f"{what} has values too large for int64")
-    return arr.astype(np.int64, copy=False)
 
 
 def _as_precision(precision, exc: type[Exception], allow_zero: bool = False) -> int:
@@ -624,12 +612,7 @@ def decode(data: bytes, freqs: np.ndarray, precision: int, count: int) -> np.nda
             symbols bytes are left over or a state is not the initial ``L``.
     """
     f, p, npresent = _check_table(freqs, precision, FormatError)
-    try:
-        count = operator.index(count)
-    except TypeError:
-        raise FormatError(f"symbol count must be an integer, got {count!r}") from None
-    if count < 0:
-        raise FormatError(f"negative symbol count {count}")
+    count = symbol_count(count)
     buf = np.frombuffer(data, dtype=np.uint8)
     if npresent == 0 and count > 0:
         raise FormatError(f"{count} symbols expected but the frequency table is empty")
