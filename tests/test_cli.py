@@ -145,3 +145,16 @@ def test_sensitivity_command(tmp_path):
     r = cli("sensitivity", "lenet-5", "--weights", str(weights))
     assert r.returncode == 2 and "does not hold lenet-5 weights" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
+    net = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(600)])  # > a pipe buffer
+    dc.save(net, tmp_path / "m.dcz")
+    r = subprocess.run(
+        f"'{sys.executable}' -m deepcompress.cli inspect '{tmp_path / 'm.dcz'}' | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.stdout.startswith(str(tmp_path / "m.dcz")) and r.stderr == ""

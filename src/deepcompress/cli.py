@@ -345,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"deepcompress: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `deepcompress inspect x.dcz | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("deepcompress: interrupted", file=sys.stderr)
         return 1
@@ -356,9 +359,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except BrokenPipeError:  # `deepcompress inspect x.dcz | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

@@ -169,6 +169,9 @@ def format_description(d: dict) -> str:
             "meta: "
             + ", ".join(f"{k}={v}" for k, v in d["meta"].items() if not isinstance(v, (dict, list)))
         )
+    tied = d["meta"].get("tied")
+    if isinstance(tied, dict) and tied:
+        lines.append("tied: " + ", ".join(f"{a} -> {t}" for a, t in tied.items()))
     head = (
         f"{'tensor':<24}{'shape':<18}{'codec':<8}{'kept':>7}{'k':>6}{'idx':>5}"
         f"{'bytes':>9}  streams: coder, coded (with table) / order-0 entropy, bits per symbol"
