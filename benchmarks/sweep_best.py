@@ -26,6 +26,17 @@ from deepcompress.train import error_rate
 
 LEAN = {"entropy": "auto", "raw_dtype": "float16"}
 
+
+def _distilled(recipe, alpha: float = 0.7) -> dict:
+    """Every compression phase of `recipe` taught by the dense model (soft targets)."""
+    return {
+        "prune_rounds": [replace(c, distill=alpha) for c in recipe.prune_rounds],
+        "finetune": replace(recipe.finetune, distill=alpha),
+    }
+
+
+KD5 = _distilled(RECIPES["lenet-5"])
+
 VARIANTS = {
     "lenet-300-100": {
         "paper": {},
@@ -53,6 +64,12 @@ VARIANTS = {
             "kept": {"conv1": 0.6, "conv2": 0.08, "ip1": 0.03, "ip2": 0.15},
             "bits": {"conv": 5, "linear": 3, "ip1": 2},
             **LEAN,
+        },
+        "k27-kd": {
+            "kept": {"conv1": 0.6, "conv2": 0.08, "ip1": 0.027, "ip2": 0.12},
+            "bits": {"conv": 5, "linear": 3},
+            **LEAN,
+            **KD5,
         },
         "k2": {
             "kept": {"conv1": 0.6, "conv2": 0.08, "ip1": 0.02, "ip2": 0.15},

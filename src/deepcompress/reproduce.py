@@ -7,6 +7,7 @@ training images, or 20% of the digits); the test split is only read for the fina
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -148,11 +149,13 @@ def prune_and_retrain(
     quiet: bool = False,
     start: int = 0,
     after_round=None,
+    teacher: torch.nn.Module | None = None,
 ) -> float:
     """Stage 1: iterative pruning, retraining after each round. Returns the validation error.
 
     `start` skips the rounds already done (when resuming); `after_round(r)` is called after
-    round r's retraining (to checkpoint)."""
+    round r's retraining (to checkpoint); `teacher` is the dense model, for phases that
+    distill (`TrainConfig.distill`)."""
     rounds = schedule(recipe.kept, len(recipe.prune_rounds))
     for r, (sparsity, cfg) in enumerate(zip(rounds, recipe.prune_rounds)):
         if r < start:
@@ -165,6 +168,7 @@ def prune_and_retrain(
             seed=seed + 100 + r,
             desc=f"prune round {r + 1}",
             progress=not quiet,
+            teacher=teacher,
         )
         if after_round is not None:
             after_round(r)
@@ -179,6 +183,7 @@ def share_and_finetune(
     bits: dict[str, int] | None = None,
     seed: int = 0,
     quiet: bool = False,
+    teacher: torch.nn.Module | None = None,
 ) -> tuple[float, float]:
     """Stage 2: weight sharing, then codebook fine-tuning. Returns the validation errors
     before and after fine-tuning."""
@@ -191,6 +196,7 @@ def share_and_finetune(
         seed=seed + 200,
         desc="fine-tune codebooks",
         progress=not quiet,
+        teacher=teacher,
     )
     return before, error_rate(model, data.val)
 
@@ -228,6 +234,8 @@ def compress(
     """
     t0 = time.time()
     trace = {"weights": {"dense": _weights(model)}}
+    phases = [*recipe.prune_rounds, recipe.finetune]
+    teacher = copy.deepcopy(model).eval() if any(c.distill > 0 for c in phases) else None
     tag = json.dumps({"recipe": asdict(recipe), "seed": seed, "n": len(data.train)})
     usable = (
         resume
@@ -247,14 +255,14 @@ def compress(
             save_checkpoint(model, checkpoint, {"run": tag, "round": r})
 
     err = prune_and_retrain(
-        model, data, recipe, seed=seed, quiet=quiet, start=start, after_round=done
+        model, data, recipe, seed=seed, quiet=quiet, start=start, after_round=done, teacher=teacher
     )
     stages = {"pruned_val_error": err}
     trace["weights"]["pruned + retrained"] = _weights(model)
     trace["pruned_bytes"] = layer_bytes(model)
     size = sum(trace["pruned_bytes"].values())
     _log(f"pruned and retrained: validation error {err:.2f}%, weight layers {size} bytes", quiet)
-    before, after = share_and_finetune(model, data, recipe, seed=seed, quiet=quiet)
+    before, after = share_and_finetune(model, data, recipe, seed=seed, quiet=quiet, teacher=teacher)
     stages["quantized_val_error"], stages["finetuned_val_error"] = before, after
     trace["weights"]["shared + fine-tuned"] = _weights(model)
     trace["centroids"] = {
@@ -278,6 +286,16 @@ def compress(
     return stages, trace
 
 
+def _phase_tag(cfg: TrainConfig) -> dict:
+    """A training phase's identity for the reference-model cache. The distillation fields
+    came later: left out while off, so caches written before them stay valid."""
+    d = asdict(cfg)
+    if d["distill"] == 0:
+        d.pop("distill")
+        d.pop("temperature")
+    return d
+
+
 def reference_model(
     name: str, data: Dataset, recipe: Recipe, cache: Path | None, seed: int, quiet: bool
 ) -> tuple[torch.nn.Module, bool]:
@@ -285,7 +303,7 @@ def reference_model(
     and written there. Returns `(model, reused)`."""
     torch.manual_seed(seed)
     model = build(name)
-    tag = json.dumps({"dense": asdict(recipe.dense), "seed": seed, "n": len(data.train)})
+    tag = json.dumps({"dense": _phase_tag(recipe.dense), "seed": seed, "n": len(data.train)})
     same = False
     if cache is not None and cache.is_file():
         from safetensors import safe_open

@@ -31,6 +31,8 @@ class TrainConfig:
     label_smoothing: float = 0.1  # the best single regulariser found here (PAPER.md)
     shift: int = 2  # random translations of up to +-shift pixels (0: no augmentation)
     warmup_steps: int = 0  # linear learning-rate warm-up
+    distill: float = 0.0  # weight of the teacher's soft targets (needs `train(teacher=...)`)
+    temperature: float = 4.0  # softening of both sides' logits for distillation
 
 
 def random_shift(x: torch.Tensor, shift: int, fill: float, gen: torch.Generator) -> torch.Tensor:
@@ -56,13 +58,20 @@ def train(
     seed: int = 0,
     desc: str = "train",
     progress: bool = True,
+    teacher: nn.Module | None = None,
 ) -> None:
     """Train `model` on `data` for `cfg.epochs` epochs (in place).
+
+    With a `teacher` and `cfg.distill` = a > 0, the loss is (1 - a) x cross-entropy + a x T^2 x
+    KL(teacher || model) on logits softened by T = `cfg.temperature` (Hinton et al. 2015): the
+    dense model teaches its pruned or weight-shared self.
 
     Inside a torch.distributed process group, the model is wrapped in DistributedDataParallel
     and each of the N ranks trains on its 1/N of every batch of `cfg.batch_size` (all ranks
     draw the same order and augmentation), so N processes take the same steps as one.
     """
+    if cfg.distill > 0 and teacher is None:
+        raise ValueError("TrainConfig.distill > 0 needs a teacher model")
     gen = torch.Generator().manual_seed(seed)
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed.active() else (1, 0)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -92,7 +101,20 @@ def train(
         for i in range(0, len(data), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             x, y = random_shift(data.x[idx], cfg.shift, fill, gen), data.y[idx]
-            loss = loss_fn(net(x[rank::world]), y[rank::world])
+            xs, ys = x[rank::world], y[rank::world]
+            logits = net(xs)
+            loss = loss_fn(logits, ys)
+            if teacher is not None and cfg.distill > 0:
+                t = cfg.temperature
+                with torch.no_grad():
+                    soft = torch.log_softmax(teacher(xs) / t, dim=1)
+                kl = nn.functional.kl_div(
+                    torch.log_softmax(logits / t, dim=1),
+                    soft,
+                    log_target=True,
+                    reduction="batchmean",
+                )
+                loss = (1 - cfg.distill) * loss + cfg.distill * t * t * kl
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             opt.zero_grad(set_to_none=True)
