@@ -83,3 +83,26 @@ def test_best_recipe_runs_and_uses_its_settings(tmp_path, mnist_dir):
         assert "paper" in str(e)
     else:
         raise AssertionError("an unknown recipe was accepted")
+
+
+def test_best_lenet5_distills_from_the_dense_model(tmp_path, mnist_dir, monkeypatch):
+    from deepcompress import train as train_module
+
+    teachers = []
+    real_train = train_module.train
+
+    def spy(model, data, cfg, **kw):
+        teachers.append((cfg.distill, kw.get("teacher")))
+        return real_train(model, data, cfg, **kw)
+
+    monkeypatch.setattr(reproduce, "train", spy)
+    reproduce.run(
+        "lenet-5", tmp_path, mnist_dir, quiet=True, epochs_scale=0.02, train_limit=600,
+        recipe="best",
+    )  # fmt: skip
+    dense, *compression = teachers
+    assert dense == (0.0, None)  # the reference trains alone
+    assert len(compression) == 4 and all(d == 0.7 for d, _ in compression)
+    teacher = compression[0][1]
+    assert teacher is not None and all(t is teacher for _, t in compression)
+    assert not any(p.requires_grad and p.grad is not None for p in teacher.parameters())
