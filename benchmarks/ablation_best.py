@@ -36,12 +36,7 @@ def recode(data: bytes, entropy: str, half_raw: bool) -> bytes:
     for r in records:
         if r.codec == "shared":
             numel = int(torch.tensor(r.shape).prod()) if r.shape else 1
-            positions, symbols = codec.shared_entries(r.params, r.parts, numel)
-            real = symbols > 0
-            cb = codec.bytes_tensor(r.parts[0], torch.float32, (r.params["k"],))
-            params, parts = codec.encode_shared_entries(
-                positions[real], symbols[real], cb, r.params["index_bits"], entropy
-            )
+            params, parts = codec.recode_shared(r.params, r.parts, numel, entropy)
             r = Record(r.name, r.shape, r.dtype, "shared", params, parts)
         elif r.codec == "raw" and half_raw and r.dtype == "float32":
             t = codec.decode_record(r).to(torch.float16)

@@ -43,13 +43,7 @@ def recode(records: list[Record], entropy: str) -> tuple[list[Record], list[dict
         if r.codec != "shared":
             out.append(r)
             continue
-        numel = int(np.prod(r.shape))
-        positions, symbols = codec.shared_entries(r.params, r.parts, numel)
-        real = symbols > 0
-        cb = codec.bytes_tensor(r.parts[0], torch.float32, (r.params["k"],))
-        params, parts = codec.encode_shared_entries(
-            positions[real], symbols[real], cb, r.params["index_bits"], entropy
-        )
+        params, parts = codec.recode_shared(r.params, r.parts, int(np.prod(r.shape)), entropy)
         rec = Record(r.name, r.shape, r.dtype, "shared", params, parts)
         out.append(rec)
         for name, s in codec.streams("shared", params, parts).items():

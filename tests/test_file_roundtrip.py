@@ -187,3 +187,17 @@ def test_code_length_tables_pack_and_unpack():
     assert np.array_equal(codec.unpack_lengths(codec.pack_lengths(lens), 5), lens)
     with pytest.raises(dc.FormatError):
         codec.unpack_lengths(bytes([0x12, 0x34, 0x56]), 5)  # padding nibble not zero
+
+
+def test_recode_shared_keeps_the_tensor_and_switches_the_coder():
+    g = torch.Generator().manual_seed(5)
+    idx = torch.randint(1, 17, (30, 40), generator=g)
+    idx[torch.rand(30, 40, generator=g) > 0.2] = 0
+    codebook = torch.randn(16, generator=g)
+    params, parts = codec.encode_shared(idx, codebook, 3, entropy="huffman")
+    for entropy in ("rans", "cabac"):
+        p2, parts2 = codec.recode_shared(params, parts, idx.numel(), entropy)
+        assert p2["weight_coder"] == entropy and p2["gap_coder"] == entropy
+        assert p2["index_bits"] == 3 and p2["entries"] == params["entries"]
+        out = codec.decode_shared(p2, parts2, torch.float32, (30, 40))
+        assert torch.equal(out, dense_from(idx, codebook))

@@ -273,6 +273,17 @@ def encode_shared_entries(
     return params, [tensor_bytes(cb), w_table, w_bits, g_table, g_bits]
 
 
+def recode_shared(params: dict, parts: list[bytes], numel: int, entropy: str = "auto"):
+    """A `shared` section's `(params, parts)` with its streams coded again by `entropy`: the
+    same codebook, gap width and entries, so the decoded tensor is bit-identical."""
+    positions, symbols = shared_entries(params, parts, numel)
+    real = symbols > 0
+    codebook = bytes_tensor(parts[0], torch.float32, (params["k"],))
+    return encode_shared_entries(
+        positions[real], symbols[real], codebook, params["index_bits"], entropy
+    )
+
+
 def _coder_params(**coders: str) -> dict:
     """Header fields naming each stream's coder; Huffman, the default, is left out."""
     return {f"{s}_coder": c for s, c in coders.items() if c != "huffman"}
