@@ -23,14 +23,35 @@ def as_int_vector(a, what: str, exc: type[Exception]) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def nonneg_int(value, what: str, exc: type[Exception] = FormatError) -> int:
+    """`value` as a non-negative int (bools refused); `exc` naming `what` otherwise."""
+    if isinstance(value, bool):
+        raise exc(f"{what} must be an integer, got {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise exc(f"{what} must be an integer, got {value!r}") from None
+    if n < 0:
+        raise exc(f"negative {what} {n}")
+    return n
+
+
 def symbol_count(count) -> int:
     """A stream's symbol count as a non-negative int; FormatError otherwise (bools too)."""
-    if isinstance(count, bool):
-        raise FormatError(f"symbol count must be an integer, got {count!r}")
-    try:
-        count = operator.index(count)
-    except TypeError:
-        raise FormatError(f"symbol count must be an integer, got {count!r}") from None
-    if count < 0:
-        raise FormatError(f"negative symbol count {count}")
-    return count
+    return nonneg_int(count, "symbol count")
+
+
+def symbol_array(symbols, n: int) -> np.ndarray:
+    """A stream's symbols, flattened, as contiguous int64; ValueError if they are not integers
+    or one is outside [0, n) (the message names the first such position)."""
+    sym = np.asarray(symbols)
+    if sym.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if sym.dtype.kind not in "iu":
+        raise ValueError(f"symbols must have an integer dtype, got {sym.dtype}")
+    sym = sym.ravel()
+    bad = np.flatnonzero((sym < 0) | (sym >= n))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"symbol {int(sym[i])} (at position {i}) out of range for {n} symbols")
+    return np.ascontiguousarray(sym, dtype=np.int64)

@@ -139,12 +139,10 @@ bit string gives symbols below ``n_symbols`` (the binarizations skip impossible 
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 from numba import njit
 
-from deepcompress._checks import symbol_count
+from deepcompress._checks import nonneg_int, symbol_array, symbol_count
 from deepcompress.errors import FormatError
 
 __all__ = [
@@ -640,29 +638,10 @@ def _valid_modes(n_symbols: int) -> tuple[int, ...]:
 
 
 def _check_n(n_symbols, exc: type[Exception]) -> int:
-    if isinstance(n_symbols, bool):
-        raise exc(f"n_symbols must be an integer, got {n_symbols!r}")
-    try:
-        n = operator.index(n_symbols)
-    except TypeError:
-        raise exc(f"n_symbols must be an integer, got {n_symbols!r}") from None
-    if not 0 <= n <= MAX_SYMBOLS:
+    n = nonneg_int(n_symbols, "n_symbols", exc)
+    if n > MAX_SYMBOLS:
         raise exc(f"n_symbols must be in 0..{MAX_SYMBOLS}, got {n}")
     return n
-
-
-def _check_symbols(symbols: np.ndarray, n: int) -> np.ndarray:
-    sym = np.asarray(symbols)
-    if sym.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if sym.dtype.kind not in "iu":
-        raise ValueError(f"symbols must have an integer dtype, got {sym.dtype}")
-    sym = sym.ravel()
-    bad = np.flatnonzero((sym < 0) | (sym >= n))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"symbol {int(sym[i])} (at position {i}) out of range for {n} symbols")
-    return np.ascontiguousarray(sym, dtype=np.int64)
 
 
 def _encode_in_mode(sym: np.ndarray, n: int, mode: int) -> np.ndarray:
@@ -680,7 +659,7 @@ def encode_mode(symbols: np.ndarray, n_symbols: int, mode: int) -> bytes:
         ValueError: as ``encode``, or if ``mode`` is not valid for ``n_symbols``.
     """
     n = _check_n(n_symbols, ValueError)
-    sym = _check_symbols(symbols, n)
+    sym = symbol_array(symbols, n)
     if sym.size == 0:
         return b""
     if mode not in _valid_modes(n):
@@ -706,7 +685,7 @@ def encode(symbols: np.ndarray, n_symbols: int) -> bytes:
             array, or a symbol is out of range (the message names its position).
     """
     n = _check_n(n_symbols, ValueError)
-    sym = _check_symbols(symbols, n)
+    sym = symbol_array(symbols, n)
     if sym.size == 0:
         return b""
     best = None

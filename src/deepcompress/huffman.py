@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit
 
 from deepcompress._checks import as_int_vector as _as_int_vector
-from deepcompress._checks import symbol_count
+from deepcompress._checks import symbol_array, symbol_count
 from deepcompress.errors import FormatError
 
 __all__ = [
@@ -285,14 +285,9 @@ def encode(symbols: np.ndarray, lengths: np.ndarray) -> bytes:
     """
     validate_lengths(lengths)
     lens = _as_int_vector(lengths, "code lengths", FormatError)
-    sym = np.asarray(symbols)
+    sym = symbol_array(symbols, lens.size)
     if sym.size == 0:
         return b""
-    if sym.dtype.kind not in "iu":
-        raise ValueError(f"symbols must have an integer dtype, got {sym.dtype}")
-    if sym.dtype == np.uint64 and int(sym.max()) >= lens.size:
-        raise ValueError(f"symbol {int(sym.max())} out of range for {lens.size} code lengths")
-    sym = np.ascontiguousarray(sym.ravel(), dtype=np.int64)
     present = (lens > 0).view(np.uint8)
     if _present_count(lens) == 1:
         eff_lens = np.zeros_like(lens)
@@ -301,11 +296,8 @@ def encode(symbols: np.ndarray, lengths: np.ndarray) -> bytes:
         eff_lens = lens
         codes = canonical_codes(lens).astype(np.int64)
     out, bad = _encode_kernel(sym, eff_lens, codes, present)
-    if bad >= 0:
-        s = int(sym[bad])
-        if 0 <= s < lens.size:
-            raise ValueError(f"symbol {s} (at position {bad}) has code length 0")
-        raise ValueError(f"symbol {s} (at position {bad}) out of range for {lens.size} lengths")
+    if bad >= 0:  # in range (checked above), so absent from the table
+        raise ValueError(f"symbol {int(sym[bad])} (at position {bad}) has code length 0")
     return out.tobytes()
 
 

@@ -90,7 +90,7 @@ import numpy as np
 from numba import njit
 
 from deepcompress._checks import as_int_vector as _as_int_vector
-from deepcompress._checks import symbol_count
+from deepcompress._checks import nonneg_int, symbol_array, symbol_count
 from deepcompress.errors import FormatError
 
 __all__ = [
@@ -363,12 +363,7 @@ def unpack_table(data: bytes, n_symbols: int) -> tuple[np.ndarray, int]:
             wrong length, nonzero padding, bad sparse indices or frequencies, or frequencies
             not summing to ``2**precision``).
     """
-    try:
-        n = operator.index(n_symbols)
-    except TypeError:
-        raise FormatError(f"symbol count must be an integer, got {n_symbols!r}") from None
-    if n < 0:
-        raise FormatError(f"negative number of symbols {n}")
+    n = nonneg_int(n_symbols, "number of symbols")
     buf = bytes(data)
     if not buf:
         raise FormatError("frequency table is empty (0 bytes)")
@@ -569,21 +564,12 @@ def encode(symbols: np.ndarray, freqs: np.ndarray, precision: int) -> bytes:
             position).
     """
     f, p, npresent = _check_table(freqs, precision, ValueError)
-    sym = np.asarray(symbols)
+    sym = symbol_array(symbols, f.size)
     if sym.size == 0:
         return b""
-    if sym.dtype.kind not in "iu":
-        raise ValueError(f"symbols must have an integer dtype, got {sym.dtype}")
-    if sym.dtype == np.uint64 and int(sym.max()) >= f.size:
-        bad = int(np.argmax(sym.ravel() >= f.size))
-        raise ValueError(f"symbol {int(sym.ravel()[bad])} (at position {bad}) out of range")
-    sym = np.ascontiguousarray(sym.ravel(), dtype=np.int64)
     out, bad = _encode_kernel(sym, f, _cumulative(f), p)
-    if bad >= 0:
-        s = int(sym[bad])
-        if 0 <= s < f.size:
-            raise ValueError(f"symbol {s} (at position {bad}) has frequency 0")
-        raise ValueError(f"symbol {s} (at position {bad}) out of range for {f.size} symbols")
+    if bad >= 0:  # in range (checked above), so absent from the table
+        raise ValueError(f"symbol {int(sym[bad])} (at position {bad}) has frequency 0")
     if npresent == 1:
         return b""
     return out.tobytes()
