@@ -48,19 +48,21 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict) -> No
 
 def read_meta(path: str | os.PathLike) -> dict:
     """The `meta` dict of a checkpoint."""
+    return json.loads(_metadata(path).get("meta", "{}"))
+
+
+def _metadata(path: str | os.PathLike) -> dict:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        return json.loads((f.metadata() or {}).get("meta", "{}"))
+        return f.metadata() or {}
 
 
 def restore(model: nn.Module, path: str | os.PathLike) -> dict:
     """Load a checkpoint into a fresh `model` (same architecture, no parametrizations),
     re-creating its masks and codebooks. Returns the checkpoint's meta."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        tied = json.loads((f.metadata() or {}).get("tied", "{}"))
+    metadata = _metadata(path)
+    tied = json.loads(metadata.get("tied", "{}"))
     tensors = load_file(str(path))
     plain = {k: v for k, v in tensors.items() if ".__" not in k}
     plain.update({alias: plain[target] for alias, target in tied.items()})
@@ -87,4 +89,4 @@ def restore(model: nn.Module, path: str | os.PathLike) -> dict:
                 Slot(owner, tname, None, [target]),
                 [Slot(model.get_submodule(a_layer), a_tname, None, [alias])],
             )
-    return read_meta(path)
+    return json.loads(metadata.get("meta", "{}"))

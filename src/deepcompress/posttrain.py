@@ -33,12 +33,8 @@ Spec = float | int | None | Mapping[str, float | int | None]
 def resolve(spec: Spec, name: str, default):
     """A per-tensor setting: `spec` itself (None included), or the value of the first pattern
     of a mapping that matches `name` (see `matches`), or `default` when none does."""
-    if isinstance(spec, Mapping):
-        for pattern, value in spec.items():
-            if matches(pattern, name):
-                return value
-        return default
-    return spec
+    said, value = _named(spec, name)
+    return value if said else default
 
 
 def _named(spec: Spec, name: str) -> tuple[bool, object]:
