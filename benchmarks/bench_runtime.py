@@ -6,7 +6,12 @@ Run:  python benchmarks/bench_runtime.py [--repeats 50]
 Shapes: AlexNet fc6 9216->4096 (9% kept), fc7 4096->4096 (9%), fc8 4096->1000 (25%); VGG-16
 fc6 25088->4096 (4%), fc7 4096->4096 (4%), fc8 4096->1000 (23%); 5-bit codebooks (32 shared
 values), random positions. Prints, per shape and batch size (1 and 8), the median latency of
-each and the resident bytes of each representation (dense float32 for the first).
+each, the layout ours picked (`deepcompress.layouts`) and whether its AVX-512 kernels ran, and
+the resident bytes of each representation (dense float32 for the first).
+
+Each baseline gets its fastest call: at batch 1 dense is the faster of `F.linear` and
+`torch.mv`, and torch.sparse_csr the faster of `csr @ x.T` (sparse-dense matmul) and
+`torch.mv(csr, x)` (sparse matrix-vector, often 2-3x faster on one vector).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 import scipy.sparse
 import torch
 
+from deepcompress import simd
 from deepcompress.runtime import CompressedMatrix, median_seconds
 
 SHAPES = [
@@ -45,13 +51,14 @@ def main() -> None:
     args = p.parse_args()
     print(
         f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), {os.cpu_count()} cores, {platform.machine()}"
+        f"({torch.get_num_threads()} threads), {os.cpu_count()} cores, {platform.machine()}, "
+        f"AVX-512 kernels {'on' if simd.available() else 'off'}"
     )
     print(
-        "| layer | batch | dense ms | torch.sparse_csr ms | scipy csr ms | ours ms "
+        "| layer | batch | dense ms | torch.sparse_csr ms | scipy csr ms | ours ms | layout "
         "| ours vs dense | ours vs sparse_csr |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     sizes = []
     for name, rows, cols, kept in SHAPES:
         w = weight(rows, cols, kept, 5)
@@ -72,12 +79,17 @@ def main() -> None:
                     lambda x=x, w=w: torch.nn.functional.linear(x, w), args.repeats
                 )
                 t_csr = median_seconds(lambda c=csr, xt=xt: c @ xt, args.repeats)
+                if batch == 1:
+                    v = x[0]
+                    mv_dense = median_seconds(lambda w=w, v=v: torch.mv(w, v), args.repeats)
+                    mv_csr = median_seconds(lambda c=csr, v=v: torch.mv(c, v), args.repeats)
+                    t_dense, t_csr = min(t_dense, mv_dense), min(t_csr, mv_csr)
             t_sp = median_seconds(lambda s=sp, xn=xn: s @ xn, args.repeats)
             t_ours = median_seconds(lambda o=ours, x=x: o.matmul_t(x), args.repeats)
             print(
                 f"| {name} | {batch} | {1e3 * t_dense:.3f} | {1e3 * t_csr:.3f} | "
-                f"{1e3 * t_sp:.3f} | {1e3 * t_ours:.3f} | {t_dense / t_ours:.1f}x | "
-                f"{t_csr / t_ours:.2f}x |",
+                f"{1e3 * t_sp:.3f} | {1e3 * t_ours:.3f} | {ours.layout} | "
+                f"{t_dense / t_ours:.1f}x | {t_csr / t_ours:.2f}x |",
                 flush=True,
             )
         csr_bytes = sum(

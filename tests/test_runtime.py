@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import deepcompress as dc
+from deepcompress import simd
 from deepcompress.models import LeNet5, LeNet300100
 from deepcompress.runtime import (
     CompressedConv2d,
@@ -25,13 +26,15 @@ def shared_weight(rows, cols, kept, bits=5, seed=0):
     return w
 
 
-@pytest.mark.parametrize("kept", [0.0, 0.001, 0.04, 0.09, 0.25, 1.0])
-@pytest.mark.parametrize("bits", [1, 5, 8])
-def test_matrix_round_trip_and_product(kept, bits):
+@pytest.mark.parametrize("layout", ["entries", "index", "bitmap"])
+@pytest.mark.parametrize("kept", [0.0, 0.001, 0.04, 0.25, 1.0])
+@pytest.mark.parametrize("bits", [1, 4, 5, 8])  # the kernels' table look-ups: k <= 16, <= 32, more
+def test_matrix_round_trip_and_product(layout, kept, bits):
     w = shared_weight(37, 3001, kept, bits)
-    m = CompressedMatrix.from_dense(w)
-    assert torch.equal(m.dense(), w)  # the packed entries hold exactly the weight
-    for batch in (1, 2, 8, 64):
+    m = CompressedMatrix.from_dense(w, layout)
+    assert m.layout == layout
+    assert torch.equal(m.dense(), w)  # the layout holds exactly the weight
+    for batch in (1, 2, 8, 17, 64):
         x = torch.randn(batch, 3001)
         y = m.matmul_t(x)
         if kept:
@@ -40,10 +43,46 @@ def test_matrix_round_trip_and_product(kept, bits):
             assert torch.equal(y, torch.zeros(batch, 37))
 
 
+@pytest.mark.skipif(not simd.available(), reason="no AVX-512 kernels on this machine")
+@pytest.mark.parametrize("layout", ["index", "bitmap"])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 63), (9, 64), (40, 1000), (3, 70000)])
+@pytest.mark.parametrize("kept", [0.01, 0.3, 0.9])
+def test_avx512_kernels_match_the_reference_loops(layout, shape, kept):
+    """The AVX-512 kernels against the plain numba loops over the same layout, on odd sizes:
+    rows shorter than a vector, ragged 64-column blocks, int32 columns past 65,536 inputs."""
+    w = shared_weight(*shape, kept, bits=5, seed=shape[1])
+    m = CompressedMatrix.from_dense(w, layout)
+    for batch in (1, 3, 16, 33):
+        x = torch.randn(batch, shape[1])
+        fast, slow = m.matmul_t(x), m.matmul_t(x, use_simd=False)
+        assert rel_err(fast, slow) < 1e-5 if slow.abs().max() > 0 else torch.equal(fast, slow)
+
+
+def test_layout_choice_and_fallback(monkeypatch):
+    w = shared_weight(100, 640, 0.04)
+    monkeypatch.setenv("DEEPCOMPRESS_SIMD", "0")
+    assert not simd.available()
+    assert CompressedMatrix.from_dense(w).layout == "entries"
+    m = CompressedMatrix.from_dense(w, "index")  # a forced layout runs its numba loop
+    x = torch.randn(3, 640)
+    assert rel_err(m.matmul_t(x), x @ w.T) < 1e-5
+    monkeypatch.delenv("DEEPCOMPRESS_SIMD")
+    if simd.available():
+        assert CompressedMatrix.from_dense(w).layout == "index"
+        assert CompressedMatrix.from_dense(shared_weight(100, 640, 0.25)).layout == "bitmap"
+    with pytest.raises(ValueError, match="layout"):
+        CompressedMatrix.from_dense(w, "csr")
+    wide = torch.arange(1, 301, dtype=torch.float32).reshape(3, 100)  # 300 shared values
+    with pytest.raises(ValueError, match="256"):
+        CompressedMatrix.from_dense(wide, "bitmap")
+    assert CompressedMatrix.from_dense(wide).layout == "entries"
+
+
 @pytest.mark.parametrize("kept", [0.04, 0.09, 0.25])
-def test_resident_memory_of_fc_layers(kept):
+@pytest.mark.parametrize("layout", ["auto", "entries"])
+def test_resident_memory_of_fc_layers(kept, layout):
     w = shared_weight(1000, 4096, kept)
-    assert CompressedMatrix.from_dense(w).nbytes <= 0.10 * 4 * w.numel()
+    assert CompressedMatrix.from_dense(w, layout).nbytes <= 0.10 * 4 * w.numel()
 
 
 def lenet_file(tmp_path, cls, seed=0):

@@ -154,7 +154,7 @@ def _bench(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     cols = "".join(f"{'b' + str(b) + ' dense/ours ms':>22}" for b in args.batch)
-    print(f"{'tensor':<20}{'shape':>12}{'kept':>7}{'resident':>10}{cols}")
+    print(f"{'tensor':<20}{'shape':>12}{'kept':>7}{'layout':>9}{'resident':>10}{cols}")
     for r in rows:
         times = "".join(
             f"{r[f'dense_ms_b{b}']:>9.3f} /{r[f'compressed_ms_b{b}']:>7.3f}"
@@ -163,7 +163,10 @@ def _bench(args) -> int:
         )
         shape = "x".join(map(str, r["shape"]))
         share = 100 * r["compressed_bytes"] / r["dense_bytes"]
-        print(f"{r['tensor'][:19]:<20}{shape:>12}{100 * r['kept']:>6.1f}%{share:>9.1f}%{times}")
+        print(
+            f"{r['tensor'][:19]:<20}{shape:>12}{100 * r['kept']:>6.1f}%{r['layout']:>9}"
+            f"{share:>9.1f}%{times}"
+        )
     return 0
 
 

@@ -1,12 +1,11 @@
 """Run Linear and Conv2d layers straight from their compressed form (the paper's section 6 wish,
 and what the EIE accelerator did in hardware).
 
-A weight-shared layer stays in memory as CSR of cluster indices: for each output row, the
-columns of its kept weights (uint16, or int32 past 65,535 inputs) and their cluster codes
-(uint8, or uint16 past 256 clusters), plus the float32 codebook. That is 3 bytes per kept
-weight where dense float32 takes 4 bytes per weight: at the paper's 4-9% kept, under 7% of
-the dense size. The kernel (numba, both cores) looks each weight up in the codebook as it
-goes, never building the dense matrix.
+A weight-shared layer stays in memory as its codebook, a narrow cluster index per kept weight
+and the positions of the kept weights, in one of the layouts of `layouts` ("index" or
+"bitmap" with the AVX-512 kernels, "entries" without): at most 10% of the dense float32 size
+at the paper's 4-25% kept. The kernels look each weight up in the codebook as they go, on
+every core, and never build the dense matrix.
 
     net = dc.load("model.dcz", model=MyNet(), runtime="compressed")
 
@@ -22,147 +21,11 @@ import time
 
 import numpy as np
 import torch
-from numba import njit, prange
 from torch import nn
 
 from . import codec
 from .errors import FormatError
-from .sparse_index import encode_gaps
-
-
-def _spmm(row_ptr, ent, shift, mask, table, xt, out):  # pragma: no cover - compiled
-    """out[r, b] = sum over row r's entries of table[code] * xt[col, b].
-
-    Each entry packs (gap << shift) | code: `gap` columns skipped since the previous entry of
-    the row, `code` an index into `table` (0: a filler, whose table value is 0).
-    xt: (in, B) float32, C-contiguous; out: (rows, B) float64, zeroed. The batch-1 loop keeps
-    four partial sums so that the additions do not wait on each other."""
-    n_rows = row_ptr.size - 1
-    nb = xt.shape[1]
-    for r in prange(n_rows):
-        col = -1
-        j, end = row_ptr[r], row_ptr[r + 1]
-        if nb == 1:
-            x = xt[:, 0]
-            a0 = a1 = a2 = a3 = 0.0
-            while j + 4 <= end:
-                e0, e1, e2, e3 = (
-                    np.int64(ent[j]),
-                    np.int64(ent[j + 1]),
-                    np.int64(ent[j + 2]),
-                    np.int64(ent[j + 3]),
-                )
-                c0 = col + (e0 >> shift) + 1
-                c1 = c0 + (e1 >> shift) + 1
-                c2 = c1 + (e2 >> shift) + 1
-                c3 = c2 + (e3 >> shift) + 1
-                a0 += table[e0 & mask] * x[c0]
-                a1 += table[e1 & mask] * x[c1]
-                a2 += table[e2 & mask] * x[c2]
-                a3 += table[e3 & mask] * x[c3]
-                col = c3
-                j += 4
-            while j < end:
-                e = np.int64(ent[j])
-                col += (e >> shift) + 1
-                a0 += table[e & mask] * x[col]
-                j += 1
-            out[r, 0] = (a0 + a1) + (a2 + a3)
-        else:
-            for jj in range(j, end):
-                e = np.int64(ent[jj])
-                col += (e >> shift) + 1
-                w = np.float64(table[e & mask])
-                for b in range(nb):
-                    out[r, b] += w * xt[col, b]
-
-
-_spmm_kernel = njit(parallel=True, cache=True)(_spmm)
-
-
-@njit(parallel=True, cache=True)
-def _densify_kernel(row_ptr, ent, shift, mask, table, out):  # pragma: no cover - compiled
-    for r in prange(row_ptr.size - 1):
-        col = -1
-        for j in range(row_ptr[r], row_ptr[r + 1]):
-            e = np.int64(ent[j])
-            col += (e >> shift) + 1
-            out[r, col] = table[e & mask]
-
-
-class CompressedMatrix:
-    """A (rows, cols) matrix as rows of packed entries: each a (gap, code) pair in 8, 16 or 32
-    bits, the width chosen per matrix to take the fewest bytes (EIE's encoding: a relative
-    column index and a codebook index per kept weight, fillers where a gap overflows)."""
-
-    def __init__(self, shape, row_ptr, ent, code_bits, table):
-        self.shape = tuple(shape)
-        self.row_ptr, self.ent, self.code_bits, self.table = row_ptr, ent, code_bits, table
-        self.mask = (1 << code_bits) - 1
-
-    @classmethod
-    def from_positions(
-        cls, shape: tuple[int, int], positions: np.ndarray, symbols: np.ndarray, codebook
-    ) -> CompressedMatrix:
-        """From flat row-major positions of the kept weights and their cluster symbols (1..k;
-        symbol-0 fillers are dropped), as the `shared` codec stores them."""
-        rows, ncols = shape
-        keep = symbols > 0
-        positions, symbols = positions[keep], symbols[keep]
-        row, col = positions // ncols, positions % ncols
-        prev = np.empty_like(col)
-        prev[1:] = col[:-1]
-        new_row = np.ones(len(col), dtype=bool)
-        new_row[1:] = row[1:] != row[:-1]
-        prev[new_row] = -1
-        d = col - prev - 1  # zeros skipped within the row
-        code_bits = max(1, int(len(codebook)).bit_length())  # codes 1..k, 0 = filler
-        best = None
-        for width, dtype in ((8, np.uint8), (16, np.uint16), (32, np.uint32)):
-            gap_bits = width - code_bits
-            if gap_bits < 1:
-                continue
-            span = 1 << min(gap_bits, 16)
-            n = len(d) + int((d // span).sum())
-            if best is None or n * width < best[0]:
-                best = (n * width, min(gap_bits, 16), dtype)
-        _, gap_bits, dtype = best
-        gaps, is_real = encode_gaps(d, gap_bits)
-        codes = np.zeros(len(gaps), dtype=np.int64)
-        codes[is_real] = symbols
-        entry_row = np.repeat(row, d // (1 << gap_bits) + 1)
-        row_ptr = np.zeros(rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(entry_row, minlength=rows), out=row_ptr[1:])
-        ent = ((gaps << code_bits) | codes).astype(dtype)
-        table = np.concatenate([[0.0], np.asarray(codebook, dtype=np.float64)]).astype(np.float32)
-        return cls(shape, row_ptr.astype(np.int32), ent, code_bits, table)
-
-    @classmethod
-    def from_dense(cls, w: torch.Tensor) -> CompressedMatrix:
-        """From a dense 2-D weight whose non-zeros take at most 65,536 distinct values."""
-        flat = w.detach().cpu().reshape(-1).numpy()
-        positions = np.flatnonzero(flat)
-        codebook, symbols = np.unique(flat[positions], return_inverse=True)
-        if len(codebook) > 1 << 16:
-            raise ValueError(f"{len(codebook)} distinct values: not a weight-shared matrix")
-        return cls.from_positions(tuple(w.shape), positions, symbols.astype(np.int64) + 1, codebook)
-
-    @property
-    def nbytes(self) -> int:
-        """Resident bytes of the compressed representation."""
-        return self.row_ptr.nbytes + self.ent.nbytes + self.table.nbytes
-
-    def dense(self) -> torch.Tensor:
-        out = np.zeros(self.shape, dtype=np.float32)
-        _densify_kernel(self.row_ptr, self.ent, self.code_bits, self.mask, self.table, out)
-        return torch.from_numpy(out)
-
-    def matmul_t(self, x: torch.Tensor) -> torch.Tensor:
-        """`x @ W.T` for x of shape (B, cols): (B, rows), float32."""
-        xt = np.ascontiguousarray(x.detach().to(torch.float32).cpu().numpy().T)  # (cols, B)
-        out = np.zeros((self.shape[0], xt.shape[1]), dtype=np.float64)
-        _spmm_kernel(self.row_ptr, self.ent, self.code_bits, self.mask, self.table, xt, out)
-        return torch.from_numpy(out.T.astype(np.float32))
+from .layouts import CompressedMatrix
 
 
 class CompressedLinear(nn.Module):
@@ -322,6 +185,7 @@ def bench_file(path, batch_sizes=(1, 8), repeats: int = 20) -> list[dict]:
         row = {
             "tensor": rec.name,
             "shape": list(m.shape),
+            "layout": m.layout,
             "dense_bytes": 4 * w.numel(),
             "compressed_bytes": m.nbytes,
             "kept": float((w != 0).float().mean()),

@@ -1,0 +1,191 @@
+/* AVX-512 kernels for running weight-shared sparse layers straight from their compressed form.
+ *
+ * Why hand-written C: the operations these kernels live on, a vector look-up of a 16- or
+ * 32-entry codebook (vpermi2ps), a compress under a bit mask (vcompressps) and gathers, are
+ * single instructions that no auto-vectoriser emits from plain loops; numba's version of the
+ * "index" loop ran 3-4x slower (benchmarks/RESULTS.md, issue 5). Everything here is called
+ * through ctypes from numba `prange` loops (simd.py), which split the rows over the cores; the
+ * same layouts have plain numba reference kernels (layouts.py) that the tests check these
+ * against.
+ *
+ * Layouts (one weight-shared (rows, cols) matrix; k <= 256 shared values in `table`):
+ *   codes[ptr[r] .. ptr[r+1])  the cluster index (0..k-1) of row r's kept weights, in column
+ *                              order, uint8, followed by 64 bytes of padding;
+ *   "index":  cols16 or cols32 the column of each kept weight (uint16 when cols <= 65536);
+ *   "bitmap": masks[r * nb + b] bit i set when column 64 b + i of row r is kept (uint64).
+ *
+ * Every kernel has the signature (r0, r1, ptr, cols or masks, nb, codes, table, k, x, nbatch,
+ * out) and computes rows r0..r1 of out = x W^T: "_mv" for one input x (cols floats), "_mm" for
+ * nbatch inputs stored as xt (cols, nbatch), out (rows, nbatch).
+ *
+ * Inputs are trusted: runtime.py builds them from a decoded file whose positions and symbols
+ * were range-checked, and passes x padded to 64 b floats.
+ */
+#include <Python.h> /* first, as Python asks */
+#include <stdint.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define DC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,bmi,popcnt")))
+
+int dc_simd_level(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+
+/* 16 weights from 16 codes: a register permute for k <= 32, a gather from `table` above. */
+DC_AVX512 static inline __m512 lookup(__m512i idx, __m512 lo, __m512 hi, const float *table,
+                                      int64_t k) {
+    if (k <= 16) return _mm512_permutexvar_ps(idx, lo);
+    if (k <= 32) return _mm512_permutex2var_ps(lo, idx, hi);
+    return _mm512_i32gather_ps(idx, table, 4);
+}
+
+DC_AVX512 static inline void load_table(const float *table, int64_t k, __m512 *lo, __m512 *hi) {
+    __mmask16 m0 = k >= 16 ? 0xFFFF : (__mmask16)((1u << k) - 1);
+    __mmask16 m1 = k >= 32 ? 0xFFFF : k <= 16 ? 0 : (__mmask16)((1u << (k - 16)) - 1);
+    *lo = _mm512_maskz_loadu_ps(m0, table);
+    *hi = _mm512_maskz_loadu_ps(m1, table + 16);
+}
+
+/* out[r] = sum_j table[codes[j]] * x[cols[j]] for rows r0..r1, batch 1 ("index" layout). */
+#define INDEX_MV(NAME, CT, LOADCOLS)                                                           \
+    DC_AVX512 void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const CT *cols, int64_t nb, \
+                        const uint8_t *codes, const float *table, int64_t k, const float *x,   \
+                        int64_t nbatch, float *out) {                                          \
+        (void)nb, (void)nbatch;                                                                \
+        __m512 lo, hi;                                                                         \
+        load_table(table, k, &lo, &hi);                                                        \
+        for (int64_t r = r0; r < r1; r++) {                                                    \
+            int64_t j = ptr[r], end = ptr[r + 1];                                              \
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();                         \
+            for (; j + 32 <= end; j += 32) {                                                   \
+                __m512i i0 = LOADCOLS(0xFFFF, cols + j), i1 = LOADCOLS(0xFFFF, cols + j + 16); \
+                __m512i c0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)(codes + j))); \
+                __m512i c1 =                                                                   \
+                    _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)(codes + j + 16)));     \
+                a0 = _mm512_fmadd_ps(lookup(c0, lo, hi, table, k),                             \
+                                     _mm512_i32gather_ps(i0, x, 4), a0);                       \
+                a1 = _mm512_fmadd_ps(lookup(c1, lo, hi, table, k),                             \
+                                     _mm512_i32gather_ps(i1, x, 4), a1);                       \
+            }                                                                                  \
+            for (; j < end; j += 16) {                                                         \
+                int64_t n = end - j < 16 ? end - j : 16;                                       \
+                __mmask16 m = (__mmask16)((1u << n) - 1);                                      \
+                __m512i i0 = LOADCOLS(m, cols + j);                                            \
+                __m512i c0 = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, codes + j));         \
+                __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, i0, x, 4);        \
+                a0 = _mm512_fmadd_ps(_mm512_maskz_mov_ps(m, lookup(c0, lo, hi, table, k)), xv, \
+                                     a0);                                                      \
+            }                                                                                  \
+            out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));                              \
+        }                                                                                      \
+    }
+
+#define LOAD16(m, p) _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16((m), (const void *)(p)))
+#define LOAD32(m, p) _mm512_maskz_loadu_epi32((m), (const void *)(p))
+INDEX_MV(dc_index16_mv, uint16_t, LOAD16)
+INDEX_MV(dc_index32_mv, int32_t, LOAD32)
+
+/* The same for the "bitmap" layout, 16 columns at a time: the kept x values are compressed to
+ * the front of a register (vcompressps) to meet the next 16 codes; lanes past the kept ones
+ * hold x = 0 and a code of a later weight (or padding), so they add nothing. This ran 1.4x
+ * faster on Zen 4 than expanding the codes under the mask (vpexpandb) instead. */
+DC_AVX512 static inline __m512 bitmap16(__mmask16 m, const float *x, const uint8_t *p, __m512 lo,
+                                        __m512 hi, const float *table, int64_t k, __m512 acc) {
+    __m512 xv = _mm512_maskz_compress_ps(m, _mm512_loadu_ps(x));
+    __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)p));
+    return _mm512_fmadd_ps(lookup(c, lo, hi, table, k), xv, acc);
+}
+
+DC_AVX512 void dc_bitmap_mv(int64_t r0, int64_t r1, const int64_t *ptr, const uint64_t *masks,
+                            int64_t nb, const uint8_t *codes, const float *table, int64_t k,
+                            const float *x, int64_t nbatch, float *out) {
+    (void)nbatch;
+    __m512 lo, hi;
+    load_table(table, k, &lo, &hi);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint64_t *m = masks + r * nb;
+        const uint8_t *p = codes + ptr[r];
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            uint64_t bits = m[b];
+            __mmask16 k0 = (__mmask16)bits, k1 = (__mmask16)(bits >> 16);
+            __mmask16 k2 = (__mmask16)(bits >> 32), k3 = (__mmask16)(bits >> 48);
+            const uint8_t *p1 = p + __builtin_popcount(k0);
+            const uint8_t *p2 = p1 + __builtin_popcount(k1);
+            const uint8_t *p3 = p2 + __builtin_popcount(k2);
+            const float *xb = x + 64 * b;
+            a0 = bitmap16(k0, xb, p, lo, hi, table, k, a0);
+            a1 = bitmap16(k1, xb + 16, p1, lo, hi, table, k, a1);
+            a2 = bitmap16(k2, xb + 32, p2, lo, hi, table, k, a2);
+            a3 = bitmap16(k3, xb + 48, p3, lo, hi, table, k, a3);
+            p = p3 + __builtin_popcount(k3);
+        }
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+}
+
+/* Batch B > 1: out[r, :] = sum_j table[codes[j]] * xt[col_j, :], xt being (cols, B), 16 batch
+ * columns at a time with the sums in registers. */
+DC_AVX512 static inline __mmask16 lanes(int64_t n) {
+    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
+#define INDEX_MM(NAME, CT)                                                                     \
+    DC_AVX512 void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const CT *cols, int64_t nb, \
+                        const uint8_t *codes, const float *table, int64_t k, const float *xt,  \
+                        int64_t nbatch, float *out) {                                          \
+        (void)nb, (void)k;                                                                     \
+        for (int64_t r = r0; r < r1; r++)                                                      \
+            for (int64_t b = 0; b < nbatch; b += 16) {                                         \
+                __mmask16 m = lanes(nbatch - b);                                               \
+                const float *xb = xt + b;                                                      \
+                __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();                     \
+                int64_t j = ptr[r], end = ptr[r + 1];                                          \
+                for (; j + 2 <= end; j += 2) {                                                 \
+                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(table[codes[j]]),                      \
+                                         _mm512_maskz_loadu_ps(m, xb + cols[j] * nbatch), a0); \
+                    a1 = _mm512_fmadd_ps(_mm512_set1_ps(table[codes[j + 1]]),                  \
+                                         _mm512_maskz_loadu_ps(m, xb + cols[j + 1] * nbatch),  \
+                                         a1);                                                  \
+                }                                                                              \
+                if (j < end)                                                                   \
+                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(table[codes[j]]),                      \
+                                         _mm512_maskz_loadu_ps(m, xb + cols[j] * nbatch), a0); \
+                _mm512_mask_storeu_ps(out + r * nbatch + b, m, _mm512_add_ps(a0, a1));         \
+            }                                                                                  \
+    }
+INDEX_MM(dc_index16_mm, uint16_t)
+INDEX_MM(dc_index32_mm, int32_t)
+
+DC_AVX512 void dc_bitmap_mm(int64_t r0, int64_t r1, const int64_t *ptr, const uint64_t *masks,
+                            int64_t nb, const uint8_t *codes, const float *table, int64_t k,
+                            const float *xt, int64_t nbatch, float *out) {
+    (void)k;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t b = 0; b < nbatch; b += 16) {
+            __mmask16 m = lanes(nbatch - b);
+            const float *xb = xt + b;
+            const uint8_t *p = codes + ptr[r];
+            __m512 a0 = _mm512_setzero_ps();
+            for (int64_t blk = 0; blk < nb; blk++)
+                for (uint64_t bits = masks[r * nb + blk]; bits; bits &= bits - 1) {
+                    int64_t col = 64 * blk + __builtin_ctzll(bits);
+                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(table[*p++]),
+                                         _mm512_maskz_loadu_ps(m, xb + col * nbatch), a0);
+                }
+            _mm512_mask_storeu_ps(out + r * nbatch + b, m, a0);
+        }
+}
+
+#else
+int dc_simd_level(void) { return 0; }
+#endif
+
+/* Built as an extension module so that pip builds it; it is loaded with ctypes. */
+static struct PyModuleDef dc_module = {PyModuleDef_HEAD_INIT, "_simd", NULL, -1, NULL,
+                                       NULL, NULL, NULL, NULL};
+PyMODINIT_FUNC PyInit__simd(void) { return PyModule_Create(&dc_module); }

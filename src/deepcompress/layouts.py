@@ -1,0 +1,337 @@
+"""In-memory layouts of a weight-shared sparse matrix, and the kernels that multiply by it.
+
+A layer run from its compressed form (`runtime`) keeps its weight as one of three layouts, each
+holding the float32 codebook and, per kept weight, a narrow cluster index and its position:
+
+- "entries" (EIE's encoding): per row, packed (gap, code) entries of 8, 16 or 32 bits, a gap
+  being the zeros skipped since the previous entry, fillers where a gap overflows. The smallest
+  in memory; its kernel is portable numba.
+- "index": per kept weight its column (uint16, or int32 past 65,536 inputs) and its code (uint8).
+  3 bytes a weight; the AVX-512 kernel gathers x and looks the codes up in registers.
+- "bitmap": per row, one bit per column (uint64 words) and the codes of the kept weights
+  (uint8). cols/8 + nnz bytes a row, so smaller than "index" past 6.25% kept; the AVX-512
+  kernel compresses x under the mask, 16 columns at a time, to meet the next 16 codes.
+
+`CompressedMatrix.from_positions(..., layout="auto")` takes "index" or "bitmap" where the
+AVX-512 kernels are available (`simd.available()`), "index" while it stays within 10% of the
+dense size (it is the fastest below 13% kept), else "bitmap"; without them, "entries". Every
+layout has a numba reference kernel; the tests check the AVX-512 kernels against them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from . import simd
+from .sparse_index import encode_gaps
+
+LAYOUTS = ("auto", "entries", "index", "bitmap")
+
+
+@njit(parallel=True, cache=True)
+def _entries_mm(row_ptr, ent, shift, mask, table, xt, out):  # pragma: no cover - compiled
+    """out[r, b] = sum over row r's entries of table[code] * xt[col, b].
+
+    Each entry packs (gap << shift) | code: `gap` columns skipped since the previous entry of
+    the row, `code` an index into `table` (0: a filler, whose table value is 0).
+    xt: (in, B) float32, C-contiguous; out: (rows, B) float64, zeroed. The batch-1 loop keeps
+    four partial sums so that the additions do not wait on each other."""
+    n_rows = row_ptr.size - 1
+    nb = xt.shape[1]
+    for r in prange(n_rows):
+        col = -1
+        j, end = row_ptr[r], row_ptr[r + 1]
+        if nb == 1:
+            x = xt[:, 0]
+            a0 = a1 = a2 = a3 = 0.0
+            while j + 4 <= end:
+                e0, e1, e2, e3 = (
+                    np.int64(ent[j]),
+                    np.int64(ent[j + 1]),
+                    np.int64(ent[j + 2]),
+                    np.int64(ent[j + 3]),
+                )
+                c0 = col + (e0 >> shift) + 1
+                c1 = c0 + (e1 >> shift) + 1
+                c2 = c1 + (e2 >> shift) + 1
+                c3 = c2 + (e3 >> shift) + 1
+                a0 += table[e0 & mask] * x[c0]
+                a1 += table[e1 & mask] * x[c1]
+                a2 += table[e2 & mask] * x[c2]
+                a3 += table[e3 & mask] * x[c3]
+                col = c3
+                j += 4
+            while j < end:
+                e = np.int64(ent[j])
+                col += (e >> shift) + 1
+                a0 += table[e & mask] * x[col]
+                j += 1
+            out[r, 0] = (a0 + a1) + (a2 + a3)
+        else:
+            for jj in range(j, end):
+                e = np.int64(ent[jj])
+                col += (e >> shift) + 1
+                w = np.float64(table[e & mask])
+                for b in range(nb):
+                    out[r, b] += w * xt[col, b]
+
+
+@njit(parallel=True, cache=True)
+def _entries_dense(row_ptr, ent, shift, mask, table, out):  # pragma: no cover - compiled
+    for r in prange(row_ptr.size - 1):
+        col = -1
+        for j in range(row_ptr[r], row_ptr[r + 1]):
+            e = np.int64(ent[j])
+            col += (e >> shift) + 1
+            out[r, col] = table[e & mask]
+
+
+@njit(parallel=True, cache=True)
+def _index_mm_ref(ptr, cols, codes, table, xt, out):  # pragma: no cover - compiled
+    """The obvious loop for the "index" layout: out (rows, B) float64, zeroed."""
+    for r in prange(out.shape[0]):
+        for j in range(ptr[r], ptr[r + 1]):
+            w = np.float64(table[codes[j]])
+            for b in range(xt.shape[1]):
+                out[r, b] += w * xt[cols[j], b]
+
+
+@njit(parallel=True, cache=True)
+def _bitmap_mm_ref(masks, ptr, codes, table, xt, out):  # pragma: no cover - compiled
+    """The obvious loop for the "bitmap" layout: out (rows, B) float64, zeroed."""
+    for r in prange(out.shape[0]):
+        j = ptr[r]
+        for blk in range(masks.shape[1]):
+            word = masks[r, blk]
+            for i in range(64):
+                if (word >> np.uint64(i)) & np.uint64(1):
+                    w = np.float64(table[codes[j]])
+                    j += 1
+                    for b in range(xt.shape[1]):
+                        out[r, b] += w * xt[64 * blk + i, b]
+
+
+class CompressedMatrix:
+    """A (rows, cols) weight-shared sparse matrix in one of `LAYOUTS`; see the module notes."""
+
+    layout = "?"
+
+    def __init__(self, shape, table: np.ndarray):
+        self.shape = tuple(int(s) for s in shape)
+        self.table = table  # float32 codebook
+
+    @classmethod
+    def from_positions(
+        cls, shape, positions: np.ndarray, symbols: np.ndarray, codebook, layout: str = "auto"
+    ) -> CompressedMatrix:
+        """From flat row-major positions of the kept weights and their cluster symbols (1..k;
+        symbol-0 fillers are dropped), as the `shared` codec stores them."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+        rows, ncols = (int(s) for s in shape)
+        keep = np.asarray(symbols) > 0
+        positions = np.asarray(positions, dtype=np.int64)[keep]
+        symbols = np.asarray(symbols, dtype=np.int64)[keep]
+        codebook = np.asarray(codebook, dtype=np.float32)
+        if layout == "auto":
+            layout = choose_layout(rows, ncols, len(positions), len(codebook))
+        if layout == "entries":
+            return EntryMatrix.build((rows, ncols), positions, symbols, codebook)
+        if len(codebook) > 256:
+            raise ValueError(f"layout {layout!r} holds at most 256 shared values")
+        kind = IndexMatrix if layout == "index" else BitmapMatrix
+        return kind.build((rows, ncols), positions, symbols, codebook)
+
+    @classmethod
+    def from_dense(cls, w: torch.Tensor, layout: str = "auto") -> CompressedMatrix:
+        """From a dense 2-D weight whose non-zeros take at most 65,536 distinct values."""
+        flat = w.detach().cpu().reshape(-1).numpy()
+        positions = np.flatnonzero(flat)
+        codebook, symbols = np.unique(flat[positions], return_inverse=True)
+        if len(codebook) > 1 << 16:
+            raise ValueError(f"{len(codebook)} distinct values: not a weight-shared matrix")
+        return cls.from_positions(
+            tuple(w.shape), positions, symbols.astype(np.int64) + 1, codebook, layout
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Resident bytes of the compressed representation."""
+        return sum(a.nbytes for a in self._arrays())
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def dense(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def matmul_t(self, x: torch.Tensor) -> torch.Tensor:
+        """`x @ W.T` for x of shape (B, cols): (B, rows), float32."""
+        raise NotImplementedError
+
+
+def choose_layout(rows: int, cols: int, nnz: int, k: int) -> str:
+    """The layout `from_positions(layout="auto")` takes; see the module notes."""
+    if not simd.available() or k > 256:
+        return "entries"
+    index_bytes = nnz * (3 if cols <= 1 << 16 else 5)
+    bitmap_bytes = rows * 8 * -(-cols // 64) + nnz
+    return "index" if index_bytes <= max(0.10 * 4 * rows * cols, bitmap_bytes) else "bitmap"
+
+
+class EntryMatrix(CompressedMatrix):
+    """The "entries" layout: rows of packed (gap, code) entries in 8, 16 or 32 bits, the width
+    chosen per matrix to take the fewest bytes (EIE's encoding: a relative column index and a
+    codebook index per kept weight, fillers where a gap overflows)."""
+
+    layout = "entries"
+
+    def __init__(self, shape, row_ptr, ent, code_bits, table):
+        super().__init__(shape, table)
+        self.row_ptr, self.ent, self.code_bits = row_ptr, ent, code_bits
+        self.mask = (1 << code_bits) - 1
+
+    @classmethod
+    def build(cls, shape, positions, symbols, codebook) -> EntryMatrix:
+        rows, ncols = shape
+        row, col = positions // ncols, positions % ncols
+        prev = np.empty_like(col)
+        prev[1:] = col[:-1]
+        new_row = np.ones(len(col), dtype=bool)
+        new_row[1:] = row[1:] != row[:-1]
+        prev[new_row] = -1
+        d = col - prev - 1  # zeros skipped within the row
+        code_bits = max(1, int(len(codebook)).bit_length())  # codes 1..k, 0 = filler
+        best = None
+        for width, dtype in ((8, np.uint8), (16, np.uint16), (32, np.uint32)):
+            gap_bits = width - code_bits
+            if gap_bits < 1:
+                continue
+            span = 1 << min(gap_bits, 16)
+            n = len(d) + int((d // span).sum())
+            if best is None or n * width < best[0]:
+                best = (n * width, min(gap_bits, 16), dtype)
+        _, gap_bits, dtype = best
+        gaps, is_real = encode_gaps(d, gap_bits)
+        codes = np.zeros(len(gaps), dtype=np.int64)
+        codes[is_real] = symbols
+        entry_row = np.repeat(row, d // (1 << gap_bits) + 1)
+        row_ptr = np.zeros(rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(entry_row, minlength=rows), out=row_ptr[1:])
+        ent = ((gaps << code_bits) | codes).astype(dtype)
+        table = np.concatenate([[0.0], codebook.astype(np.float64)]).astype(np.float32)
+        return cls(shape, row_ptr.astype(np.int32), ent, code_bits, table)
+
+    def _arrays(self):
+        return self.row_ptr, self.ent, self.table
+
+    def dense(self) -> torch.Tensor:
+        out = np.zeros(self.shape, dtype=np.float32)
+        _entries_dense(self.row_ptr, self.ent, self.code_bits, self.mask, self.table, out)
+        return torch.from_numpy(out)
+
+    def matmul_t(self, x: torch.Tensor) -> torch.Tensor:
+        xt = _xt(x, self.shape[1])
+        out = np.zeros((self.shape[0], xt.shape[1]), dtype=np.float64)
+        _entries_mm(self.row_ptr, self.ent, self.code_bits, self.mask, self.table, xt, out)
+        return torch.from_numpy(out.T.astype(np.float32))
+
+
+class _CodedMatrix(CompressedMatrix):
+    """What "index" and "bitmap" share: row pointers into uint8 codes (0..k-1), 64 bytes of
+    padding after them (the AVX-512 kernels load 64 codes at a time), and kernel dispatch."""
+
+    def __init__(self, shape, ptr, pos, codes, table):
+        super().__init__(shape, table)
+        self.ptr, self.pos, self.codes = ptr, pos, codes
+
+    @classmethod
+    def build(cls, shape, positions, symbols, codebook):
+        rows, ncols = shape
+        row = positions // ncols
+        ptr = np.zeros(rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(row, minlength=rows), out=ptr[1:])
+        codes = np.zeros(len(symbols) + 64, dtype=np.uint8)
+        codes[: len(symbols)] = symbols - 1
+        return cls(shape, ptr, cls._positions(shape, positions), codes, codebook.copy())
+
+    def _arrays(self):
+        return self.ptr, self.pos, self.codes, self.table
+
+    def matmul_t(self, x: torch.Tensor, use_simd: bool | None = None) -> torch.Tensor:
+        """`x @ W.T`; `use_simd` False forces the numba reference kernel (for tests)."""
+        if use_simd is None:
+            use_simd = simd.available()
+        xt = _xt(x, self._x_rows() if use_simd else self.shape[1])
+        if not use_simd:
+            out = np.zeros((self.shape[0], xt.shape[1]), dtype=np.float64)
+            self._reference(xt, out)
+            return torch.from_numpy(out.T.astype(np.float32))
+        out = np.empty((self.shape[0], xt.shape[1]), dtype=np.float32)  # the kernels fill it
+        simd.run(self.layout, self.pos, self.ptr, self.codes, self.table, xt, out)
+        return torch.from_numpy(out.T)
+
+    def _x_rows(self) -> int:
+        return self.shape[1]
+
+
+class IndexMatrix(_CodedMatrix):
+    """The "index" layout: each kept weight's column and code."""
+
+    layout = "index"
+
+    @staticmethod
+    def _positions(shape, positions):
+        col = positions % shape[1]
+        return col.astype(np.uint16 if shape[1] <= 1 << 16 else np.int32)
+
+    def dense(self) -> torch.Tensor:
+        out = np.zeros(self.shape, dtype=np.float32)
+        row = np.repeat(np.arange(self.shape[0]), np.diff(self.ptr))
+        out[row, self.pos] = self.table[self.codes[: self.ptr[-1]]]
+        return torch.from_numpy(out)
+
+    def _reference(self, xt, out):
+        _index_mm_ref(self.ptr, self.pos, self.codes, self.table, xt, out)
+
+
+class BitmapMatrix(_CodedMatrix):
+    """The "bitmap" layout: a bit per column of each row, and the codes of the kept weights."""
+
+    layout = "bitmap"
+
+    @staticmethod
+    def _positions(shape, positions):
+        rows, ncols = shape
+        nb = -(-ncols // 64)
+        row, col = positions // ncols, positions % ncols
+        words = np.zeros((rows, nb), dtype=np.uint64)
+        # distinct bits of a word: adding them is OR-ing them
+        bit = np.left_shift(np.uint64(1), (col % 64).astype(np.uint64))
+        np.add.at(words, (row, col // 64), bit)
+        return words
+
+    def dense(self) -> torch.Tensor:
+        rows, nb = self.pos.shape
+        bits = np.unpackbits(self.pos.view(np.uint8), bitorder="little").reshape(rows, nb * 64)
+        out = np.zeros((rows, nb * 64), dtype=np.float32)
+        out[bits.astype(bool)] = self.table[self.codes[: self.ptr[-1]]]
+        return torch.from_numpy(np.ascontiguousarray(out[:, : self.shape[1]]))
+
+    def _x_rows(self) -> int:
+        return 64 * self.pos.shape[1]  # the kernel reads whole 64-column blocks
+
+    def _reference(self, xt, out):
+        _bitmap_mm_ref(self.pos, self.ptr, self.codes, self.table, xt, out)
+
+
+def _xt(x: torch.Tensor, n_rows: int) -> np.ndarray:
+    """x (B, cols) as a C-contiguous float32 (n_rows, B) array, zero rows past cols."""
+    xn = x.detach().to(torch.float32).cpu().numpy()
+    if xn.shape[0] == 1 and xn.shape[1] == n_rows:
+        return np.ascontiguousarray(xn.reshape(n_rows, 1))
+    xt = np.zeros((n_rows, xn.shape[0]), dtype=np.float32)
+    xt[: xn.shape[1]] = xn.T
+    return xt
