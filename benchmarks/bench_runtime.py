@@ -1,7 +1,7 @@
 """Latency of fc layers run from the compressed form, against dense PyTorch, torch.sparse_csr
 and SciPy CSR, on the same weights, side by side in one run.
 
-Run:  python benchmarks/bench_runtime.py [--repeats 50]
+Run:  python benchmarks/bench_runtime.py [--repeats 50] [--cold] [--sweep]
 
 Shapes: AlexNet fc6 9216->4096 (9% kept), fc7 4096->4096 (9%), fc8 4096->1000 (25%); VGG-16
 fc6 25088->4096 (4%), fc7 4096->4096 (4%), fc8 4096->1000 (23%); 5-bit codebooks (32 shared
@@ -12,6 +12,15 @@ the resident bytes of each representation (dense float32 for the first).
 Each baseline gets its fastest call: at batch 1 dense is the faster of `F.linear` and
 `torch.mv`, and torch.sparse_csr the faster of `csr @ x.T` (sparse-dense matmul) and
 `torch.mv(csr, x)` (sparse matrix-vector, often 2-3x faster on one vector).
+
+By default the weights stay in the caches between calls, as when one layer is called in a loop
+(AlexNet's and VGG-16's 16 MB fc8 fits this machine's 32 MB L3). `--cold` reads a 128 MB
+buffer before each timed call, as happens in a whole network's forward pass, whose fc weights
+(234 MB dense for AlexNet) cannot all stay cached.
+
+`--sweep` prints instead where each execution wins: one 4096x4096 5-bit layer at 2-50% kept,
+batch 1, 8 and 64, timed dense, as torch.sparse_csr and in each of our layouts, with the
+resident bytes of each layout.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import os
 import platform
 import time
 
+import numpy as np
 import scipy.sparse
 import torch
 
@@ -48,12 +58,24 @@ def weight(rows: int, cols: int, kept: float, bits: int, seed: int = 0) -> torch
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--cold", action="store_true", help="evict the caches before each call")
+    p.add_argument("--sweep", action="store_true", help="kept fraction sweep, every layout")
     args = p.parse_args()
+    evict = np.ones(32 * 2**20, dtype=np.float32)  # 128 MB, read (not written) to evict
+    before = (lambda: float(evict.sum())) if args.cold else None
+
+    def timed(fn):
+        return median_seconds(fn, args.repeats, before)
+
     print(
         f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {os.cpu_count()} cores, {platform.machine()}, "
-        f"AVX-512 kernels {'on' if simd.available() else 'off'}"
+        f"AVX-512 kernels {'on' if simd.available() else 'off'}, "
+        f"{'cold caches' if args.cold else 'warm caches'}"
     )
+    if args.sweep:
+        sweep(timed)
+        return
     print(
         "| layer | batch | dense ms | torch.sparse_csr ms | scipy csr ms | ours ms | layout "
         "| ours vs dense | ours vs sparse_csr |"
@@ -75,17 +97,15 @@ def main() -> None:
             xt = x.T.contiguous()
             xn = xt.numpy()
             with torch.no_grad():
-                t_dense = median_seconds(
-                    lambda x=x, w=w: torch.nn.functional.linear(x, w), args.repeats
-                )
-                t_csr = median_seconds(lambda c=csr, xt=xt: c @ xt, args.repeats)
+                t_dense = timed(lambda x=x, w=w: torch.nn.functional.linear(x, w))
+                t_csr = timed(lambda c=csr, xt=xt: c @ xt)
                 if batch == 1:
                     v = x[0]
-                    mv_dense = median_seconds(lambda w=w, v=v: torch.mv(w, v), args.repeats)
-                    mv_csr = median_seconds(lambda c=csr, v=v: torch.mv(c, v), args.repeats)
+                    mv_dense = timed(lambda w=w, v=v: torch.mv(w, v))
+                    mv_csr = timed(lambda c=csr, v=v: torch.mv(c, v))
                     t_dense, t_csr = min(t_dense, mv_dense), min(t_csr, mv_csr)
-            t_sp = median_seconds(lambda s=sp, xn=xn: s @ xn, args.repeats)
-            t_ours = median_seconds(lambda o=ours, x=x: o.matmul_t(x), args.repeats)
+            t_sp = timed(lambda s=sp, xn=xn: s @ xn)
+            t_ours = timed(lambda o=ours, x=x: o.matmul_t(x))
             print(
                 f"| {name} | {batch} | {1e3 * t_dense:.3f} | {1e3 * t_csr:.3f} | "
                 f"{1e3 * t_sp:.3f} | {1e3 * t_ours:.3f} | {ours.layout} | "
@@ -103,6 +123,42 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for name, d, c, s, o in sizes:
         print(f"| {name} | {d} | {c} | {s} | {o} | {100 * o / d:.1f}% |")
+
+
+def sweep(timed) -> None:
+    layouts = ("index", "bitmap", "entries") if simd.available() else ("entries",)
+    print(
+        "| kept | batch | dense ms | torch.sparse_csr ms | "
+        + " | ".join(f"{name} ms" for name in layouts)
+        + " | fastest | "
+        + " | ".join(f"{name} / dense bytes" for name in layouts)
+        + " |"
+    )
+    print("| --- " * (5 + 2 * len(layouts)) + "|")
+    for kept in (0.02, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5):
+        w = weight(4096, 4096, kept, 5)
+        csr = w.to_sparse_csr()
+        ours = {name: CompressedMatrix.from_dense(w, name) for name in layouts}
+        for batch in (1, 8, 64):
+            x = torch.randn(batch, 4096)
+            xt = x.T.contiguous()
+            with torch.no_grad():
+                t = {"dense": timed(lambda x=x, w=w: torch.nn.functional.linear(x, w))}
+                t["torch.sparse_csr"] = timed(lambda c=csr, xt=xt: c @ xt)
+                if batch == 1:
+                    t["dense"] = min(t["dense"], timed(lambda w=w, v=x[0]: torch.mv(w, v)))
+                    mv = timed(lambda c=csr, v=x[0]: torch.mv(c, v))
+                    t["torch.sparse_csr"] = min(t["torch.sparse_csr"], mv)
+            for name, m in ours.items():
+                t[name] = timed(lambda m=m, x=x: m.matmul_t(x))
+            print(
+                f"| {100 * kept:.0f}% | {batch} | "
+                + " | ".join(f"{1e3 * v:.3f}" for v in t.values())
+                + f" | {min(t, key=t.get)} | "
+                + " | ".join(f"{100 * m.nbytes / w.numel() / 4:.1f}%" for m in ours.values())
+                + " |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ DC_AVX512 static inline void load_table(const float *table, int64_t k, __m512 *l
     *hi = _mm512_maskz_loadu_ps(m1, table + 16);
 }
 
+DC_AVX512 static inline __mmask16 lanes(int64_t n) {
+    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
 /* out[r] = sum_j table[codes[j]] * x[cols[j]] for rows r0..r1, batch 1 ("index" layout). */
 #define INDEX_MV(NAME, CT, LOADCOLS)                                                           \
     DC_AVX512 void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const CT *cols, int64_t nb, \
@@ -88,52 +92,56 @@ DC_AVX512 static inline void load_table(const float *table, int64_t k, __m512 *l
 INDEX_MV(dc_index16_mv, uint16_t, LOAD16)
 INDEX_MV(dc_index32_mv, int32_t, LOAD32)
 
-/* The same for the "bitmap" layout, 16 columns at a time: the kept x values are compressed to
- * the front of a register (vcompressps) to meet the next 16 codes; lanes past the kept ones
- * hold x = 0 and a code of a later weight (or padding), so they add nothing. This ran 1.4x
- * faster on Zen 4 than expanding the codes under the mask (vpexpandb) instead. */
-DC_AVX512 static inline __m512 bitmap16(__mmask16 m, const float *x, const uint8_t *p, __m512 lo,
-                                        __m512 hi, const float *table, int64_t k, __m512 acc) {
-    __m512 xv = _mm512_maskz_compress_ps(m, _mm512_loadu_ps(x));
-    __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)p));
-    return _mm512_fmadd_ps(lookup(c, lo, hi, table, k), xv, acc);
-}
+/* The same for the "bitmap" layout, in two passes over each segment of up to 1024 columns:
+ * the kept x values are packed into a buffer, 16 columns at a time (vcompressps, then a store
+ * at the running count), and the buffer is then multiplied by the row's codes 16 at a time as
+ * in the "index" kernel. Packing first keeps the look-ups and FMAs at 16 kept weights each,
+ * where working on each 16-column block alone spent them on 4 kept weights at 25% kept: 1.4x
+ * faster on Zen 4 (benchmarks/RESULTS.md, issue 5). Padding lanes past the packed count are
+ * masked off, so no stale buffer value meets a code. */
+enum { SEGMENT = 16 }; /* 64-column blocks per pass: a 4 kB buffer that stays in L1 */
 
 DC_AVX512 void dc_bitmap_mv(int64_t r0, int64_t r1, const int64_t *ptr, const uint64_t *masks,
                             int64_t nb, const uint8_t *codes, const float *table, int64_t k,
                             const float *x, int64_t nbatch, float *out) {
     (void)nbatch;
     __m512 lo, hi;
+    float buf[SEGMENT * 64 + 16];
     load_table(table, k, &lo, &hi);
     for (int64_t r = r0; r < r1; r++) {
         const uint64_t *m = masks + r * nb;
         const uint8_t *p = codes + ptr[r];
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-        __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-        for (int64_t b = 0; b < nb; b++) {
-            uint64_t bits = m[b];
-            __mmask16 k0 = (__mmask16)bits, k1 = (__mmask16)(bits >> 16);
-            __mmask16 k2 = (__mmask16)(bits >> 32), k3 = (__mmask16)(bits >> 48);
-            const uint8_t *p1 = p + __builtin_popcount(k0);
-            const uint8_t *p2 = p1 + __builtin_popcount(k1);
-            const uint8_t *p3 = p2 + __builtin_popcount(k2);
-            const float *xb = x + 64 * b;
-            a0 = bitmap16(k0, xb, p, lo, hi, table, k, a0);
-            a1 = bitmap16(k1, xb + 16, p1, lo, hi, table, k, a1);
-            a2 = bitmap16(k2, xb + 32, p2, lo, hi, table, k, a2);
-            a3 = bitmap16(k3, xb + 48, p3, lo, hi, table, k, a3);
-            p = p3 + __builtin_popcount(k3);
+        for (int64_t s = 0; s < nb; s += SEGMENT) {
+            int64_t e = s + SEGMENT < nb ? s + SEGMENT : nb, n = 0, j = 0;
+            for (int64_t b = s; b < e; b++)
+                for (int q = 0; q < 4; q++) {
+                    __mmask16 kq = (__mmask16)(m[b] >> (16 * q));
+                    __m512 xv = _mm512_loadu_ps(x + 64 * b + 16 * q);
+                    _mm512_storeu_ps(buf + n, _mm512_maskz_compress_ps(kq, xv));
+                    n += __builtin_popcount(kq);
+                }
+            for (; j + 32 <= n; j += 32) {
+                __m512i c0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)(p + j)));
+                __m512i c1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)(p + j + 16)));
+                a0 = _mm512_fmadd_ps(lookup(c0, lo, hi, table, k), _mm512_loadu_ps(buf + j), a0);
+                a1 = _mm512_fmadd_ps(lookup(c1, lo, hi, table, k), _mm512_loadu_ps(buf + j + 16),
+                                     a1);
+            }
+            for (; j < n; j += 16) {
+                __mmask16 t = lanes(n - j);
+                __m512i c0 = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(t, p + j));
+                a0 = _mm512_fmadd_ps(lookup(c0, lo, hi, table, k), _mm512_maskz_loadu_ps(t, buf + j),
+                                     a0);
+            }
+            p += n;
         }
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
     }
 }
 
 /* Batch B > 1: out[r, :] = sum_j table[codes[j]] * xt[col_j, :], xt being (cols, B), 16 batch
  * columns at a time with the sums in registers. */
-DC_AVX512 static inline __mmask16 lanes(int64_t n) {
-    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
-}
-
 #define INDEX_MM(NAME, CT)                                                                     \
     DC_AVX512 void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const CT *cols, int64_t nb, \
                         const uint8_t *codes, const float *table, int64_t k, const float *xt,  \

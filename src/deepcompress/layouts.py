@@ -10,12 +10,16 @@ holding the float32 codebook and, per kept weight, a narrow cluster index and it
   3 bytes a weight; the AVX-512 kernel gathers x and looks the codes up in registers.
 - "bitmap": per row, one bit per column (uint64 words) and the codes of the kept weights
   (uint8). cols/8 + nnz bytes a row, so smaller than "index" past 6.25% kept; the AVX-512
-  kernel compresses x under the mask, 16 columns at a time, to meet the next 16 codes.
+  kernel packs the kept x values (vcompressps under the mask) and multiplies them by the codes
+  16 at a time. Its time grows with cols as well as with the kept weights.
 
 `CompressedMatrix.from_positions(..., layout="auto")` takes "index" or "bitmap" where the
 AVX-512 kernels are available (`simd.available()`), "index" while it stays within 10% of the
-dense size (it is the fastest below 13% kept), else "bitmap"; without them, "entries". Every
-layout has a numba reference kernel; the tests check the AVX-512 kernels against them.
+dense size (up to 13% kept), else "bitmap"; without them, "entries". Memory decides, not
+speed: "index" runs faster than "bitmap" up to about 35-50% kept (`python
+benchmarks/bench_runtime.py --sweep`), but past 13% it holds more than a tenth of the dense
+bytes; pass layout="index" to trade memory for that speed. Every layout has a numba reference
+kernel; the tests check the AVX-512 kernels against them.
 """
 
 from __future__ import annotations

@@ -159,11 +159,14 @@ def autotune_(
     return plans
 
 
-def median_seconds(fn, repeats: int) -> float:
-    """Median wall time of `fn()` over `repeats` calls, after one warm-up call."""
+def median_seconds(fn, repeats: int, before=None) -> float:
+    """Median wall time of `fn()` over `repeats` calls, after one warm-up call; `before()`, if
+    given, runs untimed before each call (to evict the caches, say)."""
     fn()
     times = []
     for _ in range(repeats):
+        if before is not None:
+            before()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
