@@ -20,7 +20,8 @@ buffer before each timed call, as happens in a whole network's forward pass, who
 
 `--sweep` prints instead where each execution wins: one 4096x4096 5-bit layer at 2-50% kept,
 batch 1, 8 and 64, timed dense, as torch.sparse_csr and in each of our layouts, with the
-resident bytes of each layout.
+resident bytes of each layout; "index numba" is the "index" layout run by its plain numba
+reference loop (parallel, float64 sums) instead of the AVX-512 kernel.
 """
 
 from __future__ import annotations
@@ -130,11 +131,12 @@ def sweep(timed) -> None:
     print(
         "| kept | batch | dense ms | torch.sparse_csr ms | "
         + " | ".join(f"{name} ms" for name in layouts)
+        + (" | index numba ms" if simd.available() else "")
         + " | fastest | "
         + " | ".join(f"{name} / dense bytes" for name in layouts)
         + " |"
     )
-    print("| --- " * (5 + 2 * len(layouts)) + "|")
+    print("| --- " * (5 + 2 * len(layouts) + simd.available()) + "|")
     for kept in (0.02, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5):
         w = weight(4096, 4096, kept, 5)
         csr = w.to_sparse_csr()
@@ -151,6 +153,9 @@ def sweep(timed) -> None:
                     t["torch.sparse_csr"] = min(t["torch.sparse_csr"], mv)
             for name, m in ours.items():
                 t[name] = timed(lambda m=m, x=x: m.matmul_t(x))
+            if "index" in ours:
+                m = ours["index"]
+                t["index numba"] = timed(lambda m=m, x=x: m.matmul_t(x, use_simd=False))
             print(
                 f"| {100 * kept:.0f}% | {batch} | "
                 + " | ".join(f"{1e3 * v:.3f}" for v in t.values())

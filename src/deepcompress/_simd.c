@@ -3,7 +3,7 @@
  * Why hand-written C: the operations these kernels live on, a vector look-up of a 16- or
  * 32-entry codebook (vpermi2ps), a compress under a bit mask (vcompressps) and gathers, are
  * single instructions that no auto-vectoriser emits from plain loops; numba's version of the
- * "index" loop ran 3-4x slower (benchmarks/RESULTS.md, issue 5). Everything here is called
+ * "index" loop runs 5-6x slower at batch 1 (benchmarks/RESULTS.md, issue 5). Everything here is called
  * through ctypes from numba `prange` loops (simd.py), which split the rows over the cores; the
  * same layouts have plain numba reference kernels (layouts.py) that the tests check these
  * against.
@@ -49,8 +49,9 @@ DC_AVX512 static inline void load_table(const float *table, int64_t k, __m512 *l
     *hi = _mm512_maskz_loadu_ps(m1, table + 16);
 }
 
+/* The first n of 16 lanes (none for n <= 0). */
 DC_AVX512 static inline __mmask16 lanes(int64_t n) {
-    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
 /* out[r] = sum_j table[codes[j]] * x[cols[j]] for rows r0..r1, batch 1 ("index" layout). */
@@ -140,52 +141,97 @@ DC_AVX512 void dc_bitmap_mv(int64_t r0, int64_t r1, const int64_t *ptr, const ui
     }
 }
 
-/* Batch B > 1: out[r, :] = sum_j table[codes[j]] * xt[col_j, :], xt being (cols, B), 16 batch
- * columns at a time with the sums in registers. */
+/* Batch B > 1: out[r, :] = sum_j table[codes[j]] * xt[col_j, :], xt being (cols, B), with the
+ * sums in V = 1, 2 or 4 registers of 16 batch columns: each kept weight is looked up once per
+ * 64 inputs. */
+#define INDEX_MM_V(NAME, CT, V)                                                                \
+    DC_AVX512 static inline void NAME(const int64_t *ptr, const CT *cols, int64_t r,          \
+                                      const uint8_t *codes, const float *table,               \
+                                      const float *xb, int64_t nbatch, int64_t left,          \
+                                      float *o) {                                             \
+        __mmask16 m[V];                                                                        \
+        __m512 a[V], b[V]; /* sums of even and odd j: half the FMA latency chain */            \
+        for (int v = 0; v < V; v++)                                                            \
+            m[v] = lanes(left - 16 * v), a[v] = b[v] = _mm512_setzero_ps();                    \
+        int64_t j = ptr[r], end = ptr[r + 1];                                                  \
+        for (; j + 2 <= end; j += 2) {                                                         \
+            __m512 w0 = _mm512_set1_ps(table[codes[j]]), w1 = _mm512_set1_ps(table[codes[j + 1]]); \
+            const float *x0 = xb + (int64_t)cols[j] * nbatch;                                  \
+            const float *x1 = xb + (int64_t)cols[j + 1] * nbatch;                              \
+            for (int v = 0; v < V; v++) {                                                      \
+                a[v] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m[v], x0 + 16 * v), a[v]);    \
+                b[v] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(m[v], x1 + 16 * v), b[v]);    \
+            }                                                                                  \
+        }                                                                                      \
+        if (j < end) {                                                                         \
+            __m512 w0 = _mm512_set1_ps(table[codes[j]]);                                       \
+            const float *x0 = xb + (int64_t)cols[j] * nbatch;                                  \
+            for (int v = 0; v < V; v++)                                                        \
+                a[v] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m[v], x0 + 16 * v), a[v]);    \
+        }                                                                                      \
+        for (int v = 0; v < V; v++)                                                            \
+            _mm512_mask_storeu_ps(o + 16 * v, m[v], _mm512_add_ps(a[v], b[v]));                \
+    }
+
 #define INDEX_MM(NAME, CT)                                                                     \
+    INDEX_MM_V(NAME##_v1, CT, 1)                                                               \
+    INDEX_MM_V(NAME##_v2, CT, 2)                                                               \
+    INDEX_MM_V(NAME##_v4, CT, 4)                                                               \
     DC_AVX512 void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const CT *cols, int64_t nb, \
                         const uint8_t *codes, const float *table, int64_t k, const float *xt,  \
                         int64_t nbatch, float *out) {                                          \
         (void)nb, (void)k;                                                                     \
         for (int64_t r = r0; r < r1; r++)                                                      \
-            for (int64_t b = 0; b < nbatch; b += 16) {                                         \
-                __mmask16 m = lanes(nbatch - b);                                               \
-                const float *xb = xt + b;                                                      \
-                __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();                     \
-                int64_t j = ptr[r], end = ptr[r + 1];                                          \
-                for (; j + 2 <= end; j += 2) {                                                 \
-                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(table[codes[j]]),                      \
-                                         _mm512_maskz_loadu_ps(m, xb + cols[j] * nbatch), a0); \
-                    a1 = _mm512_fmadd_ps(_mm512_set1_ps(table[codes[j + 1]]),                  \
-                                         _mm512_maskz_loadu_ps(m, xb + cols[j + 1] * nbatch),  \
-                                         a1);                                                  \
-                }                                                                              \
-                if (j < end)                                                                   \
-                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(table[codes[j]]),                      \
-                                         _mm512_maskz_loadu_ps(m, xb + cols[j] * nbatch), a0); \
-                _mm512_mask_storeu_ps(out + r * nbatch + b, m, _mm512_add_ps(a0, a1));         \
+            for (int64_t b = 0; b < nbatch; b += 64) {                                         \
+                int64_t left = nbatch - b;                                                     \
+                float *o = out + r * nbatch + b;                                               \
+                if (left <= 16)                                                                \
+                    NAME##_v1(ptr, cols, r, codes, table, xt + b, nbatch, left, o);            \
+                else if (left <= 32)                                                           \
+                    NAME##_v2(ptr, cols, r, codes, table, xt + b, nbatch, left, o);            \
+                else                                                                           \
+                    NAME##_v4(ptr, cols, r, codes, table, xt + b, nbatch, left, o);            \
             }                                                                                  \
     }
 INDEX_MM(dc_index16_mm, uint16_t)
 INDEX_MM(dc_index32_mm, int32_t)
+
+#define BITMAP_MM_V(V)                                                                         \
+    DC_AVX512 static inline void bitmap_mm_v##V(const uint64_t *words, int64_t nb,            \
+                                                const uint8_t *p, const float *table,         \
+                                                const float *xb, int64_t nbatch, int64_t left, \
+                                                float *o) {                                   \
+        __mmask16 m[V];                                                                        \
+        __m512 a[V];                                                                           \
+        for (int v = 0; v < V; v++) m[v] = lanes(left - 16 * v), a[v] = _mm512_setzero_ps();  \
+        for (int64_t blk = 0; blk < nb; blk++)                                                 \
+            for (uint64_t bits = words[blk]; bits; bits &= bits - 1) {                         \
+                __m512 wv = _mm512_set1_ps(table[*p++]);                                       \
+                const float *xr = xb + (64 * blk + __builtin_ctzll(bits)) * nbatch;            \
+                for (int v = 0; v < V; v++)                                                    \
+                    a[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m[v], xr + 16 * v), a[v]); \
+            }                                                                                  \
+        for (int v = 0; v < V; v++) _mm512_mask_storeu_ps(o + 16 * v, m[v], a[v]);             \
+    }
+BITMAP_MM_V(1)
+BITMAP_MM_V(2)
+BITMAP_MM_V(4)
 
 DC_AVX512 void dc_bitmap_mm(int64_t r0, int64_t r1, const int64_t *ptr, const uint64_t *masks,
                             int64_t nb, const uint8_t *codes, const float *table, int64_t k,
                             const float *xt, int64_t nbatch, float *out) {
     (void)k;
     for (int64_t r = r0; r < r1; r++)
-        for (int64_t b = 0; b < nbatch; b += 16) {
-            __mmask16 m = lanes(nbatch - b);
-            const float *xb = xt + b;
-            const uint8_t *p = codes + ptr[r];
-            __m512 a0 = _mm512_setzero_ps();
-            for (int64_t blk = 0; blk < nb; blk++)
-                for (uint64_t bits = masks[r * nb + blk]; bits; bits &= bits - 1) {
-                    int64_t col = 64 * blk + __builtin_ctzll(bits);
-                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(table[*p++]),
-                                         _mm512_maskz_loadu_ps(m, xb + col * nbatch), a0);
-                }
-            _mm512_mask_storeu_ps(out + r * nbatch + b, m, a0);
+        for (int64_t b = 0; b < nbatch; b += 64) {
+            int64_t left = nbatch - b;
+            const uint64_t *words = masks + r * nb;
+            float *o = out + r * nbatch + b;
+            if (left <= 16)
+                bitmap_mm_v1(words, nb, codes + ptr[r], table, xt + b, nbatch, left, o);
+            else if (left <= 32)
+                bitmap_mm_v2(words, nb, codes + ptr[r], table, xt + b, nbatch, left, o);
+            else
+                bitmap_mm_v4(words, nb, codes + ptr[r], table, xt + b, nbatch, left, o);
         }
 }
 
