@@ -333,7 +333,9 @@ class BitmapMatrix(_CodedMatrix):
 
 def _xt(x: torch.Tensor, n_rows: int) -> np.ndarray:
     """x (B, cols) as a C-contiguous float32 (n_rows, B) array, zero rows past cols."""
-    xn = x.detach().to(torch.float32).cpu().numpy()
+    if x.dtype != torch.float32 or not x.is_cpu:
+        x = x.to(device="cpu", dtype=torch.float32)
+    xn = x.detach().numpy()
     if xn.shape[0] == 1 and xn.shape[1] == n_rows:
         return np.ascontiguousarray(xn.reshape(n_rows, 1))
     xt = np.zeros((n_rows, xn.shape[0]), dtype=np.float32)

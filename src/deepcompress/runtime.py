@@ -14,7 +14,8 @@ Modes, per layer and batch size (`CompressedLinear.plan`): "compressed" runs the
 (benchmarks/RESULTS.md, issue 5, `bench_runtime.py --sweep`): at batch 1 compressed, by 7-20x
 on the paper's 4-9%-kept fc layers and 1.8x at 25% kept; at batch 64 dense past about 50% kept
 (the paper saw its sparse kernels lose to dense at batch 64 too); on layers of a few thousand
-weights dense, as a call of ours costs about 15 us. `autotune_` chooses by measured time.
+weights dense, as a call of ours has a fixed cost of about 6 us (2 for torch's). `autotune_`
+chooses by measured time.
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ class CompressedLinear(nn.Module):
         self.plan: dict[int, str] = {}  # batch size -> "compressed" | "dense"; default compressed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
+        # each torch call costs about a microsecond: skip those a 2-D float32 input needs not
+        x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
         y = _matmul(self.weight_c, x2, self.plan.get(x2.shape[0], "compressed"))
         if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features).to(x.dtype)
+            y.add_(self.bias)  # y is a new tensor
+        if x.dim() != 2:
+            y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, compressed"

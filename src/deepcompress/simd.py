@@ -21,6 +21,7 @@ from numba import njit, prange
 _SIGNATURE = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
 _SIGNATURE += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
 _SIGNATURE += [ctypes.c_int64, ctypes.c_void_p]
+SERIAL_WORK = 1 << 14  # kept weights x batch below which one thread runs the whole product
 
 
 @functools.cache
@@ -46,6 +47,12 @@ def _parallel(cfunc):
     @njit(parallel=True)
     def call(ptr, pos, nb, codes, table, x, nbatch, out):  # pragma: no cover - compiled
         rows = ptr.size - 1
+        if ptr[rows] * nbatch < SERIAL_WORK:  # a few microseconds: not worth waking threads
+            cfunc(
+                0, rows, ptr.ctypes.data, pos.ctypes.data, nb, codes.ctypes.data,
+                table.ctypes.data, table.size, x.ctypes.data, nbatch, out.ctypes.data,
+            )  # fmt: skip
+            return
         nt = min(numba.get_num_threads(), max(1, rows))
         bounds = np.empty(nt + 1, dtype=np.int64)
         bounds[0], bounds[nt] = 0, rows
@@ -62,9 +69,9 @@ def _parallel(cfunc):
 
 
 @functools.cache
-def _kernel(layout: str, pos_dtype: str, batched: bool):
+def _kernel(layout: str, pos_itemsize: int, batched: bool):
     lib = _library()
-    name = {"uint16": "index16", "int32": "index32", "uint64": "bitmap"}[pos_dtype]
+    name = {2: "index16", 4: "index32", 8: "bitmap"}[pos_itemsize]  # uint16, int32, uint64
     assert name.startswith(layout)
     cfunc = getattr(lib, f"dc_{name}_{'mm' if batched else 'mv'}")
     cfunc.argtypes, cfunc.restype = _SIGNATURE, None
@@ -73,7 +80,8 @@ def _kernel(layout: str, pos_dtype: str, batched: bool):
 
 def run(layout, pos, ptr, codes, table, xt, out) -> None:
     """out (rows, B) = xt.T @ W.T for W in `layout` ("index" or "bitmap"); xt (cols, B)
-    float32 C-contiguous, padded to whole 64-column blocks for "bitmap"; out float32, zeroed."""
+    float32 C-contiguous, padded to whole 64-column blocks for "bitmap"; out float32."""
     nbatch = xt.shape[1]
     nb = pos.shape[1] if pos.ndim == 2 else 0
-    _kernel(layout, pos.dtype.name, nbatch > 1)(ptr, pos, nb, codes, table, xt, nbatch, out)
+    # (dtype.itemsize, not dtype.name: the name takes microseconds to build)
+    _kernel(layout, pos.itemsize, nbatch > 1)(ptr, pos, nb, codes, table, xt, nbatch, out)
