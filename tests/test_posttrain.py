@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import deepcompress as dc
-from deepcompress.models import LeNet5
+from deepcompress.models import LeNet5, LeNet300100
 from deepcompress.posttrain import matches, resolve
 
 
@@ -109,6 +109,16 @@ def test_patterns():
     spec = {"ip1.*": 0.9, "ip*": 0.5}
     assert resolve(spec, "ip1.weight", 0) == 0.9 and resolve(spec, "ip2.weight", 0) == 0.5
     assert resolve(spec, "conv1.weight", 0.1) == 0.1 and resolve(0.3, "x", 0) == 0.3
+
+
+def test_an_exact_name_wins_over_an_earlier_pattern_as_in_prune_():
+    spec = {"*": 8, "ip1": 5, "ip2.weight": 4}
+    assert resolve(spec, "ip1.weight", 0) == 5 and resolve(spec, "ip2.weight", 0) == 4
+    assert resolve(spec, "ip3.weight", 0) == 8
+    net = LeNet300100()
+    dc.prune_(net, sparsity={"ip*": 0.5, "ip1": 0.9})
+    kept = (net.ip1.weight != 0).float().mean().item()
+    assert abs(kept - 0.1) < 0.01  # prune_ read "ip1" the same way
 
 
 def cli(*args):

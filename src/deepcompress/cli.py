@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="PATTERN=S",
-        help="per-layer sparsity by glob (or re:REGEX) on tensor or layer names; first match wins",
+        help="per-layer sparsity by glob (or re:REGEX) on tensor or layer names; an exact name "
+        "wins, else the first matching pattern",
     )
     e.add_argument("--bits", type=int, help="codebook bits per weight (default 8)")
     e.add_argument("--bits-per-layer", nargs="+", default=[], metavar="PATTERN=B")

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import codec
 from .api import check_meta, storage_key, write_records
 from .fileformat import Record
-from .pruning import kept_positions, matches, one_value
+from .pruning import _UNSET, kept_positions, lookup, matches, one_value
 from .sharing import INITS, kmeans_1d
 
 __all__ = ["encode_state_dict", "matches", "resolve"]
@@ -31,20 +31,19 @@ Spec = float | int | None | Mapping[str, float | int | None]
 
 
 def resolve(spec: Spec, name: str, default):
-    """A per-tensor setting: `spec` itself (None included), or the value of the first pattern
-    of a mapping that matches `name` (see `matches`), or `default` when none does."""
+    """A per-tensor setting: `spec` itself (None included), or what a mapping gives `name`
+    as in `prune_` (a key equal to the tensor's or its layer's name, else the first pattern
+    that matches it, see `matches`), or `default` when no key reaches it."""
     said, value = _named(spec, name)
     return value if said else default
 
 
 def _named(spec: Spec, name: str) -> tuple[bool, object]:
     """(whether `spec` says something for `name`, and what): a scalar says it for every name,
-    a mapping through its first matching pattern."""
+    a mapping through `pruning.lookup` (state dicts have no layer kinds)."""
     if isinstance(spec, Mapping):
-        for pattern, value in spec.items():
-            if matches(pattern, name):
-                return True, value
-        return False, None
+        value = lookup(spec, name, None)
+        return (False, None) if value is _UNSET else (True, value)
     return True, spec
 
 
@@ -132,8 +131,9 @@ def encode_state_dict(
         state: `{name: tensor}`, e.g. `model.state_dict()` or a safetensors file's contents.
         path: the file to write; its folder must exist.
         sparsity: fraction of each weight tensor to prune, a float or `{pattern: float}`
-            (first matching pattern wins; unmatched tensors are not pruned). Patterns are
-            globs on the tensor or layer name, or `re:<regex>`.
+            (a tensor's or layer's exact name wins, else the first matching pattern;
+            unmatched tensors are not pruned). Patterns are globs on the tensor or layer name,
+            or `re:<regex>`.
         bits: codebook bits (1..16), an int or `{pattern: int}` (unmatched: 8); None keeps the
             kept weights at full precision (no weight sharing).
         index_bits: width of a stored gap; None picks the smallest per tensor.
