@@ -3,10 +3,10 @@
  * Why hand-written C: the operations these kernels live on, a vector look-up of a 16- or
  * 32-entry codebook (vpermi2ps), a compress under a bit mask (vcompressps) and gathers, are
  * single instructions that no auto-vectoriser emits from plain loops; numba's version of the
- * "index" loop runs 5-6x slower at batch 1 (benchmarks/RESULTS.md, issue 5). Everything here is called
- * through ctypes from numba `prange` loops (simd.py), which split the rows over the cores; the
- * same layouts have plain numba reference kernels (layouts.py) that the tests check these
- * against.
+ * "index" loop runs 5-6x slower at batch 1 (benchmarks/RESULTS.md, issue 5). Everything here
+ * is called by symbol name from a numba `prange` loop (simd.py), which splits the rows over the
+ * cores; the same layouts have plain numba reference kernels (layouts.py) that the tests check
+ * these against.
  *
  * Layouts (one weight-shared (rows, cols) matrix; k <= 256 shared values in `table`):
  *   codes[ptr[r] .. ptr[r+1])  the cluster index (0..k-1) of row r's kept weights, in column
@@ -239,7 +239,8 @@ DC_AVX512 void dc_bitmap_mm(int64_t r0, int64_t r1, const int64_t *ptr, const ui
 int dc_simd_level(void) { return 0; }
 #endif
 
-/* Built as an extension module so that pip builds it; it is loaded with ctypes. */
+/* Built as an extension module so that pip builds it; simd.py loads its library and calls the
+ * kernels above by name (the module itself is empty). */
 static struct PyModuleDef dc_module = {PyModuleDef_HEAD_INIT, "_simd", NULL, -1, NULL,
                                        NULL, NULL, NULL, NULL};
 PyMODINIT_FUNC PyInit__simd(void) { return PyModule_Create(&dc_module); }
