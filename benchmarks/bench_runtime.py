@@ -56,6 +56,19 @@ def weight(rows: int, cols: int, kept: float, bits: int, seed: int = 0) -> torch
     return w
 
 
+def baselines(w, csr, x, timed) -> tuple[float, float]:
+    """Seconds of dense PyTorch and of torch.sparse_csr for `x @ w.T`, each by its fastest call
+    (at batch 1, also `torch.mv`; see the module notes)."""
+    xt = x.T.contiguous()
+    with torch.no_grad():
+        t_dense = timed(lambda: torch.nn.functional.linear(x, w))
+        t_csr = timed(lambda: csr @ xt)
+        if len(x) == 1:
+            t_dense = min(t_dense, timed(lambda: torch.mv(w, x[0])))
+            t_csr = min(t_csr, timed(lambda: torch.mv(csr, x[0])))
+    return t_dense, t_csr
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=50)
@@ -95,16 +108,8 @@ def main() -> None:
             assert torch.allclose(y, ref, rtol=1e-4, atol=1e-4)
         for batch in (1, 8):
             x = torch.randn(batch, cols)
-            xt = x.T.contiguous()
-            xn = xt.numpy()
-            with torch.no_grad():
-                t_dense = timed(lambda x=x, w=w: torch.nn.functional.linear(x, w))
-                t_csr = timed(lambda c=csr, xt=xt: c @ xt)
-                if batch == 1:
-                    v = x[0]
-                    mv_dense = timed(lambda w=w, v=v: torch.mv(w, v))
-                    mv_csr = timed(lambda c=csr, v=v: torch.mv(c, v))
-                    t_dense, t_csr = min(t_dense, mv_dense), min(t_csr, mv_csr)
+            xn = x.T.contiguous().numpy()
+            t_dense, t_csr = baselines(w, csr, x, timed)
             t_sp = timed(lambda s=sp, xn=xn: s @ xn)
             t_ours = timed(lambda o=ours, x=x: o.matmul_t(x))
             print(
@@ -143,14 +148,7 @@ def sweep(timed) -> None:
         ours = {name: CompressedMatrix.from_dense(w, name) for name in layouts}
         for batch in (1, 8, 64):
             x = torch.randn(batch, 4096)
-            xt = x.T.contiguous()
-            with torch.no_grad():
-                t = {"dense": timed(lambda x=x, w=w: torch.nn.functional.linear(x, w))}
-                t["torch.sparse_csr"] = timed(lambda c=csr, xt=xt: c @ xt)
-                if batch == 1:
-                    t["dense"] = min(t["dense"], timed(lambda w=w, v=x[0]: torch.mv(w, v)))
-                    mv = timed(lambda c=csr, v=x[0]: torch.mv(c, v))
-                    t["torch.sparse_csr"] = min(t["torch.sparse_csr"], mv)
+            t = dict(zip(("dense", "torch.sparse_csr"), baselines(w, csr, x, timed)))
             for name, m in ours.items():
                 t[name] = timed(lambda m=m, x=x: m.matmul_t(x))
             if "index" in ours:

@@ -42,16 +42,14 @@ DC_AVX512 static inline __m512 lookup(__m512i idx, __m512 lo, __m512 hi, const f
     return _mm512_i32gather_ps(idx, table, 4);
 }
 
-DC_AVX512 static inline void load_table(const float *table, int64_t k, __m512 *lo, __m512 *hi) {
-    __mmask16 m0 = k >= 16 ? 0xFFFF : (__mmask16)((1u << k) - 1);
-    __mmask16 m1 = k >= 32 ? 0xFFFF : k <= 16 ? 0 : (__mmask16)((1u << (k - 16)) - 1);
-    *lo = _mm512_maskz_loadu_ps(m0, table);
-    *hi = _mm512_maskz_loadu_ps(m1, table + 16);
-}
-
 /* The first n of 16 lanes (none for n <= 0). */
 DC_AVX512 static inline __mmask16 lanes(int64_t n) {
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+DC_AVX512 static inline void load_table(const float *table, int64_t k, __m512 *lo, __m512 *hi) {
+    *lo = _mm512_maskz_loadu_ps(lanes(k), table);
+    *hi = _mm512_maskz_loadu_ps(lanes(k - 16), table + 16);
 }
 
 /* out[r] = sum_j table[codes[j]] * x[cols[j]] for rows r0..r1, batch 1 ("index" layout). */
@@ -76,8 +74,7 @@ DC_AVX512 static inline __mmask16 lanes(int64_t n) {
                                      _mm512_i32gather_ps(i1, x, 4), a1);                       \
             }                                                                                  \
             for (; j < end; j += 16) {                                                         \
-                int64_t n = end - j < 16 ? end - j : 16;                                       \
-                __mmask16 m = (__mmask16)((1u << n) - 1);                                      \
+                __mmask16 m = lanes(end - j);                                                  \
                 __m512i i0 = LOADCOLS(m, cols + j);                                            \
                 __m512i c0 = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, codes + j));         \
                 __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, i0, x, 4);        \

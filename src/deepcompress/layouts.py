@@ -221,9 +221,7 @@ class EntryMatrix(CompressedMatrix):
         gaps, is_real = encode_gaps(d, gap_bits)
         codes = np.zeros(len(gaps), dtype=np.int64)
         codes[is_real] = symbols
-        entry_row = np.repeat(row, d // (1 << gap_bits) + 1)
-        row_ptr = np.zeros(rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(entry_row, minlength=rows), out=row_ptr[1:])
+        row_ptr = _row_ptr(np.repeat(row, d // (1 << gap_bits) + 1), rows)
         ent = ((gaps << code_bits) | codes).astype(dtype)
         table = np.concatenate([[0.0], codebook.astype(np.float64)]).astype(np.float32)
         return cls(shape, row_ptr.astype(np.int32), ent, code_bits, table)
@@ -253,10 +251,7 @@ class _CodedMatrix(CompressedMatrix):
 
     @classmethod
     def build(cls, shape, positions, symbols, codebook):
-        rows, ncols = shape
-        row = positions // ncols
-        ptr = np.zeros(rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(row, minlength=rows), out=ptr[1:])
+        ptr = _row_ptr(positions // shape[1], shape[0])
         codes = np.zeros(len(symbols) + 64, dtype=np.uint8)
         codes[: len(symbols)] = symbols - 1
         return cls(shape, ptr, cls._positions(shape, positions), codes, codebook.copy())
@@ -329,6 +324,14 @@ class BitmapMatrix(_CodedMatrix):
 
     def _reference(self, xt, out):
         _bitmap_mm_ref(self.pos, self.ptr, self.codes, self.table, xt, out)
+
+
+def _row_ptr(row: np.ndarray, rows: int) -> np.ndarray:
+    """Start of each row's entries and the end of the last (int64, rows + 1), given the
+    ascending row of every entry."""
+    ptr = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row, minlength=rows), out=ptr[1:])
+    return ptr
 
 
 def _xt(x: torch.Tensor, n_rows: int) -> np.ndarray:
