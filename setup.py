@@ -1,4 +1,4 @@
-"""Builds the optional AVX-512 kernels (src/deepcompress/_simd.c); everything else is in
+"""Builds the optional AVX-512 kernels (src/deepcompress/runtime/_simd.c); everything else is in
 pyproject.toml. Without a C compiler the build is skipped and the runtime uses its numba
 kernels instead (`deepcompress.simd.available()` says which)."""
 
@@ -7,8 +7,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "deepcompress._simd",
-            sources=["src/deepcompress/_simd.c"],
+            "deepcompress.runtime._simd",
+            sources=["src/deepcompress/runtime/_simd.c"],
             extra_compile_args=["-O3"],
             optional=True,
         )

@@ -17,13 +17,14 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _common import DEV_MNIST
 
 import deepcompress as dc
-from deepcompress import codec
-from deepcompress.data import load_mnist
-from deepcompress.fileformat import Record, from_bytes, to_bytes
-from deepcompress.models import build
-from deepcompress.train import error_rate
+from deepcompress.coding import codec
+from deepcompress.format.container import Record, from_bytes, to_bytes
+from deepcompress.pipeline.data import load_mnist
+from deepcompress.pipeline.models import build
+from deepcompress.pipeline.train import error_rate
 
 HERE = Path(__file__).parent
 
@@ -50,7 +51,11 @@ def main() -> None:
     ap.add_argument("model", choices=["lenet-300-100", "lenet-5"])
     ap.add_argument("--paper", help="a paper-recipe file (default: benchmarks/files/MODEL.dcz)")
     ap.add_argument("--more", nargs="*", default=[], metavar="LABEL=FILE")
-    ap.add_argument("--data", help="MNIST folder")
+    ap.add_argument(
+        "--data",
+        default=DEV_MNIST,
+        help="MNIST folder (default: $DEEPCOMPRESS_DATA, else ../shared/data/mnist)",
+    )
     args = ap.parse_args()
     data = load_mnist(args.data)
     original = 4 * sum(p.numel() for p in build(args.model).parameters())

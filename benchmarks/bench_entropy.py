@@ -1,10 +1,11 @@
-"""Entropy coders on real files: Huffman, rANS and the per-stream choice, against xz and zstd.
+"""Entropy coders on real files: Huffman, rANS, CABAC and the per-stream choice, against zlib,
+xz and zstd.
 
 For each .dcz file (by default the LeNet files of the pipeline issue, `benchmarks/files/`,
 written by `deepcompress reproduce`), every weight-shared tensor's entries are coded again with
 each coder (same codebooks, same gap widths), and the whole file's size is printed. Next to
-them: `xz -9` and `zstd -19` of the same cluster indices and gaps stored one byte each (two
-where a symbol exceeds 255), both as one blob and stream by stream (the better is shown), and
+them: `zlib -9` (Python's zlib), `xz -9` and `zstd -19` of the same cluster indices and gaps
+stored one byte each (two where a symbol exceeds 255), both as one blob and stream by stream (the better is shown), and
 the streams' order-0 entropy. Per stream, it checks the issue's bounds: Huffman within 1 bit
 per symbol of the entropy (tables included), and the other coders' excess in percent.
 
@@ -14,17 +15,19 @@ per symbol of the entropy (tables included), and the other coders' excess in per
 from __future__ import annotations
 
 import subprocess
+import zlib
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from deepcompress import codec, load_bytes
-from deepcompress.fileformat import Record, from_bytes, to_bytes
+from deepcompress import load_bytes
+from deepcompress.coding import codec, coders
+from deepcompress.format.container import Record, from_bytes, to_bytes
 
 HERE = Path(__file__).parent
-CODERS = [*codec.CODERS, "auto"]
+CODERS = [*coders.CODERS, "auto"]
 
 
 def entropy_bytes(symbols: np.ndarray) -> float:
@@ -79,6 +82,9 @@ def main(paths: list[str]) -> None:
         raw = [as_bytes(s["symbols"]) for s in streams]
         other = sizes["huffman"] - sum(s["table_bytes"] + s["payload_bytes"] for s in streams)
         ext = {
+            "zlib -9": min(
+                sum(len(zlib.compress(b, 9)) for b in raw), len(zlib.compress(b"".join(raw), 9))
+            ),
             "xz -9": min(
                 external(["xz", "-9", "-c"], raw), external(["xz", "-9", "-c"], [b"".join(raw)])
             ),

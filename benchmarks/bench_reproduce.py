@@ -16,15 +16,20 @@ import platform
 import time
 
 import torch
+from _common import DEV_MNIST
 
-from deepcompress.reproduce import run
+from deepcompress.pipeline.reproduce import run
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", choices=["lenet-300-100", "lenet-5", "digits-mlp"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--data", default=None, help="MNIST folder")
+    p.add_argument(
+        "--data",
+        default=DEV_MNIST,
+        help="MNIST folder (default: $DEEPCOMPRESS_DATA, else ../shared/data/mnist)",
+    )
     p.add_argument("--out", default="runs")
     p.add_argument("--recipe", default="paper", choices=["paper", "best"])
     args = p.parse_args()

@@ -6,7 +6,8 @@ Run:  python benchmarks/bench_runtime.py [--repeats 50] [--cold] [--sweep]
 Shapes: AlexNet fc6 9216->4096 (9% kept), fc7 4096->4096 (9%), fc8 4096->1000 (25%); VGG-16
 fc6 25088->4096 (4%), fc7 4096->4096 (4%), fc8 4096->1000 (23%); 5-bit codebooks (32 shared
 values), random positions. Prints, per shape and batch size (1 and 8), the median latency of
-each, the layout ours picked (`deepcompress.layouts`) and whether its AVX-512 kernels ran, and
+each, the layout ours picked (`deepcompress.runtime.layouts`), whether its AVX-512 kernels ran,
+and
 the resident bytes of each representation (dense float32 for the first).
 
 Each baseline gets its fastest call: at batch 1 dense is the faster of `F.linear` and
@@ -35,8 +36,8 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from deepcompress import simd
-from deepcompress.runtime import CompressedMatrix, median_seconds
+from deepcompress.runtime import median_seconds, simd
+from deepcompress.runtime.layouts import CompressedMatrix
 
 SHAPES = [
     ("alexnet fc6", 4096, 9216, 0.09),

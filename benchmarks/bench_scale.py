@@ -45,7 +45,7 @@ import json, sys, time
 import torch
 from safetensors.torch import load_file
 import deepcompress as dc
-from deepcompress.models import PAPER_KEPT
+from deepcompress.pipeline.models import PAPER_KEPT
 src, dst, model, entropy = sys.argv[1:5]
 kept = PAPER_KEPT[model]
 state = load_file(src)
@@ -92,8 +92,8 @@ PAPER_MB = {"alexnet": (27.0, 8.9, 6.9), "vgg-16": (552 / 13, 552 / 31, 552 / 49
 def stage_sizes(state: dict, model: str, tmp: Path, entropy: str) -> tuple[int, int, int]:
     """(pruned-only bytes, P+Q fixed-width bytes, final file bytes) at the paper's settings."""
     import deepcompress as dc
-    from deepcompress.models import PAPER_KEPT
-    from deepcompress.report import layer_stats
+    from deepcompress.pipeline.models import PAPER_KEPT
+    from deepcompress.pipeline.report import layer_stats
 
     kept = PAPER_KEPT[model]
     sparsity = {f"{layer}.weight": 1.0 - f for layer, f in kept.items()}
@@ -107,7 +107,7 @@ def stage_sizes(state: dict, model: str, tmp: Path, entropy: str) -> tuple[int, 
 
 
 def random_state(model: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    from deepcompress.models import build
+    from deepcompress.pipeline.models import build
 
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in build(model).state_dict().items()}

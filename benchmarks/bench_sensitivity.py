@@ -27,19 +27,20 @@ import copy
 import time
 
 import torch
+from _common import DEV_MNIST
 from safetensors.torch import load_file
 
 import deepcompress as dc
-from deepcompress.data import load_mnist
-from deepcompress.models import PAPER_KEPT, LeNet5
-from deepcompress.sensitivity import (
+from deepcompress.analysis import (
     area_above_baseline,
     auto_sparsity,
     plot_sensitivity,
     sensitivity,
     tolerated_sparsity,
 )
-from deepcompress.train import error_rate
+from deepcompress.pipeline.data import load_mnist
+from deepcompress.pipeline.models import PAPER_KEPT, LeNet5
+from deepcompress.pipeline.train import error_rate
 
 SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 RISE = 1.0  # points of validation error that define "tolerated"
@@ -48,7 +49,11 @@ RISE = 1.0  # points of validation error that define "tolerated"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default="runs/lenet-5-s0/lenet-5-reference.safetensors")
-    ap.add_argument("--data", default=None, help="MNIST folder (default ../shared/data/mnist)")
+    ap.add_argument(
+        "--data",
+        default=DEV_MNIST,
+        help="MNIST folder (default: $DEEPCOMPRESS_DATA, else ../shared/data/mnist)",
+    )
     ap.add_argument("--out", default="docs/lenet-5-sensitivity.png")
     ap.add_argument("--budget", type=float, default=0.5, help="auto_sparsity's budget, points")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

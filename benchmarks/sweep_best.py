@@ -17,12 +17,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from _common import DEV_MNIST
 
 from deepcompress import api
-from deepcompress.data import load_mnist
-from deepcompress.models import build
-from deepcompress.reproduce import RECIPES, compress, reference_model
-from deepcompress.train import error_rate
+from deepcompress.pipeline.data import load_mnist
+from deepcompress.pipeline.models import build
+from deepcompress.pipeline.recipes import RECIPES
+from deepcompress.pipeline.reproduce import compress, reference_model
+from deepcompress.pipeline.train import error_rate
 
 LEAN = {"entropy": "auto", "raw_dtype": "float16"}
 
@@ -84,7 +86,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", choices=sorted(VARIANTS))
     ap.add_argument("--out", default="runs/sweep")
-    ap.add_argument("--data")
+    ap.add_argument(
+        "--data",
+        default=DEV_MNIST,
+        help="MNIST folder (default: $DEEPCOMPRESS_DATA, else ../shared/data/mnist)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="+", help="default: all")
     args = ap.parse_args()

@@ -16,18 +16,29 @@ import os
 import tempfile
 from pathlib import Path
 
+from _common import DEV_MNIST
+
 import deepcompress as dc
-from deepcompress.data import load_mnist
-from deepcompress.models import build
-from deepcompress.reproduce import RECIPES, prune_and_retrain, reference_model, share_and_finetune
-from deepcompress.train import error_rate
+from deepcompress.pipeline.data import load_mnist
+from deepcompress.pipeline.models import build
+from deepcompress.pipeline.recipes import RECIPES
+from deepcompress.pipeline.reproduce import (
+    prune_and_retrain,
+    reference_model,
+    share_and_finetune,
+)
+from deepcompress.pipeline.train import error_rate
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", choices=["lenet-300-100", "lenet-5"])
     p.add_argument("--out", required=True, help="folder with the cached reference model")
-    p.add_argument("--data", default=None)
+    p.add_argument(
+        "--data",
+        default=DEV_MNIST,
+        help="MNIST folder (default: $DEEPCOMPRESS_DATA, else ../shared/data/mnist)",
+    )
     p.add_argument("--configs", nargs="+", default=["8/5", "8/4", "6/4"])
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import deepcompress as dc
-from deepcompress.data import load_digits
+from deepcompress.pipeline.data import load_digits
 
 
 class MyNet(nn.Module):

@@ -20,10 +20,10 @@ import torch  # noqa: F401
 # The entropy coders' kernels are numba-compiled: instrumented bytecode cannot compile.
 with atheris.instrument_imports(
     include=["deepcompress"],
-    exclude=["deepcompress.huffman", "deepcompress.rans", "deepcompress.cabac"],
+    exclude=[f"deepcompress.coding.{c}" for c in ("huffman", "rans", "cabac")],
 ):
     import deepcompress as dc
-    from deepcompress.codec import CODERS
+    from deepcompress.coding.coders import CODERS
     from deepcompress.testing import (
         FIELDS,
         NASTY_VALUES,

@@ -1,4 +1,4 @@
-"""Tests for deepcompress.cabac against a slow, independently written pure-Python reference.
+"""Tests for deepcompress.coding.cabac against a slow, independently written pure-Python reference.
 
 The reference follows the module docstring, not the kernels: contexts live in a dict keyed by
 ``(class, what, position)`` tuples, the binarizations are generators of decisions, and the
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepcompress import cabac
+from deepcompress.coding import cabac
 from deepcompress.errors import FormatError
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

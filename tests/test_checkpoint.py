@@ -6,7 +6,7 @@ from torch import nn
 
 import deepcompress as dc
 from deepcompress.checkpoint import restore, save_checkpoint
-from deepcompress.reproduce import run
+from deepcompress.pipeline.reproduce import run
 from deepcompress.sharing import shared_parts
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepcompress import data
-from deepcompress.train import random_shift
+from deepcompress.pipeline import data
+from deepcompress.pipeline.train import random_shift
 
 
 def write_idx(path, arr, gz=False):

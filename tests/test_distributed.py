@@ -5,10 +5,10 @@ from safetensors.torch import load_file
 
 import deepcompress as dc
 from deepcompress.checkpoint import save_checkpoint
-from deepcompress.data import load_digits
 from deepcompress.distributed import launch, rank
-from deepcompress.models import DigitsMLP
-from deepcompress.train import TrainConfig, train
+from deepcompress.pipeline.data import load_digits
+from deepcompress.pipeline.models import DigitsMLP
+from deepcompress.pipeline.train import TrainConfig, train
 
 
 def pipeline(out_dir):
@@ -51,7 +51,7 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path):
 
 
 def test_reproduce_on_two_processes(tmp_path):
-    from deepcompress.reproduce import run_parallel
+    from deepcompress.pipeline.reproduce import run_parallel
 
     rep = run_parallel(2, "digits-mlp", tmp_path, quiet=True, epochs_scale=0.1)
     assert rep["compressed_bytes"] == (tmp_path / "demo.dcz").stat().st_size
@@ -60,3 +60,52 @@ def test_reproduce_on_two_processes(tmp_path):
     # a second run (both ranks retrain the reference the same way) ends the same
     again = run_parallel(2, "digits-mlp", tmp_path / ".", quiet=True, epochs_scale=0.1)
     assert again["reference_test_error"] == rep["reference_test_error"]
+
+
+def test_broadcast_travels_on_the_backend_device(monkeypatch):
+    """Issue 15: under nccl, `prune_`/`quantize_` broadcast CPU tensors, which nccl refuses.
+    A fake nccl group whose broadcast refuses tensors off its device: masks (bool) and
+    codebooks still arrive, and come back on the caller's device and dtype."""
+    import torch.distributed as dist
+
+    from deepcompress import distributed
+
+    device = torch.device("meta")  # stands in for the GPU: nothing here may stay on the CPU
+    sent = []
+
+    def fake_broadcast(t, src):
+        if t.device != device:
+            raise RuntimeError(f"nccl: tensor on {t.device}, expected {device}")
+        sent.append((t.dtype, tuple(t.shape)))
+
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(dist, "get_backend", lambda: "nccl")
+    monkeypatch.setattr(dist, "broadcast", fake_broadcast)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(distributed, "collective_device", lambda: device)
+    moved = []
+    real_copy = torch.Tensor.copy_
+
+    def copy_(self, other, *a, **k):  # the value rank 0 sent comes back to the caller's tensor
+        moved.append(other.device)
+        return self if other.device == device else real_copy(self, other, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "copy_", copy_)
+    mask = torch.tensor([True, False, True])
+    codebook = torch.tensor([0.5, -0.5])
+    assert distributed.broadcast_(mask) is mask and mask.dtype == torch.bool
+    assert distributed.broadcast_(codebook) is codebook and codebook.device.type == "cpu"
+    assert sent == [(torch.uint8, (3,)), (torch.float32, (2,))]
+    assert moved == [device, device]
+
+
+def test_the_collective_device_follows_the_backend(monkeypatch):
+    import torch.distributed as dist
+
+    from deepcompress import distributed
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(dist, "get_backend", lambda: "nccl")
+    assert distributed.collective_device() == torch.device("cuda", 3)
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    assert distributed.collective_device() == torch.device("cpu")

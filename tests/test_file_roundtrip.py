@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import deepcompress as dc
-from deepcompress import codec
-from deepcompress.fileformat import Record, from_bytes, to_bytes
+from deepcompress.coding import codec, coders
+from deepcompress.format.container import Record, from_bytes, to_bytes
 
 
 def roundtrip(records):
@@ -43,7 +43,7 @@ def test_raw_round_trip_every_dtype_and_shape(dtype, shape):
 @pytest.mark.parametrize("bits", [1, 2, 5, 8])
 @pytest.mark.parametrize("density", [0.0, 0.001, 0.08, 0.5, 1.0])
 @pytest.mark.parametrize("index_bits", [None, 1, 3, 8])
-@pytest.mark.parametrize("entropy", codec.ENTROPY_CHOICES)
+@pytest.mark.parametrize("entropy", coders.ENTROPY_CHOICES)
 def test_shared_round_trip(bits, density, index_bits, entropy):
     g = torch.Generator().manual_seed(bits * 100 + int(density * 1000))
     shape = (40, 3, 5, 5)  # a conv weight
@@ -74,7 +74,7 @@ def test_shared_one_element_and_long_gaps():
 
 @pytest.mark.parametrize("density", [0.0, 0.05, 1.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
-@pytest.mark.parametrize("entropy", codec.ENTROPY_CHOICES)
+@pytest.mark.parametrize("entropy", coders.ENTROPY_CHOICES)
 def test_sparse_round_trip(density, dtype, entropy):
     t = torch.randn(30, 70).to(dtype)
     t[torch.rand(30, 70) >= density] = 0
@@ -184,9 +184,9 @@ def test_save_refuses_nan_and_leaves_no_partial_file(tmp_path):
 
 def test_code_length_tables_pack_and_unpack():
     lens = np.array([3, 0, 15, 1, 7], dtype=np.uint8)
-    assert np.array_equal(codec.unpack_lengths(codec.pack_lengths(lens), 5), lens)
+    assert np.array_equal(coders.unpack_lengths(coders.pack_lengths(lens), 5), lens)
     with pytest.raises(dc.FormatError):
-        codec.unpack_lengths(bytes([0x12, 0x34, 0x56]), 5)  # padding nibble not zero
+        coders.unpack_lengths(bytes([0x12, 0x34, 0x56]), 5)  # padding nibble not zero
 
 
 def test_recode_shared_keeps_the_tensor_and_switches_the_coder():

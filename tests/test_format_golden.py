@@ -4,8 +4,8 @@ import zlib
 
 import torch
 
-from deepcompress import codec
-from deepcompress.fileformat import Record, from_bytes, to_bytes
+from deepcompress.coding import codec
+from deepcompress.format.container import Record, from_bytes, to_bytes
 
 GOLDEN = (
     bytes.fromhex("89444 35a 0100 0000 6d000000 0e4117ee".replace(" ", ""))
@@ -53,7 +53,7 @@ def test_header_bombs_and_bad_flags_are_refused():
     import pytest
 
     from deepcompress.errors import FormatError
-    from deepcompress.fileformat import PREAMBLE, crc32
+    from deepcompress.format.container import PREAMBLE, crc32
 
     bomb = zlib.compress(b" " * (65 << 20), 9)  # 65 MiB of spaces in about 64 KB
     for flags, h in ((1, bomb), (1, b"not zlib"), (1, zlib.compress(b"{}")[:-2]), (2, b"{}")):

@@ -1,4 +1,4 @@
-"""Tests for deepcompress.huffman against slow, obviously-correct pure-Python references."""
+"""Tests for deepcompress.coding.huffman against slow, obviously-correct pure-Python references."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepcompress.errors import FormatError
-from deepcompress.huffman import (
+from deepcompress.coding.huffman import (
     MAX_CODE_LEN,
     canonical_codes,
     code_lengths,
@@ -20,6 +19,7 @@ from deepcompress.huffman import (
     encode,
     validate_lengths,
 )
+from deepcompress.errors import FormatError
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,10 +7,12 @@ import torch
 from torch import nn
 
 import deepcompress as dc
-from deepcompress.api import compressed_state
-from deepcompress.fileformat import Record, from_bytes, read_file, to_bytes
-from deepcompress.pruning import current_mask, layer_kind, per_layer
+from deepcompress.format.container import Record, from_bytes, to_bytes
+from deepcompress.format.reader import read
+from deepcompress.parametrizations import current_mask
+from deepcompress.settings import resolve
 from deepcompress.sharing import DEFAULT_BITS, shared_parts
+from deepcompress.targets import layer_kind, model_state
 
 # --- every layer type through prune_ + quantize_ + save + load --------------------------------
 
@@ -61,7 +63,7 @@ def test_each_layer_type_round_trips(tmp_path, kind):
     dc.save(net, path)
     state = dc.load(path)
     assert set(state) == set(reference)  # every key, under its plain name
-    records = {r.name: r.codec for r in read_file(path)[0]}
+    records = {r.name: r.codec for r in read(path).records}
     assert records[next(k for k in reference if k.endswith("weight"))] == "shared"
     fresh = nn.Sequential(make())
     fresh.load_state_dict(state, strict=True)
@@ -145,9 +147,9 @@ def test_precedence_exact_then_first_pattern_then_kind():
         "head.2": 0.25,
     }
     assert current_mask(net.features[0]) is None  # untouched: no key reaches it
-    assert per_layer({"head.*": 3, "linear": 5}, "head.0", net.head[0]) == 3
-    assert per_layer({"linear": 5}, "features.0", net.features[0]) is None
-    assert per_layer(4, "features.0", net.features[0]) == 4
+    assert resolve({"head.*": 3, "linear": 5}, "head.0.weight", None, kind="linear") == 3
+    assert resolve({"linear": 5}, "features.0.weight", None, kind="conv") is None
+    assert resolve(4, "features.0.weight", None, kind="conv") == 4
 
 
 def test_none_opts_out_and_exclude_wins():
@@ -172,12 +174,12 @@ def test_save_index_bits_by_pattern_and_kind(tmp_path):
     dc.prune_(net, sparsity=0.5)
     dc.quantize_(net, bits={"head.0": 3})  # the others stay pruned-only (codec sparse)
     dc.save(net, tmp_path / "m.dcz", index_bits={"head.*": 2, "conv": 7, "embed": 3})
-    got = {r.name: (r.codec, r.params.get("index_bits")) for r in read_file(tmp_path / "m.dcz")[0]}
+    got = {r.name: (r.codec, r.params.get("index_bits")) for r in read(tmp_path / "m.dcz").records}
     assert got["head.0.weight"] == ("shared", 2) and got["head.2.weight"] == ("sparse", 2)
     assert got["features.1.weight"] == ("sparse", 7) and got["embed.weight"] == ("sparse", 3)
     assert got["head.0.bias"] == ("raw", None)
     dc.save(net, tmp_path / "n.dcz", index_bits=4)
-    assert {r.params.get("index_bits") for r in read_file(tmp_path / "n.dcz")[0]} == {None, 4}
+    assert {r.params.get("index_bits") for r in read(tmp_path / "n.dcz").records} == {None, 4}
 
 
 def test_keys_that_match_nothing_are_refused_and_nothing_changes():
@@ -291,7 +293,8 @@ def test_tied_weight_is_pruned_and_quantized_once_and_stays_tied(tmp_path):
 
     path = tmp_path / "lm.dcz"
     dc.save(net, path, meta={"run": 1})
-    records, meta = read_file(path)
+    file = read(path)
+    records, meta = file.records, file.meta
     assert [r.name for r in records] == ["embed.weight", "norm.weight", "norm.bias"]
     assert meta["tied"] == {"lm_head.weight": "embed.weight"} and meta["run"] == 1
     state = dc.load(path)
@@ -353,7 +356,8 @@ def test_a_module_registered_twice(tmp_path):
     dc.prune_(net, sparsity={"b": 0.5, "out": 0.5})  # named by its second name
     dc.quantize_(net, bits=3)
     dc.save(net, tmp_path / "m.dcz")
-    records, meta = read_file(tmp_path / "m.dcz")
+    file = read(tmp_path / "m.dcz")
+    records, meta = file.records, file.meta
     assert meta["tied"] == {"b.weight": "a.weight", "b.bias": "a.bias"}
     assert len(records) == 4
     fresh = Reused()
@@ -404,7 +408,8 @@ def test_encode_state_dict_stores_identical_storage_once(tmp_path):
     state["view"] = w.view(20, 10)  # another view of the same memory: the same tensor
     state["t"] = w.t()  # the same memory seen differently: not tied
     dc.encode_state_dict(state, tmp_path / "m.dcz", sparsity={"embed*": 0.5}, bits=4)
-    records, meta = read_file(tmp_path / "m.dcz")
+    file = read(tmp_path / "m.dcz")
+    records, meta = file.records, file.meta
     assert [r.name for r in records] == ["embed.weight", "bias", "copy", "t"]
     assert meta["tied"] == {"head.weight": "embed.weight", "view": "embed.weight"}
     assert meta["encode"]["embed.weight"] == {"sparsity": 0.5, "bits": 4}
@@ -451,14 +456,15 @@ def test_transformer_prune_quantize_save_load(tmp_path):
     attn = "*.self_attn.in_proj_weight"  # a bare Parameter of nn.MultiheadAttention
     dc.prune_(net, sparsity={"linear": 0.5, "embedding": 0.5, attn: 0.5})
     dc.quantize_(net, bits={"linear": 6, "embedding": 6, attn: 6})
-    compressed = [n for n, _, h in compressed_state(net) if h is not None]
+    compressed = [n for n, _, h, _ in model_state(net) if h is not None]
     assert len(compressed) == 1 + 1 + 2 * 4  # embed, lm_head, per layer in_proj/out_proj/ffn
     in_proj = net.encoder.layers[1].self_attn.in_proj_weight.detach()
     assert float((in_proj == 0).float().mean()) == 0.5
     assert len(torch.unique(in_proj[in_proj != 0])) <= 64
     path = tmp_path / "t.dcz"
     dc.save(net, path)
-    records, meta = read_file(path)
+    file = read(path)
+    records, meta = file.records, file.meta
     assert meta["tied"] == {"lm_head.weight": "embed.weight"}
     codecs = {r.name: r.codec for r in records}
     assert sum(c == "shared" for c in codecs.values()) == 9
@@ -484,7 +490,8 @@ def test_transformer_prune_quantize_save_load(tmp_path):
     dc.encode_state_dict(
         sd, tmp_path / "p.dcz", sparsity={"*.weight": 0.5, attn: 0.5}, bits=6, exclude=["*norm*"]
     )
-    records, meta = read_file(tmp_path / "p.dcz")
+    file = read(tmp_path / "p.dcz")
+    records, meta = file.records, file.meta
     assert meta["tied"] == {"lm_head.weight": "embed.weight"}
     assert sum(r.codec == "shared" for r in records) == 9
     again = TinyTransformer()

@@ -1,6 +1,7 @@
 """Post-training compression of a state dict (`dc.encode_state_dict`, `deepcompress encode`)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -10,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 import deepcompress as dc
-from deepcompress.models import LeNet5, LeNet300100
-from deepcompress.posttrain import matches, resolve
+from deepcompress.pipeline.models import LeNet5, LeNet300100
+from deepcompress.settings import matches, resolve
 
 
 def state():
@@ -161,7 +162,7 @@ def test_cli_encode_then_decode(tmp_path):
 
 
 def test_cli_encode_with_a_config_file_stores_the_resolved_settings(tmp_path):
-    from deepcompress.fileformat import read_file
+    from deepcompress.format.reader import read
 
     sd = {k: v for k, v in state().items() if k not in ("step", "half")}
     src = tmp_path / "m.safetensors"
@@ -176,7 +177,7 @@ def test_cli_encode_with_a_config_file_stores_the_resolved_settings(tmp_path):
             "encode", str(src), "-o", str(dst), "--config", str(tmp_path / cfg), "--quiet", *extra
         )
         assert r.returncode == 0, r.stderr
-        settings = read_file(dst)[1]["encode"]
+        settings = read(dst).meta["encode"]
         out = dc.load(dst)
         if cfg == "c.yaml":
             assert settings["ip1.weight"] == {"sparsity": 0.9, "bits": 8}
@@ -192,3 +193,52 @@ def test_cli_encode_with_a_config_file_stores_the_resolved_settings(tmp_path):
         "encode", str(src), "-o", str(tmp_path / "x.dcz"), "--config", str(tmp_path / "bad.json")
     )
     assert r.returncode == 2 and "unknown settings" in r.stderr
+
+
+def test_cli_config_catch_all_survives_the_flags(tmp_path):
+    """Issue 15: `{"ip1.*": 0.9, "*": 0.5}` from --config lost its "*" (became 0.0) when the
+    flags were merged in; a per-layer flag still wins over the file, the scalar flag over "*"."""
+    from deepcompress.format.reader import read
+
+    sd = {k: v for k, v in state().items() if k not in ("step", "half")}
+    src = tmp_path / "m.safetensors"
+    save_file(sd, str(src))
+    (tmp_path / "c.json").write_text('{"sparsity": {"ip1.*": 0.9, "*": 0.5}, "bits": 5}')
+    runs = {
+        "file": (),
+        "per-layer flag": ("--sparsity-per-layer", "conv1=0.2"),
+        "scalar flag": ("--sparsity", "0.25"),
+    }
+    for label, extra in runs.items():
+        dst = tmp_path / f"{label}.dcz"
+        r = cli("encode", str(src), "-o", str(dst), "--config", str(tmp_path / "c.json"),
+                "--quiet", *extra)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        got = {n: s["sparsity"] for n, s in read(dst).meta["encode"].items()}
+        rest = 0.25 if label == "scalar flag" else 0.5
+        assert got["ip1.weight"] == 0.9, label
+        assert got["conv2.weight"] == got["ip2.weight"] == rest, label
+        assert got["conv1.weight"] == (0.2 if label == "per-layer flag" else rest), label
+
+
+def test_settings_are_strict_in_encode_state_dict(tmp_path):
+    """Issue 15: a key or exclude pattern that reaches no weight, or a kind key (a state dict
+    has no layer kinds), is an error naming it, as in prune_/quantize_; nothing is written."""
+    sd = state()
+    path = tmp_path / "m.dcz"
+    for kwargs, words in (
+        ({"sparsity": {"classifer.*": 0.9}}, "classifer.*"),
+        ({"bits": {"ip1.bias": 4}}, "ip1.bias"),
+        ({"bits": {"conv": 6}}, "need a model"),
+        ({"exclude": ["nothing*"]}, "nothing*"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            dc.encode_state_dict(sd, path, **kwargs)
+        assert not path.exists()
+    # an exclude pattern may name tensors that are stored as they are anyway (norms, biases)
+    dc.encode_state_dict(sd, path, exclude=["*.bias"])
+    src = tmp_path / "m.safetensors"
+    save_file({k: v for k, v in sd.items() if k != "step"}, str(src))
+    r = cli("encode", str(src), "-o", str(tmp_path / "x.dcz"), "--bits-per-layer", "classifer.*=4")
+    assert r.returncode == 2 and "classifer.*" in r.stderr, r.stderr
+    assert not (tmp_path / "x.dcz").exists()

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import deepcompress as dc
-from deepcompress.pruning import current_mask
+from deepcompress.parametrizations import current_mask
 
 
 def reference_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Tests for deepcompress.rans against slow, obviously-correct pure-Python references."""
+"""Tests for deepcompress.coding.rans against slow, obviously-correct pure-Python references."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepcompress.errors import FormatError
-from deepcompress.rans import (
+from deepcompress.coding.rans import (
     MAX_PRECISION,
     decode,
     encode,
@@ -21,6 +20,7 @@ from deepcompress.rans import (
     quantize_freqs,
     unpack_table,
 )
+from deepcompress.errors import FormatError
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 L = 2**23

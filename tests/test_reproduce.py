@@ -5,14 +5,36 @@ import json
 import torch
 
 import deepcompress as dc
-from deepcompress import reproduce
-from deepcompress.data import load_mnist
-from deepcompress.models import LeNet5
-from deepcompress.train import error_rate
+from deepcompress.pipeline import recipes, reproduce
+from deepcompress.pipeline.data import load_mnist
+from deepcompress.pipeline.models import LeNet5
+from deepcompress.pipeline.train import error_rate
+
+
+def assert_plot_png(path):
+    """`path` is a whole, valid PNG of a plot: its signature, chunks that pass their CRCs,
+    pixels that decode to a sensible size, many colours, and ink on a small part of the
+    canvas (not blank, not one solid fill). No exact pixel size: that is matplotlib's."""
+    import matplotlib.image
+    import numpy as np
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as im:
+        assert im.format == "PNG", path
+        im.verify()  # every chunk's CRC; raises on a damaged or truncated file
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[2] in (3, 4), (path, img.shape)
+    h, w = img.shape[:2]
+    assert 150 <= min(h, w) and max(h, w) <= 4000 and 1 / 5 <= h / w <= 5, (path, h, w)
+    rgb = img[..., :3].reshape(-1, 3)
+    assert len(np.unique(rgb, axis=0)) > 16, path  # anti-aliased lines and text
+    inked = float((rgb.min(axis=1) < 0.9).mean())  # pixels not (near) white
+    assert 0.005 < inked < 0.9, (path, inked)
 
 
 def test_schedule_reaches_the_target_geometrically():
-    s = reproduce.schedule({"a": 0.08}, 3)
+    s = recipes.schedule({"a": 0.08}, 3)
     kept = [1 - r["a"] for r in s]
     assert abs(kept[-1] - 0.08) < 1e-12 and kept[0] > kept[1] > kept[2]
     assert abs(kept[1] ** 2 - kept[0] * kept[2]) < 1e-12
@@ -41,10 +63,10 @@ def test_reproduce_lenet5_small(tmp_path, mnist_dir):
     net = dc.load(dcz, model=LeNet5())
     assert error_rate(net, load_mnist(mnist_dir).test) == rep["test_error"]
     kept = {r["layer"]: r["kept"] for r in on_disk["layers"]}
-    for layer, want in reproduce.RECIPES["lenet-5"].kept.items():
+    for layer, want in recipes.RECIPES["lenet-5"].kept.items():
         assert abs(kept[layer] - want) < 0.01
     assert on_disk["test_error"] < 25  # it learnt something (chance is 90%), in a few steps
-    bits = reproduce.RECIPES["lenet-5"].bits
+    bits = recipes.RECIPES["lenet-5"].bits
     want = {
         "conv1": bits["conv"],
         "conv2": bits["conv"],
@@ -56,6 +78,11 @@ def test_reproduce_lenet5_small(tmp_path, mnist_dir):
     assert len(torch.unique(w)) <= 2 ** bits["conv"] + 1  # the codebook and zero
     # the reference model is cached for the next run
     assert (tmp_path / "lenet-5-reference.safetensors").exists()
+    # the report and its figures
+    report_md = (tmp_path / "report.md").read_text()
+    for png in ("weights.png", "bytes.png", "accuracy.png"):
+        assert f"]({png})" in report_md
+        assert_plot_png(tmp_path / png)
 
 
 def test_best_recipe_runs_and_uses_its_settings(tmp_path, mnist_dir):
@@ -68,7 +95,7 @@ def test_best_recipe_runs_and_uses_its_settings(tmp_path, mnist_dir):
         train_limit=2000,
         recipe="best",
     )
-    best = reproduce.BEST["lenet-300-100"]
+    best = recipes.BEST["lenet-300-100"]
     kept = {r["layer"]: r["kept"] for r in rep["layers"]}
     for layer, want in best.kept.items():
         assert abs(kept[layer] - want) < 0.01
@@ -76,9 +103,9 @@ def test_best_recipe_runs_and_uses_its_settings(tmp_path, mnist_dir):
     state = dc.load(tmp_path / "lenet-300-100.dcz")
     assert state["ip1.bias"].dtype == torch.float16  # the lean header's float16 biases
     # and the paper recipe stays the paper's: Huffman streams, float32 biases
-    assert reproduce.recipe_for("lenet-300-100", "paper").entropy == "huffman"
+    assert recipes.recipe_for("lenet-300-100", "paper").entropy == "huffman"
     try:
-        reproduce.recipe_for("lenet-300-100", "fastest")
+        recipes.recipe_for("lenet-300-100", "fastest")
     except ValueError as e:
         assert "paper" in str(e)
     else:
@@ -86,7 +113,7 @@ def test_best_recipe_runs_and_uses_its_settings(tmp_path, mnist_dir):
 
 
 def test_best_lenet5_distills_from_the_dense_model(tmp_path, mnist_dir, monkeypatch):
-    from deepcompress import train as train_module
+    from deepcompress.pipeline import train as train_module
 
     teachers = []
     real_train = train_module.train

@@ -1,18 +1,22 @@
 """Running from the compressed form: the same outputs as the decoded dense model."""
 
+import time
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import deepcompress as dc
-from deepcompress import simd
-from deepcompress.models import LeNet5, LeNet300100
+from deepcompress.pipeline.models import LeNet5, LeNet300100
 from deepcompress.runtime import (
     CompressedConv2d,
     CompressedLinear,
-    CompressedMatrix,
     autotune_,
+    layouts,
+    simd,
 )
+from deepcompress.runtime.layouts import CompressedMatrix
 
 
 def rel_err(a, b):
@@ -113,11 +117,54 @@ def test_lenet_files_run_compressed(tmp_path, cls):
         x = torch.randn(batch, 1, 28, 28)
         with torch.no_grad():
             assert rel_err(comp(x), dense(x)) < 1e-5
-    plans = autotune_(comp, torch.randn(2, 1, 28, 28), batch_sizes=(1, 64), repeats=1)
-    assert all(set(p.values()) <= {"compressed", "dense"} for p in plans.values())
-    x = torch.randn(64, 1, 28, 28)
+
+
+@pytest.mark.parametrize("slow", ["compressed", "dense"])
+def test_autotune_picks_the_faster_mode_and_keeps_the_outputs(tmp_path, monkeypatch, slow):
+    """One mode made clearly slower (a sleep in the compressed kernel, `matmul_t`, or in the
+    dense path's weight rebuild, `dense`): autotune must plan the other one for every layer
+    and batch size, the layers must then run that one, and the outputs must not change."""
+    path = lenet_file(tmp_path, LeNet5)
+    dense = dc.load(path, model=LeNet5()).eval()
+    comp = dc.load(path, model=LeNet5(), runtime="compressed").eval()
+    layers = {
+        n: m for n, m in comp.named_modules() if isinstance(m, (CompressedLinear, CompressedConv2d))
+    }
+    assert set(layers) == {"conv1", "conv2", "ip1", "ip2"}
+    xs = {bs: torch.randn(bs, 1, 28, 28) for bs in (1, 64)}
     with torch.no_grad():
-        assert rel_err(comp(x), dense(x)) < 1e-5  # whatever the plan chose
+        before = {bs: comp(x) for bs, x in xs.items()}  # the default plan: compressed
+
+    calls = {"compressed": 0, "dense": 0}
+
+    def timed(fn, mode):
+        def wrapper(self, *args, **kwargs):
+            calls[mode] += 1
+            if mode == slow:
+                time.sleep(0.05)  # far above either mode's own time on these layers
+            return fn(self, *args, **kwargs)
+
+        return wrapper
+
+    for kind in {type(m.weight_c) for m in layers.values()}:
+        monkeypatch.setattr(kind, "matmul_t", timed(kind.matmul_t, "compressed"))
+        monkeypatch.setattr(kind, "dense", timed(kind.dense, "dense"))
+    plans = autotune_(comp, torch.randn(2, 1, 28, 28), batch_sizes=(1, 64), repeats=2)
+    fast = "dense" if slow == "compressed" else "compressed"
+    assert plans == {name: {1: fast, 64: fast} for name in layers}
+    assert all(m.plan == plans[name] for name, m in layers.items())
+    assert calls["compressed"] > 0 and calls["dense"] > 0  # both modes were timed
+
+    for bs, x in xs.items():
+        calls.update(compressed=0, dense=0)
+        with torch.no_grad():
+            y = comp(x)
+            assert calls == {slow: 0, fast: len(layers)}  # each layer ran the planned mode
+            assert rel_err(y, dense(x)) < 1e-5
+        if fast == "compressed":
+            assert torch.equal(y, before[bs])  # the default plan, the same kernels
+        else:
+            assert rel_err(y, before[bs]) < 1e-5
 
 
 @pytest.mark.parametrize(
@@ -155,17 +202,160 @@ def test_bad_runtime_arguments(tmp_path):
         dc.load(path, runtime="compressed")
 
 
-def test_damaged_sections_give_format_error_in_the_compressed_runtime(tmp_path):
-    from deepcompress.testing import mutate_section
+@pytest.mark.parametrize("cls", [LeNet300100, LeNet5])
+def test_compressed_runtime_agrees_with_the_dense_decoder_on_damaged_files(tmp_path, cls):
+    """Data bytes changed behind valid checksums (48 spread over the data, and the first byte
+    of every stream of every tensor: codebooks, code tables, payloads, biases): on each, the
+    compressed runtime raises the FormatError the dense decoder raises, or holds exactly the
+    weights the dense decoder gives for the same bytes. Never anything else."""
+    from deepcompress.testing import mutate_section, split
 
-    good = lenet_file(tmp_path, LeNet300100).read_bytes()
+    good = lenet_file(tmp_path, cls).read_bytes()
+    header, data = split(good)
+    where = set(np.linspace(0, len(data) - 1, 48).astype(int).tolist())
+    for e in header["tensors"]:
+        where |= set((e["offset"] + np.cumsum([0, *e["parts"][:-1]])).tolist())
+    where = sorted(p for p in where if p < len(data))
+    assert len(where) >= 50
     bad = tmp_path / "bad.dcz"
-    errors = 0
-    for pos in range(0, 20000, 397):  # data bytes changed behind valid checksums
-        bad.write_bytes(mutate_section(good, pos, 0xA5))
+    x = torch.randn(4, 1, 28, 28)
+    outcomes = {"decoded": 0, "FormatError": 0}
+    for pos in where:
+        buf = mutate_section(good, pos, 0xA5)
+        bad.write_bytes(buf)
         try:
-            dc.load(bad, model=LeNet300100(), runtime="compressed")
+            want = dc.load_bytes(buf)
         except dc.FormatError as e:
-            assert "tensor '" in str(e)
-            errors += 1
-    assert errors > 0  # some damage is caught by the stream checks, none crashes
+            with pytest.raises(dc.FormatError) as got:
+                dc.load(bad, model=cls(), runtime="compressed")
+            assert str(got.value) == str(e) and "tensor '" in str(e), pos
+            outcomes["FormatError"] += 1
+            continue
+        comp = dc.load(bad, model=cls(), runtime="compressed").eval()  # must not raise
+        seen = set()
+        for name, m in comp.named_modules():
+            if isinstance(m, (CompressedLinear, CompressedConv2d)):
+                w = want[f"{name}.weight"]
+                assert torch.equal(m.weight_c.dense(), w.reshape(m.weight_c.shape)), (pos, name)
+                seen.add(f"{name}.weight")
+        assert len(seen) == (3 if cls is LeNet300100 else 4), pos
+        state = comp.state_dict()  # the biases and anything the runtime did not take over
+        assert set(state) | seen == set(want), pos
+        assert all(torch.equal(v, want[k]) for k, v in state.items()), pos
+        ref = dc.load(bad, model=cls()).eval()
+        with torch.no_grad():
+            y, y_ref = comp(x), ref(x)
+        if torch.isfinite(y_ref).all():
+            assert rel_err(y, y_ref) < 1e-5, pos
+        outcomes["decoded"] += 1
+    # the damage reaches both the stream checks and values no check can tell from good ones
+    assert outcomes["FormatError"] > 0 and outcomes["decoded"] > 0, outcomes
+
+
+K40 = np.linspace(-1, 1, 40, dtype=np.float32)  # k > 32: the AVX-512 kernels gather from it
+BAD_MATRICES = {
+    "position past the end": ((4, 5), [0, 20], [1, 2], K40, r"positions must lie in \[0, 20\)"),
+    "negative position": ((4, 5), [-1, 3], [1, 2], K40, r"positions must lie in \[0, 20\).*-1"),
+    "descending positions": ((4, 5), [7, 3], [1, 2], K40, "ascending and distinct"),
+    "duplicate positions": ((4, 5), [3, 3], [1, 2], K40, "ascending and distinct"),
+    "symbol past the codebook": ((4, 5), [0, 3], [1, 41], K40, r"symbols must lie in \[0, 40\]"),
+    "symbol far past it": ((4, 5), [0, 3], [300, 1], K40[:33], r"\[0, 33\].*300"),
+    "negative symbol": ((4, 5), [0, 3], [1, -1], K40, r"symbols must lie in \[0, 40\].*-1"),
+    "symbol with an empty codebook": ((4, 5), [0], [1], [], r"symbols must lie in \[0, 0\]"),
+    "lengths differ": ((4, 5), [0, 3, 4], [1, 2], K40, "3 positions but 2 symbols"),
+    "float positions": ((4, 5), [0.0, 3.5], [1, 2], K40, "positions must be integers"),
+    "float symbols": ((4, 5), [0, 3], [1.0, 2.0], K40, "symbols must be integers"),
+    "2-D positions": ((4, 5), [[0, 3]], [1, 2], K40, "positions must be a 1-D array"),
+    "huge uint64 position": ((4, 5), np.array([2**63], np.uint64), [1], K40, r"2\*\*63"),
+    "negative shape": ((4, -5), [], [], K40, "shape must be two non-negative ints"),
+    "three dims": ((4, 5, 1), [0], [1], K40, "shape must be two non-negative ints"),
+    "one dim": ((20,), [0], [1], K40, "shape must be two non-negative ints"),
+    "float dim": ((4.0, 5), [0], [1], K40, "shape must be two non-negative ints"),
+    "bool dim": ((True, 5), [0], [1], K40, "shape must be two non-negative ints"),
+    "shape not a sequence": (20, [0], [1], K40, "shape must be two non-negative ints"),
+    "NaN in the codebook": ((4, 5), [0, 3], [1, 2], [0.5, np.nan], "finite"),
+    "inf in the codebook": ((4, 5), [0, 3], [1, 2], [np.inf, 0.5], "finite"),
+    "overflows float32": ((4, 5), [0, 3], [1, 2], [1e39, 0.5], "finite"),
+    "2-D codebook": ((4, 5), [0, 3], [1, 2], [[0.5, 1.0]], "codebook must be a 1-D array"),
+    "too many shared values": ((4, 5), [0], [1], np.ones(65537, np.float32), "65536"),
+}
+
+
+@pytest.mark.parametrize("layout", ["auto", "entries", "index", "bitmap"])
+@pytest.mark.parametrize("case", list(BAD_MATRICES))
+def test_from_positions_refuses_bad_input_before_any_kernel(monkeypatch, case, layout):
+    def reached(*args, **kwargs):
+        raise AssertionError("an unchecked input reached a layout's build or a kernel")
+
+    for kind in (layouts.EntryMatrix, layouts.IndexMatrix, layouts.BitmapMatrix):
+        monkeypatch.setattr(kind, "build", classmethod(reached))
+    for kernel in ("_entries_mm", "_entries_dense", "_index_mm_ref", "_bitmap_mm_ref"):
+        monkeypatch.setattr(layouts, kernel, reached)
+    monkeypatch.setattr(simd, "run", reached)
+    shape, positions, symbols, codebook, message = BAD_MATRICES[case]
+    with pytest.raises(ValueError, match=message):
+        CompressedMatrix.from_positions(shape, positions, symbols, codebook, layout)
+
+
+@pytest.mark.parametrize("layout", ["entries", "index", "bitmap"])
+def test_from_positions_takes_good_input_at_the_limits(layout):
+    # fillers (symbol 0) dropped, the first and last element, every symbol 1..k of k = 40
+    positions = np.array([0, 1, 5, 6, 7, *range(8, 48), 59], dtype=np.int32)
+    symbols = np.array([0, 40, 0, 1, 0, *range(1, 41), 2], dtype=np.uint8)
+    m = CompressedMatrix.from_positions((4, 15), positions, symbols, K40, layout)
+    want = torch.zeros(60)
+    real = symbols > 0
+    want[torch.from_numpy(positions[real].astype(np.int64))] = torch.from_numpy(
+        K40[symbols[real].astype(np.int64) - 1]
+    )
+    want = want.reshape(4, 15)
+    assert m.layout == layout and torch.equal(m.dense(), want)
+    x = torch.randn(3, 15)
+    assert rel_err(m.matmul_t(x), x.double() @ want.double().T) < 1e-5
+    # torch.Size and numpy ints as the shape, lists as the arrays, an integer codebook
+    m = CompressedMatrix.from_positions(torch.Size([2, np.int64(3)]), [0, 5], [1, 2], [3, -1])
+    assert torch.equal(m.dense(), torch.tensor([[3.0, 0, 0], [0, 0, -1.0]]))
+    for shape in ((3, 0), (0, 5), (0, 0)):  # nothing kept, nowhere to keep it
+        m = CompressedMatrix.from_positions(shape, [], [], [], layout)
+        assert torch.equal(m.matmul_t(torch.randn(2, shape[1])), torch.zeros(2, shape[0]))
+        assert torch.equal(m.dense(), torch.zeros(shape))
+
+
+def test_from_dense_goes_through_the_checks():
+    w = shared_weight(6, 10, 0.5)
+    w[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        CompressedMatrix.from_dense(w)
+    w[2, 3] = float("inf")
+    with pytest.raises(ValueError, match="finite"):
+        CompressedMatrix.from_dense(w)
+    with pytest.raises(ValueError, match="shape must be two"):
+        CompressedMatrix.from_dense(shared_weight(6, 10, 0.5).reshape(2, 3, 10))
+
+
+def test_from_positions_checks_cost_little():
+    """The checks are vectorised: on 1.7M kept weights they take a fraction of the build."""
+    rng = np.random.default_rng(0)
+    positions = np.flatnonzero(rng.random(4096 * 4096) < 0.1)
+    symbols = rng.integers(1, 33, len(positions))
+    codebook = rng.standard_normal(32).astype(np.float32)
+    t0 = time.perf_counter()
+    layouts._checked((4096, 4096), positions, symbols, codebook)
+    checks = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    CompressedMatrix.from_positions((4096, 4096), positions, symbols, codebook, "entries")
+    whole = time.perf_counter() - t0
+    assert checks < 0.5 * whole
+
+
+@pytest.mark.parametrize("layout", ["entries", "index", "bitmap"])
+def test_products_near_the_float32_limit_are_formed_in_float64(layout):
+    """Every numba kernel forms each product in float64, as it sums: a weight near float32's
+    limit times an x above 1 must not overflow on its way into a finite sum (the batch-1
+    "entries" loop once multiplied in float32, giving inf - inf = nan here)."""
+    m = CompressedMatrix.from_positions((1, 2), [0, 1], [1, 2], [3e38, -3e38], layout)
+    for batch in (1, 3):
+        x = torch.tensor([[1.5, 1.4]]).repeat(batch, 1)
+        y = m.matmul_t(x) if layout == "entries" else m.matmul_t(x, use_simd=False)
+        want = x.double() @ torch.tensor([[3e38, -3e38]], dtype=torch.float64).T
+        assert torch.isfinite(y).all() and rel_err(y.double(), want) < 1e-6, y

@@ -6,10 +6,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import deepcompress as dc
-from deepcompress.data import load_digits
-from deepcompress.models import DigitsMLP
-from deepcompress.pruning import compressible_layers, current_mask
-from deepcompress.sensitivity import (
+from deepcompress.analysis import (
     DEFAULT_SPARSITIES,
     area_above_baseline,
     auto_sparsity,
@@ -17,7 +14,11 @@ from deepcompress.sensitivity import (
     sensitivity,
     tolerated_sparsity,
 )
-from deepcompress.train import TrainConfig, error_rate, train
+from deepcompress.parametrizations import current_mask
+from deepcompress.pipeline.data import load_digits
+from deepcompress.pipeline.models import DigitsMLP
+from deepcompress.pipeline.train import TrainConfig, error_rate, train
+from deepcompress.targets import compressible_layers
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,6 +52,28 @@ def model(trained):
 @pytest.fixture
 def val_error(digits):
     return lambda m: error_rate(m, digits.val)
+
+
+def assert_plot_png(path):
+    """`path` is a whole, valid PNG of a plot: its signature, chunks that pass their CRCs,
+    pixels that decode to a sensible size, many colours, and ink on a small part of the
+    canvas (not blank, not one solid fill). No exact pixel size: that is matplotlib's."""
+    import matplotlib.image
+    import numpy as np
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as im:
+        assert im.format == "PNG", path
+        im.verify()  # every chunk's CRC; raises on a damaged or truncated file
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[2] in (3, 4), (path, img.shape)
+    h, w = img.shape[:2]
+    assert 150 <= min(h, w) and max(h, w) <= 4000 and 1 / 5 <= h / w <= 5, (path, h, w)
+    rgb = img[..., :3].reshape(-1, 3)
+    assert len(np.unique(rgb, axis=0)) > 16, path  # anti-aliased lines and text
+    inked = float((rgb.min(axis=1) < 0.9).mean())  # pixels not (near) white
+    assert 0.005 < inked < 0.9, (path, inked)
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -223,7 +246,7 @@ def test_plot_is_written_as_png(model, val_error, tmp_path):
     table = sensitivity(model, val_error, sparsities=[0.0, 0.5, 0.9, 0.99])
     out = tmp_path / "sensitivity.png"
     plot_sensitivity(table, out, ylabel="validation error (%)")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_plot_png(out)
     assert [p.name for p in tmp_path.iterdir()] == ["sensitivity.png"]  # no temporary left
     with pytest.raises(FileNotFoundError):
         plot_sensitivity(table, tmp_path / "missing" / "x.png")

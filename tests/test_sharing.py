@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -73,7 +75,7 @@ def test_centroid_gradient_is_the_sum_of_its_weights_gradients():
     for i in (0, 2):
         p = shared_parts(net[i])
         expected = torch.zeros_like(p.codebook)
-        g, idx = dense[i].weight.grad.reshape(-1), p.idx.reshape(-1)
+        g, idx = dense[i].weight.grad.reshape(-1), p.idx.reshape(-1).long()
         for j in range(len(g)):
             if idx[j] > 0:
                 expected[idx[j] - 1] += g[j]
@@ -115,7 +117,6 @@ def test_quantize_settings_errors():
 
 
 def test_deep_copies_stay_independent():
-    import copy
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(), nn.Linear(12, 4))
@@ -168,3 +169,30 @@ def test_prefix_sum_lloyd_matches_full_assignment_lloyd(init, k):
     c0 = init_centroids(xs, k, init, seed=2)
     got = _lloyd(xs, c0.copy(), 300)
     np.testing.assert_allclose(got, reference_lloyd(xs, c0.copy()), atol=1e-9)
+
+
+def test_indices_take_the_narrowest_dtype_and_gradients_match_int64_indexing():
+    """Issue 15: `Shared` held an int64 index per weight (8 bytes) while fine-tuning; it holds
+    the narrowest integer type for its codebook, and trains exactly like int64 indexing."""
+    from deepcompress.parametrizations import Shared, index_dtype
+
+    assert [index_dtype(k) for k in (1, 255, 256, 32767, 32768, 65536)] == [
+        torch.uint8, torch.uint8, torch.int16, torch.int16, torch.int32, torch.int32,
+    ]  # fmt: skip
+    net = nn.Sequential(nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 40))
+    dc.prune_(net, sparsity=0.3)
+    dc.quantize_(net, bits={"0": 5, "2": 9})  # 840 kept weights in 512 clusters
+    assert shared_parts(net[0]).idx.dtype == torch.uint8  # one byte a weight
+    assert shared_parts(net[2]).idx.dtype == torch.int16
+    x = torch.randn(7, 40)
+    for i in (0, 2):  # the weight is the plain int64 gather of the table
+        p = shared_parts(net[i])
+        table = torch.cat([torch.zeros(1), p.codebook.detach()])
+        assert torch.equal(net[i].weight.detach(), table[p.idx.long()])
+    assert net(x).shape == (7, 40)
+    big = Shared(torch.randn(300), torch.randint(0, 301, (4, 4)))
+    assert big.idx.dtype == torch.int16
+    out = big(torch.empty(0))
+    out.sum().backward()
+    expected = torch.bincount(big.idx.reshape(-1).long(), minlength=301)[1:].float()
+    assert torch.equal(big.codebook.grad, expected)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from deepcompress.sparse_index import (
+from deepcompress.coding.sparse_index import (
     decode_positions,
     encode_positions,
     filler_count,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from deepcompress.data import Split
-from deepcompress.train import TrainConfig, train
+from deepcompress.pipeline.data import Split
+from deepcompress.pipeline.train import TrainConfig, train
 
 
 def kl_to(teacher, student, x, t=4.0):

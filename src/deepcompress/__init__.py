@@ -3,32 +3,48 @@
 import deepcompress as dc
 dc.prune_(model, sparsity=0.9)        # stage 1: magnitude pruning, masks held in training
 dc.quantize_(model)                   # stage 2: k-means weight sharing, trainable codebooks
-dc.save(model, "model.dcz")           # stage 3: sparse index + Huffman coding, one file
+dc.save(model, "model.dcz")           # stage 3: sparse index + entropy coding, one file
 state = dc.load("model.dcz")          # {name: dense tensor}
 dc.encode_state_dict(sd, "m.dcz", sparsity=0.5, bits=6)  # post-training, no retraining
+
+The names below are loaded on first use (PEP 562), so `import deepcompress` stays cheap: it
+imports neither torch nor numba until a verb needs them.
 """
 
-from .api import __version__, load, load_bytes, save, strip_
-from .errors import FormatError
-from .posttrain import encode_state_dict
-from .pruning import magnitude_mask, prune_, threshold_mask
-from .sensitivity import auto_sparsity, plot_sensitivity, sensitivity
-from .sharing import kmeans_1d, quantize_
+from __future__ import annotations
 
-__all__ = [
-    "FormatError",
-    "__version__",
-    "auto_sparsity",
-    "encode_state_dict",
-    "kmeans_1d",
-    "load",
-    "load_bytes",
-    "magnitude_mask",
-    "plot_sensitivity",
-    "prune_",
-    "quantize_",
-    "save",
-    "sensitivity",
-    "strip_",
-    "threshold_mask",
-]
+import importlib
+
+from ._version import __version__
+from .errors import FormatError
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "auto_sparsity": "analysis",
+    "encode_state_dict": "api",
+    "kmeans_1d": "sharing",
+    "load": "api",
+    "load_bytes": "api",
+    "magnitude_mask": "pruning",
+    "plot_sensitivity": "analysis",
+    "prune_": "pruning",
+    "quantize_": "sharing",
+    "save": "api",
+    "sensitivity": "analysis",
+    "strip_": "parametrizations",
+    "threshold_mask": "pruning",
+}
+
+__all__ = ["FormatError", "__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'deepcompress' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,8 +1,7 @@
-"""Model-level verbs that touch files: `save` and `load`.
+"""The model-level verbs that touch files: `save`, `encode_state_dict`, `load`, `load_bytes`.
 
-`save` walks a model the way `state_dict()` names it, picks a codec per tensor (`shared` for
-weight-shared layers, `sparse` for pruned ones, `raw` for everything else) and writes one file
-atomically. `load` reads it back into plain dense tensors, or into a model.
+They are thin: encoding is `encode` (the one encode path), writing `format.writer`, reading
+`format.reader` (the one reader), and running from the compressed form `runtime`.
 
 Tied tensors (one tensor under several `state_dict()` names: a Parameter shared by two
 modules, a module registered twice) are stored once, under their first name; the header's
@@ -12,104 +11,22 @@ modules, a module registered twice) are stored once, under their first name; the
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
 
-from . import codec
-from . import runtime as rt
-from .errors import FormatError
-from .fileformat import (
-    DEFAULT_MAX_ELEMENTS,
-    Record,
-    from_bytes,
-    to_bytes,
-    write_atomic,
-)
-from .pruning import Masked, per_layer
-from .sharing import Shared
+from ._version import __version__
+from .encode import POSTTRAIN_BITS, POSTTRAIN_INIT, POSTTRAIN_SPARSITY, model_records, state_records
+from .format import reader
+from .format.container import DEFAULT_MAX_ELEMENTS
+from .format.writer import write_records
+from .parametrizations import strip_
 
-__version__ = "0.1.0"
+__all__ = ["__version__", "encode_state_dict", "load", "load_bytes", "save", "strip_"]
 
-
-def compressed_state(model: nn.Module) -> list[tuple[str, torch.Tensor, nn.Module | None]]:
-    """`(name, tensor, parametrization)` for every tensor `model.state_dict()` would hold,
-    under its plain name (`ip1.weight`, not `ip1.parametrizations.weight.original`); the
-    parametrization is the `Shared`/`Masked` module holding that tensor's codes, or None.
-    A tied tensor comes once per name (see `tied_state`)."""
-    return [(name, t, holder) for name, t, holder, _ in tied_state(model)]
-
-
-def tied_state(model: nn.Module) -> list[tuple[str, torch.Tensor, nn.Module | None, object]]:
-    """`compressed_state` with a fourth field per tensor, its tie key: equal keys mean one and
-    the same tensor (the same parametrization list, or the same storage, shape, strides and
-    dtype); None for an empty tensor, which is never deduplicated."""
-    out = []
-    for prefix, module in model.named_modules(remove_duplicate=False):
-        if isinstance(module, parametrize.ParametrizationList) or ".parametrizations." in (
-            f".{prefix}."
-        ):
-            continue
-        dot = prefix + "." if prefix else ""
-        if parametrize.is_parametrized(module):
-            for tname, plist in module.parametrizations.items():
-                ours = [p for p in plist if isinstance(p, (Shared, Masked))]
-                out.append(
-                    (
-                        dot + tname,
-                        getattr(module, tname).detach(),
-                        ours[-1] if ours else None,
-                        ("parametrized", id(plist)),
-                    )
-                )
-        for tname, p in module._parameters.items():
-            if p is not None:
-                out.append((dot + tname, p.detach(), None, storage_key(p)))
-        for tname, b in module._buffers.items():
-            if b is not None and tname not in module._non_persistent_buffers_set:
-                out.append((dot + tname, b.detach(), None, storage_key(b)))
-    return out
-
-
-def storage_key(t: torch.Tensor):
-    """A key equal for two tensors exactly when they view the same memory the same way (same
-    device, data pointer, shape, strides and dtype), so storing one stores both; None for an
-    empty tensor (they may all share a null pointer)."""
-    if t.numel() == 0:
-        return None
-    return ("storage", str(t.device), t.data_ptr(), tuple(t.shape), t.stride(), t.dtype)
-
-
-def encode_tensor(
-    name: str,
-    t: torch.Tensor,
-    holder: nn.Module | None,
-    index_bits: int | None = None,
-    entropy: str = "auto",
-    raw_dtype: torch.dtype | None = None,
-) -> Record:
-    """A `Record` for one tensor: `shared` if it is weight-shared, `sparse` if pruned, else raw
-    (a floating-point raw tensor cast to `raw_dtype` if one is given)."""
-    if holder is None and raw_dtype is not None and t.is_floating_point():
-        t = t.to(raw_dtype)
-    dtype = codec.dtype_name(t.dtype)
-    if isinstance(holder, Shared):
-        params, parts = codec.encode_shared(
-            holder.idx, holder.codebook.detach(), index_bits, entropy
-        )
-        kind = "shared"
-    elif isinstance(holder, Masked):
-        params, parts = codec.encode_sparse(t, index_bits, entropy)
-        kind = "sparse"
-    else:
-        params, parts = codec.encode_raw(t)
-        kind = "raw"
-    return Record(name, tuple(t.shape), dtype, kind, params, parts)
+Spec = float | int | None | Mapping[str, float | int | None]
 
 
 def save(
@@ -134,93 +51,107 @@ def save(
     Args:
         model: a module, usually after `prune_` and/or `quantize_`.
         path: the file to write (conventionally `*.dcz`); its folder must exist.
-        index_bits: width of a stored gap, an int or a mapping by layer or tensor name,
-            pattern or kind (as `prune_`'s settings); None (the default, or a tensor the
-            mapping does not reach) picks, per tensor, the width that gives the smallest file.
+        index_bits: width of a stored gap, an int or a mapping by tensor or layer name or
+            pattern (as `prune_`'s settings) over the pruned or weight-shared tensors; None
+            (the default, or a tensor the mapping does not reach) picks, per tensor, the
+            width that gives the smallest file.
         entropy: the coder of each stream: "auto" (the smallest of those available),
             "huffman" (the paper's), "rans" or "cabac".
         raw_dtype: store the tensors kept as they are (biases, norms, unpruned layers) in this
             float dtype, e.g. `torch.float16` (lossy: on request only); None keeps theirs.
         meta: optional JSON-serialisable dict stored in the header (e.g. a training report);
-            its key "tied" is reserved.
-        progress: show a progress bar over the tensors being encoded.
+            its keys "tied" and "deepcompress" are reserved.
+        progress: show progress over the tensors being encoded.
 
     Returns:
         The size of the written file in bytes.
 
     Raises:
-        ValueError: non-finite weights, a dtype the format cannot hold, or `meta["tied"]`.
+        ValueError: non-finite weights, a dtype the format cannot hold, an `index_bits` key
+            that reaches no compressed tensor, or a reserved `meta` key.
         FileNotFoundError: the folder of `path` does not exist.
     """
-    check_meta(meta)
-    records, stored, tied = [], {}, {}
-    modules = dict(model.named_modules(remove_duplicate=False))
-    for name, tensor, holder, key in tqdm(
-        tied_state(model), desc="encode", unit="tensor", disable=not progress, leave=False
-    ):
-        if key is not None and key in stored:
-            tied[name] = stored[key]  # the same tensor as one already written
-            continue
-        if key is not None:
-            stored[key] = name
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"tensor {name!r} contains NaN or infinity; refusing to save it")
-        layer, _, tname = name.rpartition(".")
-        ib = per_layer(index_bits, layer, modules[layer], tname) if holder is not None else None
-        records.append(encode_tensor(name, tensor, holder, ib, entropy, raw_dtype))
-    return write_records(records, path, {}, meta, tied)
+    _check_meta(meta)
+    records, tied = model_records(
+        model, index_bits=index_bits, entropy=entropy, raw_dtype=raw_dtype, progress=progress
+    )
+    return write_records(records, path, dict(meta or {}), tied)
 
 
-def check_meta(meta: dict | None) -> None:
-    """ValueError if a caller's `meta` uses the reserved key "tied"."""
-    if meta and "tied" in meta:
-        raise ValueError("meta key 'tied' is reserved: it lists the file's tied tensors")
+def encode_state_dict(
+    state: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    sparsity: Spec = POSTTRAIN_SPARSITY,
+    bits: Spec = POSTTRAIN_BITS,
+    index_bits: int | None = None,
+    entropy: str = "auto",
+    init: str = POSTTRAIN_INIT,
+    exclude: Iterable[str] = (),
+    meta: dict | None = None,
+    progress: bool = False,
+) -> int:
+    """Compress a state dict's weights without retraining and write one file, atomically.
 
+    Every floating-point tensor of two or more dimensions (the weights of Linear, Conv and
+    Embedding layers) that `exclude` does not name is pruned to `sparsity` by magnitude and
+    its kept weights are shared through a `2**bits`-entry k-means codebook. Everything else
+    (biases, norms, buffers, integer tensors) is stored losslessly, so `load(path)` returns
+    every key of `state`. The header's `meta["encode"]` records the settings each weight got.
 
-def write_records(records: list[Record], path, info: dict, meta: dict | None, tied: dict) -> int:
-    """Write a whole file atomically: `records`, and a header `meta` made of the writer's
-    version, `info`, the caller's `meta` and (when there are aliases) `tied`. Returns its size."""
-    header = {"deepcompress": __version__, **info, **(meta or {})}
-    if tied:
-        header["tied"] = tied
-    data = to_bytes(records, header)
-    write_atomic(path, data)
-    return len(data)
+    Tensors of `state` that are one and the same memory (same storage pointer, shape, strides
+    and dtype: the tied weights of `model.state_dict()`, e.g. an LM's input embedding and
+    output projection) are stored once, under their first name, and the header's
+    `meta["tied"]` maps each other name to it; `load` returns every name. Equal tensors in
+    different memory are stored twice. The names of a tied tensor must not get different
+    settings (names no pattern reaches do not count), and excluding any of them stores it raw.
 
+    Args:
+        state: `{name: tensor}`, e.g. `model.state_dict()` or a safetensors file's contents.
+        path: the file to write; its folder must exist.
+        sparsity: fraction of each weight tensor to prune, a float or `{pattern: float}`
+            (a tensor's or layer's exact name wins, else the first matching pattern;
+            unmatched tensors are not pruned). Patterns are globs on the tensor or layer name,
+            or `re:<regex>`; every key must reach a weight tensor.
+        bits: codebook bits (1..16), an int or `{pattern: int}` (unmatched: 8); None keeps the
+            kept weights at full precision (no weight sharing).
+        index_bits: width of a stored gap; None picks the smallest per tensor.
+        entropy: "auto" (per stream, the smallest of the coders), "huffman", "rans" or "cabac".
+        init: k-means initialisation; "density" by default (see `encode.POSTTRAIN_INIT`).
+        exclude: patterns of weight tensors to store losslessly as they are.
+        meta: optional JSON-serialisable dict stored in the header; its keys "tied",
+            "deepcompress" and "encode" are reserved.
+        progress: show progress over the tensors.
 
-def tied_names(meta: dict, records: list[Record], max_elements: int = DEFAULT_MAX_ELEMENTS):
-    """The checked `meta["tied"]` of a file: `{alias: stored name}` ({} when absent).
-
-    The header is untrusted: `tied` must be an object whose every key is a name (a non-empty
-    string of at most 1024 characters) that no stored tensor has, and whose every value is the
-    name of a stored tensor (never another alias); an alias takes that tensor's shape and
-    dtype. The elements of the stored tensors plus those of every alias count against
-    `max_elements` (a decoded alias is a copy).
+    Returns:
+        The size of the written file in bytes.
 
     Raises:
-        FormatError: any of these does not hold.
+        ValueError: NaN or infinite values, a setting out of range, a key or exclude pattern
+            that reaches no weight tensor (or a kind key: a state dict has no layer kinds),
+            different settings for one tied tensor, a reserved `meta` key, or an unknown
+            init/entropy.
+        TypeError: a value of `state` that is not a tensor.
     """
-    tied = meta.get("tied", {})
-    if not isinstance(tied, dict):
-        raise FormatError("header meta 'tied' must be an object {alias: stored tensor name}")
-    shapes = {r.name: r.shape for r in records}
-    elements = sum(int(np.prod(r.shape, dtype=object)) for r in records)
-    for alias, target in tied.items():
-        if not alias or len(alias) > 1024:
-            raise FormatError("header meta 'tied': an alias must be a name of 1..1024 chars")
-        if alias in shapes:
-            raise FormatError(f"header meta 'tied': {alias!r} is also a stored tensor")
-        if not isinstance(target, str) or target not in shapes:
-            raise FormatError(
-                f"header meta 'tied': {alias!r} is tied to {target!r}, which is not a stored tensor"
-            )
-        elements += int(np.prod(shapes[target], dtype=object))
-        if elements > max_elements:
-            raise FormatError(
-                f"tied tensor {alias!r}: the file declares over {max_elements} elements in "
-                f"all, its aliases included (the max_elements limit)"
-            )
-    return tied
+    _check_meta(meta, reserved=("tied", "deepcompress", "encode"))
+    records, tied, settings = state_records(
+        state,
+        sparsity=sparsity,
+        bits=bits,
+        index_bits=index_bits,
+        entropy=entropy,
+        init=init,
+        exclude=exclude,
+        progress=progress,
+    )
+    return write_records(records, path, {"encode": settings, **(meta or {})}, tied)
+
+
+def _check_meta(meta: dict | None, reserved: tuple[str, ...] = ("tied", "deepcompress")) -> None:
+    """ValueError if a caller's `meta` uses a key the writer sets itself."""
+    used = [k for k in reserved if meta and k in meta]
+    if used:
+        raise ValueError(f"meta keys {used} are reserved: the writer sets them")
 
 
 def load(
@@ -233,7 +164,7 @@ def load(
     """Decode a compressed file.
 
     Args:
-        path: a file written by `save`.
+        path: a file written by `save` or `encode_state_dict`.
         model: optional module to load the weights into (strictly: every key must match). Any
             deepcompress masks or codebooks on it are removed first, so it becomes a plain
             dense model holding the decoded weights. Weights tied in `model` stay tied (every
@@ -252,87 +183,47 @@ def load(
     Raises:
         FileNotFoundError: no such file.
         FormatError: the file is damaged or not a deepcompress file (a bad `meta["tied"]`
-            included, see `tied_names`).
+            included).
         ValueError: the file's tensors do not match `model`'s, or an unknown runtime.
     """
     if runtime not in ("dense", "compressed"):
         raise ValueError(f"runtime must be 'dense' or 'compressed', not {runtime!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {str(path)!r}")
-    records, meta = from_bytes(path.read_bytes(), max_elements)
-    tied = tied_names(meta, records, max_elements)
-    by_name = {r.name: r for r in records}
-    names = {**by_name, **{alias: by_name[target] for alias, target in tied.items()}}
-    keep = _runnable_compressed(names, model) if runtime == "compressed" else {}
+    if runtime == "compressed" and model is None:
+        raise ValueError("runtime='compressed' needs a model to put the layers in")
+    file = reader.read(path, max_elements)
+    if model is None:
+        return file.decode()
+    strip_(model)
+    names = file.names()
+    kept: set[str] = set()
+    if runtime == "compressed":
+        from .runtime.modules import swap_compressed_  # the last stage, loaded on demand
+
+        kept = swap_compressed_(model, names)
+    from .coding.codec import decode_record
+
     decoded: dict[str, torch.Tensor] = {}
     state = {}
     for name, rec in names.items():
         layer, _, tname = name.rpartition(".")
-        if layer in keep and tname in ("weight", "bias"):
+        if layer in kept and tname in ("weight", "bias"):
             continue
         if rec.name not in decoded:
-            decoded[rec.name] = codec.decode_record(rec)
+            decoded[rec.name] = decode_record(rec)
         state[name] = decoded[rec.name]
-    if model is None:
-        # An alias gets its own copy, so that the dict can go anywhere a state dict goes
-        # (safetensors refuses tensors that share memory).
-        return {k: v if k in by_name else v.clone() for k, v in state.items()}
-    strip_(model)
-    for layer, (rec, bias) in keep.items():
-        _replace(
-            model,
-            layer,
-            rt.compressed_layer(
-                model.get_submodule(layer),
-                rt.matrix_from_record(rec),
-                None if bias is None else codec.decode_record(bias),
-            ),
-        )
     try:
         # Tied names carry the same tensor, so a tied model stays tied (load_state_dict
         # copies into the one Parameter, once per name).
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
-        raise ValueError(f"{path.name} does not fit the model: {e}") from None
-    missing = [k for k in result.missing_keys if k.rpartition(".")[0] not in keep]
+        raise ValueError(f"{Path(path).name} does not fit the model: {e}") from None
+    missing = [k for k in result.missing_keys if k.rpartition(".")[0] not in kept]
     if missing or result.unexpected_keys:
         raise ValueError(
-            f"{path.name} does not match the model: missing {missing}, "
+            f"{Path(path).name} does not match the model: missing {missing}, "
             f"unexpected {result.unexpected_keys}"
         )
     return model
-
-
-def _runnable_compressed(names: dict[str, Record], model: nn.Module | None) -> dict:
-    """{layer: (weight record, bias record or None)} for the layers that can run compressed;
-    `names` maps every name of the file (aliases included) to its record."""
-    if model is None:
-        raise ValueError("runtime='compressed' needs a model to put the layers in")
-    out = {}
-    for name, rec in names.items():
-        layer, _, tname = name.rpartition(".")
-        try:
-            module = model.get_submodule(layer)
-        except AttributeError:
-            continue
-        if (
-            tname == "weight"
-            and rec.codec == "shared"
-            and tuple(module.weight.shape) == rec.shape
-            and rt.supports(module)
-        ):
-            out[layer] = (rec, names.get(f"{layer}.bias"))
-    return out
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
-def _decode(records) -> dict[str, torch.Tensor]:
-    return {rec.name: codec.decode_record(rec) for rec in records}
 
 
 def load_bytes(data: bytes, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, torch.Tensor]:
@@ -349,45 +240,4 @@ def load_bytes(data: bytes, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict
     Raises:
         FormatError: the bytes are damaged, truncated or not a deepcompress file.
     """
-    records, meta = from_bytes(data, max_elements)
-    tied = tied_names(meta, records, max_elements)
-    state = _decode(records)
-    for alias, target in tied.items():
-        state[alias] = state[target].clone()
-    return state
-
-
-def strip_(model: nn.Module) -> nn.Module:
-    """Remove deepcompress's masks and codebooks, leaving plain dense weights (in place).
-
-    Args:
-        model: a module after `prune_` and/or `quantize_`.
-
-    Returns:
-        `model`, whose `state_dict()` has its original keys again (`ip1.weight`, ...). Modules
-        that computed their weight through one shared parametrization (a tied weight, see
-        `prune_`) get one and the same Parameter again.
-    """
-    # id(parametrization list) -> (the list, kept alive so that its id stays unique, and the
-    # Parameter made from it)
-    made: dict[int, tuple[nn.Module, nn.Parameter]] = {}
-    for module in model.modules():
-        if not parametrize.is_parametrized(module):
-            continue
-        for tname in list(module.parametrizations.keys()):
-            plist = module.parametrizations[tname]
-            if not any(isinstance(p, (Shared, Masked)) for p in plist):
-                continue
-            if len(module.parametrizations) > 1:
-                parametrize.remove_parametrizations(module, tname, leave_parametrized=True)
-                continue
-            # The common case, undone by hand: torch's remove_parametrizations deletes the
-            # property from the module's generated class, which copy.deepcopy shares, and
-            # so would break every deep copy of this model.
-            if id(plist) not in made:
-                value = getattr(module, tname).detach().clone()
-                made[id(plist)] = (plist, nn.Parameter(value))
-            del module.parametrizations
-            module.__class__ = module.__class__.__bases__[0]
-            module.register_parameter(tname, made[id(plist)][1])
-    return model
+    return reader.read(bytes(data), max_elements).decode()

@@ -12,38 +12,34 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .api import tied_state
-from .pruning import Masked, Slot, tie_
-from .sharing import Shared
+from .format.writer import atomic_path
+from .parametrizations import Masked, Shared, tie_
+from .targets import Slot, dedup, model_state
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict) -> None:
     """Write `model` and `meta` (JSON-serialisable) to `path` atomically. A tied tensor is
     written once; the metadata's `tied` maps its other names to the stored one."""
-    tensors, stored, tied = {}, {}, {}
-    for name, t, holder, key in tied_state(model):
-        if key is not None and key in stored:
-            tied[name] = stored[key]
+    state = model_state(model)
+    groups, tied = dedup((name, key) for name, _, _, key in state)
+    tensors = {}
+    for name, t, holder, _ in state:
+        if name not in groups:
             continue
-        if key is not None:
-            stored[key] = name
         tensors[name] = t.contiguous().clone()
         if isinstance(holder, Masked):
             tensors[f"{name}.__mask"] = holder.mask.to(torch.uint8).contiguous()
         elif isinstance(holder, Shared):
             tensors[f"{name}.__codebook"] = holder.codebook.detach().contiguous().clone()
             tensors[f"{name}.__idx"] = holder.idx.contiguous()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "tied": json.dumps(tied)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "tied": json.dumps(tied)})
 
 
 def read_meta(path: str | os.PathLike) -> dict:

@@ -12,10 +12,10 @@ import os
 import sys
 from pathlib import Path
 
-from . import api
+from ._optional import MissingExtra
+from ._version import __version__
+from .coding.coders import ENTROPY_CHOICES
 from .errors import FormatError
-from .posttrain import encode_state_dict as api_encode
-from .posttrain import load_config
 
 EXAMPLES = {
     "reproduce": "example: deepcompress reproduce lenet-300-100 --data ~/mnist --out runs/lenet",
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="deepcompress",
         description="Deep Compression for PyTorch: prune, share weights, Huffman-code.",
     )
-    p.add_argument("--version", action="version", version=f"deepcompress {api.__version__}")
+    p.add_argument("--version", action="version", version=f"deepcompress {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     p.epilog = "exit status: 0 success, 1 failure, 2 bad input (a missing or damaged file)"
     sub = p.add_subparsers(dest="command", required=True)
@@ -56,9 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     r = add("reproduce", "reproduce the paper's LeNet result on MNIST")
     r.add_argument("model", choices=["lenet-300-100", "lenet-5"])
-    r.add_argument(
-        "--data", help="MNIST folder (default: $DEEPCOMPRESS_DATA, else ../shared/data/mnist)"
-    )
+    r.add_argument("--data", help="MNIST folder (default: $DEEPCOMPRESS_DATA)")
     r.add_argument("--out", default=".", help="output folder (default: current)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument(
@@ -81,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=["paper", "best"],
         default="paper",
-        help="the paper's settings, or the smallest file at the paper's accuracy (issue 9)",
+        help="the paper's settings, or the smallest file at the paper's accuracy",
     )
     r.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -116,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="store as is")
     e.add_argument(
         "--entropy",
-        choices=["auto", "huffman", "rans", "cabac"],
+        choices=ENTROPY_CHOICES,
         help="entropy coder of each stream: the smallest (auto), or one, e.g. the paper's Huffman",
     )
     e.add_argument("--quiet", action="store_true", help="no progress output")
@@ -148,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bench(args) -> int:
-    from .runtime import bench_file
+    from .runtime.modules import bench_file
 
     rows = bench_file(args.file, tuple(args.batch), args.repeats)
     if args.json:
@@ -172,7 +170,7 @@ def _bench(args) -> int:
 
 
 def _inspect(args) -> int:
-    from .report import describe, format_description
+    from .format.inspect import describe, format_description
 
     d = describe(args.file)
     print(json.dumps(d, indent=2) if args.json else format_description(d))
@@ -180,7 +178,7 @@ def _inspect(args) -> int:
 
 
 def _reproduce(args, name: str, data=None, extra=None) -> int:
-    from .reproduce import run_parallel
+    from .pipeline.reproduce import run_parallel
 
     extra = extra or {}
     nproc = extra.pop("nproc", 1)
@@ -203,9 +201,9 @@ def _reproduce(args, name: str, data=None, extra=None) -> int:
     return 0
 
 
-def _decode(args) -> int:
-    from safetensors.torch import save_file
-
+def _paths(args) -> tuple[Path, Path]:
+    """The input and output paths of decode/encode, checked: the input exists, the output's
+    folder exists, and the output is not the input."""
     src, dst = Path(args.file), Path(args.output)
     if not src.is_file():
         raise FileNotFoundError(f"no such file: {args.file!r}")
@@ -213,10 +211,19 @@ def _decode(args) -> int:
         raise ValueError("the output would overwrite the input file")
     if not dst.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(dst.parent)!r} does not exist")
-    state = {k: v.contiguous() for k, v in api.load(src).items()}
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    save_file(state, str(tmp), metadata={"source": src.name})
-    os.replace(tmp, dst)
+    return src, dst
+
+
+def _decode(args) -> int:
+    from safetensors.torch import save_file
+
+    from .api import load
+    from .format.writer import atomic_path
+
+    src, dst = _paths(args)
+    state = {k: v.contiguous() for k, v in load(src).items()}
+    with atomic_path(dst) as tmp:
+        save_file(state, str(tmp), metadata={"source": src.name})
     print(json.dumps({"tensors": len(state), "output": str(dst)}))
     return 0
 
@@ -224,10 +231,10 @@ def _decode(args) -> int:
 def _sensitivity(args) -> int:
     from safetensors.torch import load_file
 
-    from .data import load_digits, load_mnist
-    from .models import build
-    from .sensitivity import auto_sparsity, plot_sensitivity, sensitivity
-    from .train import error_rate
+    from .analysis import auto_sparsity, plot_sensitivity, sensitivity
+    from .pipeline.data import load_digits, load_mnist
+    from .pipeline.models import build
+    from .pipeline.train import error_rate
 
     if not Path(args.weights).is_file():
         raise FileNotFoundError(f"no such file: {args.weights!r}")
@@ -280,39 +287,55 @@ def _pairs(items: list[str], cast, what: str) -> dict:
     return out
 
 
+def merged(cfg_value, flag, per_layer: dict):
+    """One setting from the command line: the per-layer flags' patterns first, then the
+    config file's (a mapping) without its catch-all "*", then the catch-all: the scalar flag
+    if given, else the file's "*" or its plain value. None when nothing was given (the API's
+    default applies); a plain value when there are no patterns."""
+    spec = dict(per_layer)
+    catch_all = flag
+    if isinstance(cfg_value, dict):
+        spec.update({k: v for k, v in cfg_value.items() if k not in spec and k != "*"})
+        if catch_all is None:
+            catch_all = cfg_value.get("*")
+    elif catch_all is None:
+        catch_all = cfg_value
+    if not spec:
+        return catch_all
+    if catch_all is not None:
+        spec["*"] = catch_all  # last: an earlier pattern wins over it
+    return spec
+
+
 def _encode(args) -> int:
     from safetensors.torch import load_file
 
-    src, dst = Path(args.file), Path(args.output)
-    if not src.is_file():
-        raise FileNotFoundError(f"no such file: {args.file!r}")
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise ValueError("the output would overwrite the input file")
+    from .api import encode_state_dict
+    from .format.config import load_config
+
+    src, dst = _paths(args)
     try:
         state = load_file(str(src))
     except Exception as e:  # safetensors raises its own error types
         raise ValueError(f"{args.file!r} is not a readable .safetensors file: {e}") from None
     cfg = load_config(args.config) if args.config else {}
-
-    def setting(key: str, flag, per_layer: list[str], cast, default) -> dict:
-        """Per-layer flags first, then the file's patterns, then the flag, file or default."""
-        base = cfg.get(key, default)
-        spec = _pairs(per_layer, cast, f"--{key}-per-layer")
-        if isinstance(base, dict):
-            spec.update({k: v for k, v in base.items() if k not in spec})
-            base = default
-        spec["*"] = flag if flag is not None else base
-        return spec
-
-    size = api_encode(
+    kw = {}
+    for key, flag, per_layer, cast in (
+        ("sparsity", args.sparsity, args.sparsity_per_layer, float),
+        ("bits", args.bits, args.bits_per_layer, int),
+    ):
+        value = merged(cfg.get(key), flag, _pairs(per_layer, cast, f"--{key}-per-layer"))
+        if value is not None:
+            kw[key] = value
+    for key in ("index_bits", "init"):
+        if key in cfg:
+            kw[key] = cfg[key]
+    size = encode_state_dict(
         state,
         dst,
-        sparsity=setting("sparsity", args.sparsity, args.sparsity_per_layer, float, 0.0),
-        bits=setting("bits", args.bits, args.bits_per_layer, int, 8),
-        index_bits=cfg.get("index_bits"),
+        **kw,
         exclude=[*cfg.get("exclude", []), *args.exclude],
         entropy=args.entropy or cfg.get("entropy", "auto"),
-        init=cfg.get("init", "density"),
         progress=not args.quiet,
         meta={"source": src.name},
     )
@@ -321,30 +344,41 @@ def _encode(args) -> int:
     return 0
 
 
+def _run_reproduce(args) -> int:
+    extra = {
+        "epochs_scale": args.epochs_scale,
+        "train_limit": args.train_limit,
+        "resume": args.resume,
+        "nproc": args.nproc,
+        "recipe": args.recipe,
+    }
+    return _reproduce(args, args.model, args.data, extra)
+
+
+#: command -> its handler
+COMMANDS = {
+    "reproduce": _run_reproduce,
+    "demo": lambda args: _reproduce(args, "digits-mlp"),
+    "inspect": _inspect,
+    "bench": _bench,
+    "encode": _encode,
+    "sensitivity": _sensitivity,
+    "decode": _decode,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "reproduce":
-            extra = {
-                "epochs_scale": args.epochs_scale,
-                "train_limit": args.train_limit,
-                "resume": args.resume,
-                "nproc": args.nproc,
-                "recipe": args.recipe,
-            }
-            return _reproduce(args, args.model, args.data, extra)
-        if args.command == "demo":
-            return _reproduce(args, "digits-mlp")
-        if args.command == "inspect":
-            return _inspect(args)
-        if args.command == "bench":
-            return _bench(args)
-        if args.command == "encode":
-            return _encode(args)
-        if args.command == "sensitivity":
-            return _sensitivity(args)
-        return _decode(args)
-    except (FileNotFoundError, FormatError, ValueError, IsADirectoryError, PermissionError) as e:
+        return COMMANDS[args.command](args)
+    except (
+        FileNotFoundError,
+        FormatError,
+        ValueError,
+        IsADirectoryError,
+        PermissionError,
+        MissingExtra,
+    ) as e:
         if args.debug:
             raise
         print(f"deepcompress: error: {e}", file=sys.stderr)

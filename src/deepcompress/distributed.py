@@ -36,15 +36,25 @@ def barrier() -> None:
         dist.barrier()
 
 
+def collective_device() -> torch.device:
+    """The device the process group's backend communicates from: the current CUDA device
+    for nccl (which refuses CPU tensors), the CPU otherwise (gloo, mpi)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def broadcast_(t: torch.Tensor) -> torch.Tensor:
-    """Overwrite `t` (in place) with rank 0's value; a no-op outside a process group."""
+    """Overwrite `t` (in place) with rank 0's value; a no-op outside a process group.
+
+    The tensor travels on the backend's device (`collective_device`) whatever device it is
+    on, so masks and codebooks computed on the CPU broadcast under nccl too; bool tensors go
+    as uint8, which every backend takes."""
     if active():
-        if t.dtype == torch.bool:
-            u = t.to(torch.uint8)
-            dist.broadcast(u, src=0)
-            t.copy_(u.bool())
-        else:
-            dist.broadcast(t, src=0)
+        wire = t.to(collective_device(), torch.uint8 if t.dtype == torch.bool else t.dtype)
+        dist.broadcast(wire, src=0)
+        if wire is not t:
+            t.copy_(wire)
     return t
 
 

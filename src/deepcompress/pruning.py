@@ -17,15 +17,12 @@ What is compressed: the `weight` of every Linear, Conv1d/2d/3d, Embedding and Em
 layer (`SUPPORTED_LAYERS`, subclasses included), plus any other floating-point Parameter of two
 or more dimensions that a settings key names by pattern (such as nn.MultiheadAttention's bare
 `in_proj_weight`). How settings given as mappings are resolved, and how tied (shared)
-Parameters are handled, is described in `prune_` and `weight_plan`.
+Parameters are handled, is described in `prune_` (targets: `targets`, settings: `settings`).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -33,20 +30,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .distributed import broadcast_
-
-#: Layer types whose `weight` is compressed by default (subclasses included, e.g. the
-#: `out_proj` of nn.MultiheadAttention, a Linear).
-SUPPORTED_LAYERS: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.Embedding,
-    nn.EmbeddingBag,
-)
-
-#: The kinds a settings mapping may name instead of layers (see `layer_kind`).
-KINDS: tuple[str, ...] = ("conv", "linear", "embedding")
+from .parametrizations import OURS, Masked, tie_
+from .settings import plan
+from .targets import Slot, weight_groups
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -141,250 +127,6 @@ def _check_finite(weight: torch.Tensor) -> None:
         raise ValueError("weights contain NaN or infinity; refusing to prune them")
 
 
-class Masked(nn.Module):
-    """Parametrization `weight = where(mask, original, 0)`; `mask` is a bool buffer."""
-
-    def __init__(self, mask: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mask", mask.to(torch.bool))
-
-    def forward(self, original: torch.Tensor) -> torch.Tensor:
-        return torch.where(self.mask, original, torch.zeros((), dtype=original.dtype))
-
-
-def compressible_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """Yield `(name, module)` for every layer whose weight deepcompress compresses by default
-    (each module once, under its first name)."""
-    for name, module in model.named_modules():
-        if isinstance(module, SUPPORTED_LAYERS):
-            yield name, module
-
-
-def layer_kind(module: nn.Module) -> str | None:
-    """The key used by per-kind settings such as `bits={"conv": 8}`: "linear" for nn.Linear,
-    "embedding" for nn.Embedding and nn.EmbeddingBag, "conv" for nn.Conv1d/2d/3d; None for
-    any other module."""
-    if isinstance(module, nn.Linear):
-        return "linear"
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-        return "embedding"
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        return "conv"
-    return None
-
-
-def matches(pattern: str, name: str) -> bool:
-    """Whether a tensor name (`features.0.weight`) or its layer (`features.0`) matches a glob
-    pattern (`classifier.*`), or a regular expression written as `re:<expr>` (full match)."""
-    layer = name.rpartition(".")[0]
-    if pattern.startswith("re:"):
-        rx = re.compile(pattern[3:])
-        return bool(rx.fullmatch(name) or rx.fullmatch(layer))
-    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(layer, pattern)
-
-
-_UNSET = object()
-
-
-def lookup(setting, name: str, kind: str | None):
-    """The value `setting` gives the tensor `name` (`layer.weight`) of kind `kind`, or `_UNSET`.
-
-    A scalar applies to every tensor with a kind (the weights of `SUPPORTED_LAYERS`), not to
-    other tensors. In a mapping, in this order: a key equal to the tensor's name or to its
-    layer's name; else the first key, in the mapping's order, that is a pattern matching it
-    (`matches`: a glob on the tensor or layer name, or `re:<regex>`); else the tensor's kind
-    ("conv", "linear", "embedding"). Kind keys are never read as patterns. A value of None is
-    returned like any other (it says "leave this alone").
-    """
-    if not isinstance(setting, Mapping):
-        return setting if kind is not None else _UNSET
-    layer = name.rpartition(".")[0]
-    for key in (name, layer):
-        if key in setting:
-            return setting[key]
-    for key, value in setting.items():
-        if key not in KINDS and matches(key, name):
-            return value
-    if kind is not None and kind in setting:
-        return setting[kind]
-    return _UNSET
-
-
-def per_layer(setting, name: str, module: nn.Module, tensor: str = "weight"):
-    """Resolve a setting for `module`'s `tensor` (layer `name`), given as a scalar (which
-    holds for any tensor), or a mapping by layer or tensor name, by pattern, or by kind
-    ("conv"/"linear"/"embedding").
-
-    An exact name wins over a pattern (the first matching one), a pattern over a kind (see
-    `lookup`). Returns None when a mapping names nothing that applies.
-    """
-    if not isinstance(setting, Mapping):
-        return setting
-    full = f"{name}.{tensor}" if name else tensor
-    kind = layer_kind(module) if tensor == "weight" else None
-    value = lookup(setting, full, kind)
-    return None if value is _UNSET else value
-
-
-@dataclass
-class Slot:
-    """One weight tensor that `prune_`/`quantize_` may parametrize: `module`'s attribute
-    `tname`, reachable under `names` (several when the module is registered twice)."""
-
-    module: nn.Module
-    tname: str
-    kind: str | None
-    names: list[str] = field(default_factory=list)
-
-
-def _is_internal(prefix: str) -> bool:
-    return ".parametrizations." in f".{prefix}."
-
-
-def weight_groups(model: nn.Module) -> list[list[Slot]]:
-    """Every tensor `prune_` and `quantize_` may touch, grouped by tie.
-
-    Candidates are the `weight` of each `SUPPORTED_LAYERS` module (with a kind) and every
-    other floating-point Parameter of 2+ dimensions (kind None: only a key naming it by name
-    or pattern reaches it). Slots holding one and the same Parameter (the same tensor
-    parametrized or not: `lm_head.weight = embed.weight`) form one group, in `state_dict()`
-    order; its first slot is the owner.
-    """
-    groups: dict[int, list[Slot]] = {}
-    slots: dict[tuple[int, str], Slot] = {}
-    for prefix, module in model.named_modules(remove_duplicate=False):
-        if isinstance(module, parametrize.ParametrizationList) or _is_internal(prefix):
-            continue
-        supported = isinstance(module, SUPPORTED_LAYERS)
-        found: list[tuple[str, torch.Tensor]] = []
-        if parametrize.is_parametrized(module):
-            for tname, plist in module.parametrizations.items():
-                if not hasattr(plist, "original"):  # a multi-tensor parametrization
-                    continue
-                if supported and tname == "weight" or _eligible(getattr(module, tname)):
-                    found.append((tname, plist.original))
-        for tname, p in module._parameters.items():
-            if p is None or isinstance(p, nn.parameter.UninitializedParameter):
-                continue
-            if supported and tname == "weight" or _eligible(p):
-                found.append((tname, p))
-        for tname, underlying in found:
-            slot = slots.get((id(module), tname))
-            if slot is None:
-                kind = layer_kind(module) if supported and tname == "weight" else None
-                slot = slots[(id(module), tname)] = Slot(module, tname, kind)
-                groups.setdefault(id(underlying), []).append(slot)
-            slot.names.append(f"{prefix}.{tname}" if prefix else tname)
-    return list(groups.values())
-
-
-def _eligible(t: torch.Tensor) -> bool:
-    return t.is_floating_point() and t.dim() >= 2
-
-
-def weight_plan(
-    model: nn.Module, setting, exclude: Iterable[str] = (), *, what: str = "prunable layer"
-) -> list[tuple[list[Slot], object]]:
-    """`(group, value)` for every tie group of `weight_groups(model)` that `setting` gives a
-    value other than None, after checking the keys.
-
-    Each name of a group is resolved by `lookup`; names it does not reach do not count. A
-    group whose names resolve to different values is refused (they are one tensor), and a
-    group any of whose names matches an `exclude` pattern is left alone.
-
-    Raises:
-        ValueError: a mapping key (other than a kind) or an exclude pattern that matches no
-            candidate tensor; different values for the names of one tied tensor.
-    """
-    groups = weight_groups(model)
-    names = [n for g in groups for slot in g for n in slot.names]
-    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
-    for label, keys in (
-        ("key", [k for k in setting if k not in KINDS] if isinstance(setting, Mapping) else []),
-        ("exclude pattern", exclude),
-    ):
-        unknown = [k for k in keys if not any(k == n or matches(k, n) for n in names)]
-        if unknown:
-            layers = sorted({n.rpartition(".")[0] for n in names})
-            raise ValueError(
-                f"no {what} or weight matches {label} {unknown}; the layers are {layers} "
-                f"(kinds: {', '.join(KINDS)})"
-            )
-    plan = []
-    for group in groups:
-        group_names = [n for slot in group for n in slot.names]
-        if any(matches(p, n) for p in exclude for n in group_names):
-            continue
-        found = {}
-        for slot in group:
-            for n in slot.names:
-                value = lookup(setting, n, slot.kind)
-                if value is not _UNSET:
-                    found.setdefault(n, value)
-        value = one_value(found, group_names, "the settings", _UNSET)
-        if value is not _UNSET and value is not None:
-            plan.append((group, value))
-    return plan
-
-
-def one_value(found: Mapping[str, object], names: list[str], what: str, default):
-    """The single value `found` ({name: value}) gives the names of one tied tensor, or
-    `default` if it gives none; ValueError if it gives them different values."""
-    distinct = []
-    for v in found.values():
-        if v not in distinct:
-            distinct.append(v)
-    if len(distinct) > 1:
-        raise ValueError(
-            f"{' and '.join(names)} are one tied tensor but {what} give them different values "
-            f"{dict(found)}; give them one value (or exclude one name)"
-        )
-    return distinct[0] if distinct else default
-
-
-class _Placeholder(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-def tie_(owner: Slot, aliases: Iterable[Slot]) -> None:
-    """Make each alias slot compute its tensor through the owner's parametrizations (the very
-    same `ParametrizationList`: one original, one mask, one codebook), so a tied tensor stays
-    tied once parametrized."""
-    plist = owner.module.parametrizations[owner.tname]
-    for alias in aliases:
-        m, t = alias.module, alias.tname
-        if parametrize.is_parametrized(m, t):
-            own = m.parametrizations[t]
-            if own is plist:
-                continue
-            if any(not isinstance(p, _ours()) for p in own):
-                raise ValueError(
-                    f"{alias.names[0]} is tied to {owner.names[0]} but has parametrizations of "
-                    f"its own; remove them first"
-                )
-        else:
-            # Let torch make the property, then hand it the owner's list.
-            parametrize.register_parametrization(m, t, _Placeholder(), unsafe=True)
-        m.parametrizations[t] = plist
-
-
-def _ours() -> tuple[type[nn.Module], ...]:
-    from .sharing import Shared  # sharing imports this module
-
-    return (Masked, Shared)
-
-
-def current_mask(module: nn.Module, tname: str = "weight") -> torch.Tensor | None:
-    """The pruning mask held on `module.<tname>`, or None if it is not pruned."""
-    if not parametrize.is_parametrized(module, tname):
-        return None
-    for p in module.parametrizations[tname]:
-        if hasattr(p, "mask"):
-            return p.mask
-    return None
-
-
 def prune_(
     model: nn.Module,
     sparsity: float | Mapping[str, float | None] | None = None,
@@ -439,15 +181,15 @@ def prune_(
     if (sparsity is None) == (quality is None):
         raise ValueError("give exactly one of sparsity= or quality=")
     setting = sparsity if sparsity is not None else quality
-    plan = weight_plan(model, setting, exclude, what="prunable layer")
-    for group, value in plan:
+    plan_ = plan(weight_groups(model), setting, exclude, what="prunable layer")
+    for group, value in plan_:
         value = float(value)
         if quality is None and not 0.0 <= value <= 1.0:
             raise ValueError(f"sparsity for {group[0].names[0]!r} must be in [0, 1], got {value}")
         if quality is not None and value < 0:
             raise ValueError(f"quality for {group[0].names[0]!r} must be >= 0, got {value}")
         _check_prunable(group[0])
-    for group, value in plan:
+    for group, value in plan_:
         owner = group[0]
         _prune_layer(owner.module, float(value), by_quality=quality is not None, tname=owner.tname)
         tie_(owner, group[1:])
@@ -460,7 +202,7 @@ def _check_prunable(slot: Slot) -> None:
         return
     plist = slot.module.parametrizations[slot.tname]
     if not any(isinstance(p, Masked) for p in plist):
-        if any(isinstance(p, _ours()) for p in plist):
+        if any(isinstance(p, OURS) for p in plist):
             raise ValueError(f"{slot.names[0]} is already weight-shared; prune before quantize_")
         raise ValueError(
             f"{slot.names[0]} has parametrizations of its own; remove them before prune_"

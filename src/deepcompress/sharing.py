@@ -25,10 +25,19 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
 
+from ._progress import bar
 from .distributed import broadcast_
-from .pruning import current_mask, tie_, weight_plan
+from .parametrizations import (
+    Shared,
+    current_mask,
+    index_dtype,
+    register_shared_,
+    shared_parts,
+    tie_,
+)
+from .settings import plan
+from .targets import weight_groups
 
 #: Centroid initialisations (the paper's three, plus k-means++).
 INITS = ("linear", "density", "random", "kmeans++")
@@ -149,40 +158,6 @@ def _runs(xs: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return c, b
 
 
-class Shared(nn.Module):
-    """Parametrization `weight = [0, *codebook][idx]`: a trainable codebook, fixed indices.
-
-    `codebook` is a Parameter of k values; `idx` an int64 buffer of the weight's shape holding
-    0 for pruned weights and 1..k for the cluster of every other weight.
-    """
-
-    def __init__(self, codebook: torch.Tensor, idx: torch.Tensor):
-        super().__init__()
-        self.codebook = nn.Parameter(codebook)
-        self.register_buffer("idx", idx.to(torch.int64))
-
-    def forward(self, original: torch.Tensor) -> torch.Tensor:
-        table = torch.cat([self.codebook.new_zeros(1), self.codebook])
-        return table[self.idx]
-
-    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
-        # Nothing but the codebook is learnt: keep no dense copy of the weight.
-        return weight.new_empty(0)
-
-    @property
-    def mask(self) -> torch.Tensor:
-        return self.idx != 0
-
-
-def shared_parts(module: nn.Module, tname: str = "weight") -> Shared | None:
-    """The `Shared` parametrization on `module.<tname>`, or None."""
-    if parametrize.is_parametrized(module, tname):
-        for p in module.parametrizations[tname]:
-            if isinstance(p, Shared):
-                return p
-    return None
-
-
 def quantize_(
     model: nn.Module,
     bits: int | Mapping[str, int | None] | None = None,
@@ -228,9 +203,14 @@ def quantize_(
     """
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
-    bits = DEFAULT_BITS if bits is None else bits
-    plan = weight_plan(model, bits, exclude, what="layer")
-    for group, b in plan:
+    plan_ = plan(
+        weight_groups(model),
+        DEFAULT_BITS if bits is None else bits,
+        exclude,
+        what="layer",
+        strict=bits is not None,
+    )
+    for group, b in plan_:
         owner = group[0]
         if not 1 <= int(b) <= 16:
             raise ValueError(f"bits for {owner.names[0]!r} must be in 1..16, got {b}")
@@ -244,7 +224,7 @@ def quantize_(
                 raise ValueError(
                     f"{owner.names[0]} has parametrizations of its own; remove them first"
                 )
-    for group, b in tqdm(plan, desc="k-means", unit="layer", disable=not progress, leave=False):
+    for group, b in bar(plan_, desc="k-means", unit="layer", enabled=progress):
         owner = group[0]
         _quantize_layer(owner.module, int(b), init, max_iter, seed, tname=owner.tname)
         tie_(owner, group[1:])
@@ -260,25 +240,11 @@ def _quantize_layer(
         mask = torch.ones_like(weight, dtype=torch.bool)
     mask = mask.clone()
     centroids, labels = kmeans_1d(weight[mask], 2**bits, init=init, max_iter=max_iter, seed=seed)
-    idx = torch.zeros(weight.shape, dtype=torch.int64)
-    idx[mask.cpu()] = torch.from_numpy(labels) + 1
+    idx = torch.zeros(weight.shape, dtype=index_dtype(len(centroids)))
+    idx[mask.cpu()] = torch.from_numpy(labels + 1).to(idx.dtype)
     codebook = torch.from_numpy(centroids).to(dtype=weight.dtype, device=weight.device)
     # Under torch.distributed every rank takes rank 0's clustering (sizes first: k may differ).
     k = broadcast_(torch.tensor([len(codebook)]))
     codebook = broadcast_(codebook if len(codebook) == k else codebook.new_zeros(int(k)))
-    idx = broadcast_(idx)
-    shared = Shared(codebook, idx.to(weight.device))
-    if not parametrize.is_parametrized(module, tname):
-        parametrize.register_parametrization(module, tname, shared, unsafe=True)
-        module.parametrizations[tname].original.requires_grad_(False)  # empty, never used
-        return
-    plist = module.parametrizations[tname]
-    if len(plist) != 1:
-        raise ValueError(
-            f"{type(module).__name__}.{tname} has parametrizations of its own; remove them first"
-        )
-    # Swap the mask for the codebook in place. (torch's remove_parametrizations edits the
-    # module's generated class, which copy.deepcopy shares: it would break every copy.)
-    plist[0] = shared
-    plist.original = nn.Parameter(weight.new_empty(0), requires_grad=False)
-    plist.unsafe = True
+    idx = broadcast_(idx.to(index_dtype(int(k))))
+    register_shared_(module, tname, Shared(codebook, idx.to(weight.device)))

@@ -15,8 +15,9 @@ import zlib
 import torch
 from torch import nn
 
-from . import api
-from .fileformat import PREAMBLE, crc32, to_bytes
+from .coding.coders import CODERS
+from .encode import model_records
+from .format.container import PREAMBLE, crc32, to_bytes
 from .pruning import prune_
 from .sharing import quantize_
 
@@ -61,9 +62,7 @@ NASTY_VALUES = (
     [1, -1],
     [[1]],
     True,
-    "huffman",
-    "rans",
-    "cabac",
+    *CODERS,
 )
 
 
@@ -76,9 +75,7 @@ def sample_file(entropy: str = "huffman") -> bytes:
     )
     prune_(net, sparsity={"0": 0.3, "3": 0.7, "4": 0.5})
     quantize_(net, bits={"0": 3, "3": 2})
-    return to_bytes(
-        [api.encode_tensor(n, t, h, entropy=entropy) for n, t, h in api.compressed_state(net)]
-    )
+    return to_bytes(model_records(net, entropy=entropy)[0])
 
 
 def split(buf: bytes) -> tuple[dict, bytes]:

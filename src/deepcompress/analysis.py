@@ -33,9 +33,13 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
 
-from .pruning import Masked, compressible_layers, magnitude_mask
+from ._optional import pyplot
+from ._progress import bar as progress_bar
+from .format.writer import write_atomic
+from .parametrizations import Masked
+from .pruning import magnitude_mask
+from .targets import compressible_layers
 
 #: The default grid of per-layer sparsities (fractions of the layer's weights pruned).
 DEFAULT_SPARSITIES: tuple[float, ...] = (
@@ -79,7 +83,9 @@ def sensitivity(
     """
     grid = _grid(sparsities)
     chosen = _select(model, layers)
-    bar = tqdm(total=len(chosen) * len(grid), desc="sensitivity", unit="eval", disable=not progress)
+    bar = progress_bar(
+        total=len(chosen) * len(grid), desc="sensitivity", unit="eval", enabled=progress
+    )
     try:
         with _modes_kept(model):
             baseline = float(evaluate(model))
@@ -220,10 +226,7 @@ def plot_sensitivity(
     """Draw the table as the paper's Figure 6: one curve per layer, x = fraction of that
     layer's weights pruned, y = the evaluated value; the baseline dashed. Written as a PNG,
     atomically (a temporary file in the same folder, then a rename)."""
-    from .figures import _pyplot
-    from .fileformat import write_atomic
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     try:
         for name, row in table["layers"].items():

@@ -9,17 +9,15 @@ anything is allocated or decoded. Every defect raises `FormatError` saying what 
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from . import codec
-from .errors import FormatError
+from ..coding import codec
+from ..coding._checks import MAX_NUMEL, field_int
+from ..errors import FormatError
 
 MAGIC = b"\x89DCZ"
 VERSION = 1
@@ -27,8 +25,6 @@ PREAMBLE = struct.Struct("<4sHHII")  # magic, version, flags, header length, hea
 FLAG_ZLIB_HEADER = 1  # the header is stored zlib-compressed
 MAX_HEADER = 64 << 20
 MAX_DIMS = 8
-#: Largest tensor (elements) a file may declare at all.
-MAX_NUMEL = 1 << 34
 #: Default cap on the elements of all tensors of a file together (16 GiB of float32), checked
 #: before anything is decoded: a tiny hostile file could otherwise ask for any amount of memory.
 DEFAULT_MAX_ELEMENTS = 1 << 32
@@ -86,42 +82,6 @@ def to_bytes(
             hbytes, flags = packed, FLAG_ZLIB_HEADER
     pre = PREAMBLE.pack(MAGIC, VERSION, flags, len(hbytes), crc32(hbytes))
     return pre + hbytes + b"".join(sections)
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename, so a
-    crash never leaves a partial file under `path`."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"folder {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it normal modes
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def read_file(
-    path: str | os.PathLike, max_elements: int = DEFAULT_MAX_ELEMENTS
-) -> tuple[list[Record], dict]:
-    """Read and check a whole file. Raises FileNotFoundError or FormatError."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {str(path)!r}")
-    return from_bytes(path.read_bytes(), max_elements)
 
 
 def from_bytes(buf: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[list[Record], dict]:
@@ -210,23 +170,6 @@ def _inflate(data: bytes) -> bytes:
     return out
 
 
-def _int(entry: dict, key: str, where: str, lo: int = 0, hi: int = MAX_NUMEL) -> int:
-    v = entry.get(key)
-    if type(v) is not int or not lo <= v <= hi:
-        raise FormatError(f"{where}: field {key!r} must be an integer in [{lo}, {hi}], got {v!r}")
-    return v
-
-
-def _coder(entry: dict, key: str, where: str, params: dict) -> None:
-    """An optional stream-coder field (`rans`, `cabac`): absent means Huffman (and is how
-    Huffman is written)."""
-    if key in entry:
-        v = entry[key]
-        if v not in codec.CODERS or v == "huffman":
-            raise FormatError(f"{where}: {key!r} must be one of {codec.CODERS[1:]}, got {v!r}")
-        params[key] = v
-
-
 def _check_entry(entry, i: int) -> Record:
     where = f"tensor #{i}"
     if not isinstance(entry, dict):
@@ -258,20 +201,9 @@ def _check_entry(entry, i: int) -> Record:
         or any(type(p) is not int or p < 0 for p in parts)
     ):
         raise FormatError(f"{where}: 'parts' must list {n_parts} non-negative lengths")
-    _int(entry, "offset", where, hi=1 << 62)
-    _int(entry, "crc", where, hi=0xFFFFFFFF)
-    params = {}
-    if kind in ("sparse", "shared"):
-        if dtype not in codec.FLOAT_DTYPES:
-            raise FormatError(f"{where}: codec {kind!r} needs a float dtype, not {dtype}")
-        params["index_bits"] = _int(entry, "index_bits", where, 1, 16)
-        params["entries"] = _int(entry, "entries", where, 0, numel)
-        params["gap_symbols"] = _int(entry, "gap_symbols", where, 0, 1 << params["index_bits"])
-        _coder(entry, "gap_coder", where, params)
-    if kind == "shared":
-        params["k"] = _int(entry, "k", where, 0, 1 << 16)
-        params["weight_symbols"] = _int(entry, "weight_symbols", where, 0, params["k"] + 1)
-        _coder(entry, "weight_coder", where, params)
+    field_int(entry, "offset", where, hi=1 << 62)
+    field_int(entry, "crc", where, hi=0xFFFFFFFF)
+    params = codec.check_params(kind, entry, dtype, numel, where)
     expected = codec.expected_part_sizes(kind, params, codec.DTYPES[dtype], numel)
     for j, (got, want) in enumerate(zip(parts, expected)):
         if want is not None and got != want:

@@ -89,9 +89,9 @@ import operator
 import numpy as np
 from numba import njit
 
-from deepcompress._checks import as_int_vector as _as_int_vector
-from deepcompress._checks import nonneg_int, symbol_array, symbol_count
-from deepcompress.errors import FormatError
+from ..errors import FormatError
+from ._checks import as_int_vector as _as_int_vector
+from ._checks import nonneg_int, symbol_array, symbol_count
 
 __all__ = [
     "MAX_PRECISION",

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import codec
-from .errors import FormatError
+from ..coding import codec
+from ..errors import FormatError
+from ..format.reader import read
 from .layouts import CompressedMatrix
 
 
@@ -110,6 +111,34 @@ def compressed_layer(module: nn.Module, weight: CompressedMatrix, bias) -> nn.Mo
     return CompressedConv2d(module, weight, bias)
 
 
+def swap_compressed_(model: nn.Module, names: dict) -> set[str]:
+    """Replace each layer of `model` that can run from its compressed weight (`supports`,
+    a `shared` record of the layer's weight shape) by its compressed module, built from the
+    file's records (`names`: every name of the file, aliases included, to its record).
+    Returns the names of the layers replaced; their weight and bias are in the new modules."""
+    swapped = set()
+    for name, rec in names.items():
+        layer, _, tname = name.rpartition(".")
+        try:
+            module = model.get_submodule(layer)
+        except AttributeError:
+            continue
+        if (
+            tname == "weight"
+            and rec.codec == "shared"
+            and tuple(module.weight.shape) == rec.shape
+            and supports(module)
+        ):
+            bias = names.get(f"{layer}.bias")
+            new = compressed_layer(
+                module, matrix_from_record(rec), None if bias is None else codec.decode_record(bias)
+            )
+            parent, _, child = layer.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, new)
+            swapped.add(layer)
+    return swapped
+
+
 def matrix_from_record(rec) -> CompressedMatrix:
     """A `CompressedMatrix` straight from a `shared` record's streams (no dense weight).
 
@@ -182,10 +211,8 @@ def bench_file(path, batch_sizes=(1, 8), repeats: int = 20) -> list[dict]:
     """Per weight-shared layer of a file: the latency of `x @ W.T` dense (torch) and
     compressed (ours) at each batch size, and the resident bytes of each. Conv weights are
     timed as their (out, in*kh*kw) matrix, i.e. per output position."""
-    from .fileformat import read_file
-
     rows = []
-    for rec in read_file(path)[0]:
+    for rec in read(path).records:
         if rec.codec != "shared" or len(rec.shape) < 2:
             continue
         m = matrix_from_record(rec)

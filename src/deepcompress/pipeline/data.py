@@ -1,7 +1,7 @@
 """Data: MNIST from its standard IDX files, and scikit-learn's bundled 8x8 digits.
 
-MNIST is looked for in the folder given by `--data`, else `$DEEPCOMPRESS_DATA`, else
-`../shared/data/mnist` (the development layout); files may be gzip-compressed (`*.gz`) or not.
+MNIST is looked for in the folder given by `--data`, else `$DEEPCOMPRESS_DATA`; files may be
+gzip-compressed (`*.gz`) or not.
 Nothing is downloaded: `download_mnist` is there for users with a network.
 """
 
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .._optional import require
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -48,12 +50,19 @@ class Dataset:
 
 
 def mnist_dir(data: str | os.PathLike | None = None) -> Path:
-    """Where to read MNIST from: `data`, else $DEEPCOMPRESS_DATA, else ../shared/data/mnist."""
+    """Where to read MNIST from: `data`, else $DEEPCOMPRESS_DATA.
+
+    Raises:
+        FileNotFoundError: neither is given (saying how to give one).
+    """
     if data is not None:
         return Path(data)
     if os.environ.get("DEEPCOMPRESS_DATA"):
         return Path(os.environ["DEEPCOMPRESS_DATA"])
-    return Path("../shared/data/mnist")
+    raise FileNotFoundError(
+        "no MNIST folder given: pass --data DIR (or data=...) or set DEEPCOMPRESS_DATA to a "
+        "folder holding the four standard IDX files"
+    )
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -138,8 +147,8 @@ def download_mnist(folder: str | os.PathLike, base_url: str = MNIST_URL) -> Path
 def load_digits(seed: int = 0) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1,797 images, offline): a 60/20/20 split, stratified,
     pixels scaled to [0, 1] and standardised with the training split's mean and std."""
-    from sklearn.datasets import load_digits as sk_digits
-    from sklearn.model_selection import train_test_split
+    sk_digits = require("sklearn.datasets", "demo").load_digits
+    train_test_split = require("sklearn.model_selection", "demo").train_test_split
 
     d = sk_digits()
     x, y = d.images.astype(np.float32) / 16.0, d.target.astype(np.int64)

@@ -6,7 +6,7 @@ import operator
 
 import numpy as np
 
-from .errors import FormatError
+from ..errors import FormatError
 
 
 def as_int_vector(a, what: str, exc: type[Exception]) -> np.ndarray:
@@ -55,3 +55,16 @@ def symbol_array(symbols, n: int) -> np.ndarray:
         i = int(bad[0])
         raise ValueError(f"symbol {int(sym[i])} (at position {i}) out of range for {n} symbols")
     return np.ascontiguousarray(sym, dtype=np.int64)
+
+
+#: Largest tensor (elements) a file may declare at all.
+MAX_NUMEL = 1 << 34
+
+
+def field_int(entry: dict, key: str, where: str, lo: int = 0, hi: int = MAX_NUMEL) -> int:
+    """Header field `key` of `entry`, which must be an int (not a bool) in [lo, hi];
+    FormatError naming the field and `where` otherwise."""
+    v = entry.get(key)
+    if type(v) is not int or not lo <= v <= hi:
+        raise FormatError(f"{where}: field {key!r} must be an integer in [{lo}, {hi}], got {v!r}")
+    return v

@@ -7,14 +7,7 @@ import os
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from .._optional import pyplot as _pyplot
 
 
 def weight_distributions(

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import distributed
+from .. import distributed
+from .._progress import bar as progress_bar
 from .data import Split
 
 
@@ -95,7 +95,7 @@ def train(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     model.train()
     step = 0
-    bar = tqdm(total=total, desc=desc, disable=not progress or rank > 0, leave=False, unit="step")
+    bar = progress_bar(total=total, desc=desc, unit="step", enabled=progress and rank == 0)
     for _ in range(cfg.epochs):
         order = torch.randperm(len(data), generator=gen)
         for i in range(0, len(data), cfg.batch_size):

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from ..coding.sparse_index import encode_gaps
 from . import simd
-from .sparse_index import encode_gaps
 
 LAYOUTS = ("auto", "entries", "index", "bitmap")
 
@@ -61,16 +61,16 @@ def _entries_mm(row_ptr, ent, shift, mask, table, xt, out):  # pragma: no cover 
                 c1 = c0 + (e1 >> shift) + 1
                 c2 = c1 + (e2 >> shift) + 1
                 c3 = c2 + (e3 >> shift) + 1
-                a0 += table[e0 & mask] * x[c0]
-                a1 += table[e1 & mask] * x[c1]
-                a2 += table[e2 & mask] * x[c2]
-                a3 += table[e3 & mask] * x[c3]
+                a0 += np.float64(table[e0 & mask]) * x[c0]
+                a1 += np.float64(table[e1 & mask]) * x[c1]
+                a2 += np.float64(table[e2 & mask]) * x[c2]
+                a3 += np.float64(table[e3 & mask]) * x[c3]
                 col = c3
                 j += 4
             while j < end:
                 e = np.int64(ent[j])
                 col += (e >> shift) + 1
-                a0 += table[e & mask] * x[col]
+                a0 += np.float64(table[e & mask]) * x[col]
                 j += 1
             out[r, 0] = (a0 + a1) + (a2 + a3)
         else:
@@ -131,14 +131,21 @@ class CompressedMatrix:
         cls, shape, positions: np.ndarray, symbols: np.ndarray, codebook, layout: str = "auto"
     ) -> CompressedMatrix:
         """From flat row-major positions of the kept weights and their cluster symbols (1..k;
-        symbol-0 fillers are dropped), as the `shared` codec stores them."""
+        symbol-0 fillers are dropped), as the `shared` codec stores them.
+
+        The kernels index the codebook and x without bounds checks, so the inputs are checked
+        here (vectorised, O(n)): `shape` two non-negative ints; `positions` and `symbols`
+        1-D integer arrays of one length; positions ascending, distinct, in [0, rows*cols);
+        symbols in [0, len(codebook)]; the codebook 1-D, finite, at most 65,536 values.
+
+        Raises:
+            ValueError: any of those broken (the message names which), or an unknown layout.
+        """
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
-        rows, ncols = (int(s) for s in shape)
-        keep = np.asarray(symbols) > 0
-        positions = np.asarray(positions, dtype=np.int64)[keep]
-        symbols = np.asarray(symbols, dtype=np.int64)[keep]
-        codebook = np.asarray(codebook, dtype=np.float32)
+        (rows, ncols), positions, symbols, codebook = _checked(shape, positions, symbols, codebook)
+        keep = symbols > 0
+        positions, symbols = positions[keep], symbols[keep]
         if layout == "auto":
             layout = choose_layout(rows, ncols, len(positions), len(codebook))
         if layout == "entries":
@@ -174,6 +181,77 @@ class CompressedMatrix:
     def matmul_t(self, x: torch.Tensor) -> torch.Tensor:
         """`x @ W.T` for x of shape (B, cols): (B, rows), float32."""
         raise NotImplementedError
+
+
+MAX_SHARED = 1 << 16  # codebook values a matrix may hold (as many as a `shared` record)
+
+
+def _int_array(a, what: str) -> np.ndarray:
+    """`a` as a 1-D int64 array; ValueError unless it is 1-D and integer (or empty)."""
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D array, got shape {a.shape}")
+    if a.size and a.dtype.kind not in "iu":
+        raise ValueError(f"{what} must be integers, got dtype {a.dtype}")
+    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{what} must be below 2**63, got {a.max()}")
+    return a.astype(np.int64, copy=False)
+
+
+def _checked(shape, positions, symbols, codebook):
+    """`from_positions`' inputs checked (see there): ((rows, cols), positions, symbols as
+    int64, codebook as float32)."""
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise ValueError(f"shape must be two non-negative ints, got {shape!r}") from None
+    if len(dims) != 2 or not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 0
+        for d in dims
+    ):
+        raise ValueError(f"shape must be two non-negative ints, got {shape!r}")
+    rows, ncols = int(dims[0]), int(dims[1])
+    numel = rows * ncols
+    positions = _int_array(positions, "positions")
+    symbols = _int_array(symbols, "symbols")
+    if len(positions) != len(symbols):
+        raise ValueError(
+            f"{len(positions)} positions but {len(symbols)} symbols: one symbol per position"
+        )
+    codebook = np.asarray(codebook)
+    if codebook.ndim != 1:
+        raise ValueError(f"codebook must be a 1-D array, got shape {codebook.shape}")
+    if codebook.size and codebook.dtype.kind not in "iuf":
+        raise ValueError(f"codebook must be real numbers, got dtype {codebook.dtype}")
+    with np.errstate(over="ignore"):  # a value past float32's range: inf, refused below
+        codebook = codebook.astype(np.float32)
+    k = len(codebook)
+    if k > MAX_SHARED:
+        raise ValueError(f"codebook holds {k} values, more than {MAX_SHARED}")
+    if not np.isfinite(codebook).all():
+        bad = codebook[~np.isfinite(codebook)][0]
+        raise ValueError(f"codebook values must be finite (as float32), got {bad}")
+    if len(positions):
+        lo, hi = int(positions.min()), int(positions.max())
+        if lo < 0 or hi >= numel:
+            raise ValueError(
+                f"positions must lie in [0, {numel}) for shape {(rows, ncols)}, "
+                f"got {lo if lo < 0 else hi}"
+            )
+        steps = np.diff(positions)
+        if len(steps) and steps.min() <= 0:
+            i = int(np.argmax(steps <= 0))
+            raise ValueError(
+                "positions must be ascending and distinct, got "
+                f"{positions[i]} then {positions[i + 1]} (at {i})"
+            )
+        lo, hi = int(symbols.min()), int(symbols.max())
+        if lo < 0 or hi > k:
+            raise ValueError(
+                f"symbols must lie in [0, {k}] (1..{k} index the codebook of {k} values, "
+                f"0 is a filler), got {lo if lo < 0 else hi}"
+            )
+    return (rows, ncols), positions, symbols, codebook
 
 
 def choose_layout(rows: int, cols: int, nnz: int, k: int) -> str:

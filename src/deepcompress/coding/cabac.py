@@ -142,8 +142,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from deepcompress._checks import nonneg_int, symbol_array, symbol_count
-from deepcompress.errors import FormatError
+from ..errors import FormatError
+from ._checks import nonneg_int, symbol_array, symbol_count
 
 __all__ = [
     "MAX_SYMBOLS",
@@ -183,6 +183,8 @@ _EG_CLASSES = 7  # classes 0..6; the order-0 class of mode 3 is class 7
 _EG_ORDER0 = 7
 _EG_SUFFIX_CTX_BITS = 2
 _TREE_CLASS_BITS = 3
+_U1 = np.uint64(1)  # unsigned index offsets (see _decode_eg)
+_U2 = np.uint64(2)
 # Renormalisation shifts one symbol can cause (at most 32 decisions of at most 17 bits each:
 # 3 shifts each), plus the 5 of the flush, rounded up: bytes reserved before each symbol.
 _MAX_SHIFTS_PER_SYMBOL = 128
@@ -215,7 +217,8 @@ def _new_contexts(n):
     """``n`` contexts, interleaved as (pa, pb, k) int32 triples: p = 1/2, k = 0.
 
     The kernels below inline the model and coder steps by hand (helpers taking arrays are
-    not inlined cheaply by numba, and this is the hot loop).
+    not inlined cheaply by numba, and this is the hot loop), except ``_decode_eg``, whose
+    inner functions are (see there).
     """
     st = np.zeros(3 * n, dtype=np.int32)
     for i in range(n):
@@ -478,66 +481,86 @@ def _decode_eg(data, n, count, use_ctx, sha, shb):
     st = _new_contexts(_EG_STRIDE * (_EG_ORDER0 + 1) if use_ctx else _EG_STRIDE)
     res = np.empty(count, dtype=np.int64)
     nd = data.size
+    order0 = 3 * _EG_ORDER0 * _EG_STRIDE
+
+    # Inner functions: numba inlines them, and unlike module-level helpers taking the arrays
+    # they add no reference counting of the arrays to the loop. Context indices are cast to
+    # unsigned (they are never negative), so numba leaves out its negative-index handling.
+
+    def renorm(rng, code, pos):
+        """Read bytes into ``code`` while ``range < 2**24``: ``(rng, code, pos, status)``,
+        status 2 as soon as a byte beyond the implicit zeros is needed, else 0."""
+        while rng < _TOP:
+            rng <<= 8
+            if pos < nd:
+                code = ((code << 8) | data[pos]) & _MASK32
+            elif pos < nd + _FLUSH_IMPLICIT:
+                code = (code << 8) & _MASK32
+            else:
+                return rng, code, pos, 2
+            pos += 1
+        return rng, code, pos, 0
+
+    def decision(ci, oi, rng, code, pos):
+        """An adaptive decision in the context at ``st[ci]``, averaged with the one at
+        ``st[oi]`` if ``use_ctx``, then renormalised: ``(bit, rng, code, pos, status)``."""
+        c = np.uint64(ci)
+        o = np.uint64(oi)
+        pa = np.int64(st[c])
+        pb = np.int64(st[c + _U1])
+        k = np.uint32(st[c + _U2])
+        sa = sha[k]
+        sb = shb[k]
+        if use_ctx:
+            qa = np.int64(st[o])
+            qb = np.int64(st[o + _U1])
+            ko = np.uint32(st[o + _U2])
+            ta = sha[ko]
+            tb = shb[ko]
+            p = (pa + pb + qa + qb) >> 2
+        else:  # no order-0 context: qa, qb, ko are neither used nor stored
+            qa = qb = ta = tb = 0
+            ko = k
+            p = (pa + pb) >> 1
+        bound = (rng >> 16) * p
+        if code >= bound:
+            bit = 1
+            code -= bound
+            rng -= bound
+            pa -= pa >> sa
+            pb -= pb >> sb
+            qa -= qa >> ta
+            qb -= qb >> tb
+        else:
+            bit = 0
+            rng = bound
+            pa += (65536 - pa) >> sa
+            pb += (65536 - pb) >> sb
+            qa += (65536 - qa) >> ta
+            qb += (65536 - qb) >> tb
+        st[c] = pa
+        st[c + _U1] = pb
+        if k < COUNT_MAX:
+            st[c + _U2] = k + 1
+        if use_ctx:
+            st[o] = qa
+            st[o + _U1] = qb
+            if ko < COUNT_MAX:
+                st[o + _U2] = ko + 1
+        rng, code, pos, status = renorm(rng, code, pos)
+        return bit, rng, code, pos, status
+
     pos, code, rng = _dec_start(data)
     bprev = 0
     bprev2 = 0
     for i in range(count):
-        base = min(bprev + bprev2, _EG_CLASSES - 1) * _EG_STRIDE if use_ctx else 0
+        base = 3 * min(bprev + bprev2, _EG_CLASSES - 1) * _EG_STRIDE if use_ctx else 0
         # prefix: truncated unary bucket
         b = 0
         while b < bmax:
-            off = b
-            ci = 3 * (base + off)
-            pa = np.int64(st[ci])
-            pb = np.int64(st[ci + 1])
-            k = st[ci + 2]
-            if use_ctx:
-                oi = 3 * (_EG_ORDER0 * _EG_STRIDE + off)
-                qa = np.int64(st[oi])
-                qb = np.int64(st[oi + 1])
-                ko = st[oi + 2]
-                bound = (rng >> 16) * ((pa + pb + qa + qb) >> 2)
-                if code >= bound:
-                    bit = 1
-                    code -= bound
-                    rng -= bound
-                    st[ci] = pa - (pa >> sha[k])
-                    st[ci + 1] = pb - (pb >> shb[k])
-                    st[oi] = qa - (qa >> sha[ko])
-                    st[oi + 1] = qb - (qb >> shb[ko])
-                else:
-                    bit = 0
-                    rng = bound
-                    st[ci] = pa + ((65536 - pa) >> sha[k])
-                    st[ci + 1] = pb + ((65536 - pb) >> shb[k])
-                    st[oi] = qa + ((65536 - qa) >> sha[ko])
-                    st[oi + 1] = qb + ((65536 - qb) >> shb[ko])
-                if ko < COUNT_MAX:
-                    st[oi + 2] = ko + 1
-            else:
-                bound = (rng >> 16) * ((pa + pb) >> 1)
-                if code >= bound:
-                    bit = 1
-                    code -= bound
-                    rng -= bound
-                    st[ci] = pa - (pa >> sha[k])
-                    st[ci + 1] = pb - (pb >> shb[k])
-                else:
-                    bit = 0
-                    rng = bound
-                    st[ci] = pa + ((65536 - pa) >> sha[k])
-                    st[ci + 1] = pb + ((65536 - pb) >> shb[k])
-            if k < COUNT_MAX:
-                st[ci + 2] = k + 1
-            while rng < _TOP:
-                rng <<= 8
-                if pos < nd:
-                    code = ((code << 8) | data[pos]) & _MASK32
-                elif pos < nd + _FLUSH_IMPLICIT:
-                    code = (code << 8) & _MASK32
-                else:
-                    return res, 2
-                pos += 1
+            bit, rng, code, pos, status = decision(base + 3 * b, order0 + 3 * b, rng, code, pos)
+            if status != 0:
+                return res, status
             if bit == 0:
                 break
             b += 1
@@ -551,75 +574,18 @@ def _decode_eg(data, n, count, use_ctx, sha, shb):
                     node = 2 * node
                 continue
             if q < _EG_SUFFIX_CTX_BITS:
-                off = _EG_SUFFIX + 4 * b + node
-                ci = 3 * (base + off)
-                pa = np.int64(st[ci])
-                pb = np.int64(st[ci + 1])
-                k = st[ci + 2]
-                if use_ctx:
-                    oi = 3 * (_EG_ORDER0 * _EG_STRIDE + off)
-                    qa = np.int64(st[oi])
-                    qb = np.int64(st[oi + 1])
-                    ko = st[oi + 2]
-                    bound = (rng >> 16) * ((pa + pb + qa + qb) >> 2)
-                    if code >= bound:
-                        bit = 1
-                        code -= bound
-                        rng -= bound
-                        st[ci] = pa - (pa >> sha[k])
-                        st[ci + 1] = pb - (pb >> shb[k])
-                        st[oi] = qa - (qa >> sha[ko])
-                        st[oi + 1] = qb - (qb >> shb[ko])
-                    else:
-                        bit = 0
-                        rng = bound
-                        st[ci] = pa + ((65536 - pa) >> sha[k])
-                        st[ci + 1] = pb + ((65536 - pb) >> shb[k])
-                        st[oi] = qa + ((65536 - qa) >> sha[ko])
-                        st[oi + 1] = qb + ((65536 - qb) >> shb[ko])
-                    if ko < COUNT_MAX:
-                        st[oi + 2] = ko + 1
-                else:
-                    bound = (rng >> 16) * ((pa + pb) >> 1)
-                    if code >= bound:
-                        bit = 1
-                        code -= bound
-                        rng -= bound
-                        st[ci] = pa - (pa >> sha[k])
-                        st[ci + 1] = pb - (pb >> shb[k])
-                    else:
-                        bit = 0
-                        rng = bound
-                        st[ci] = pa + ((65536 - pa) >> sha[k])
-                        st[ci + 1] = pb + ((65536 - pb) >> shb[k])
-                if k < COUNT_MAX:
-                    st[ci + 2] = k + 1
-                while rng < _TOP:
-                    rng <<= 8
-                    if pos < nd:
-                        code = ((code << 8) | data[pos]) & _MASK32
-                    elif pos < nd + _FLUSH_IMPLICIT:
-                        code = (code << 8) & _MASK32
-                    else:
-                        return res, 2
-                    pos += 1
+                off = 3 * (_EG_SUFFIX + 4 * b + node)
+                bit, rng, code, pos, status = decision(base + off, order0 + off, rng, code, pos)
                 node = 2 * node + bit
-            else:
+            else:  # bypass
                 rng >>= 1
-                if code < rng:
-                    bit = 0
-                else:
+                bit = 0
+                if code >= rng:
                     code -= rng
                     bit = 1
-                while rng < _TOP:
-                    rng <<= 8
-                    if pos < nd:
-                        code = ((code << 8) | data[pos]) & _MASK32
-                    elif pos < nd + _FLUSH_IMPLICIT:
-                        code = (code << 8) & _MASK32
-                    else:
-                        return res, 2
-                    pos += 1
+                rng, code, pos, status = renorm(rng, code, pos)
+            if status != 0:
+                return res, status
             val += bit << j
         res[i] = val - 1
         bprev2 = bprev

@@ -38,7 +38,7 @@ _BITMAP_MM = types.ExternalFunction("dc_bitmap_mm", _SIG)
 @functools.cache
 def _library() -> bool:
     """Load the extension's library into the process for good; whether its kernels can run."""
-    spec = importlib.util.find_spec("deepcompress._simd")
+    spec = importlib.util.find_spec("deepcompress.runtime._simd")
     if spec is None or spec.origin is None:
         return False
     try:

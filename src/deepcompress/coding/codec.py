@@ -20,8 +20,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import cabac, huffman, rans
-from .errors import FormatError
+from ..errors import FormatError
+from . import huffman
+from ._checks import field_int
+from .coders import CODERS, DEFAULT, decode_stream, encode_stream
+from .coders import huffman_table_bytes as table_bytes
 from .sparse_index import decode_positions, encode_positions, max_gap, raw_gaps
 
 #: dtype names allowed in a file, and what they decode to. Nothing else is ever looked up.
@@ -61,32 +64,6 @@ def bytes_tensor(data: bytes, dtype: torch.dtype, shape: tuple[int, ...]) -> tor
     if len(data) == 0:
         return torch.zeros(shape, dtype=dtype)
     return torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
-
-
-# --- code-length tables: one 4-bit length per symbol, two per byte, high nibble first ------
-
-
-def pack_lengths(lengths: np.ndarray) -> bytes:
-    """Pack Huffman code lengths (each 0..15) two per byte, high nibble first."""
-    lens = np.asarray(lengths, dtype=np.uint8)
-    if len(lens) % 2:
-        lens = np.append(lens, np.uint8(0))
-    return ((lens[0::2] << 4) | lens[1::2]).astype(np.uint8).tobytes()
-
-
-def unpack_lengths(data: bytes, n: int) -> np.ndarray:
-    """The first `n` code lengths of a table packed by `pack_lengths`."""
-    b = np.frombuffer(data, dtype=np.uint8)
-    lens = np.empty(2 * len(b), dtype=np.uint8)
-    lens[0::2] = b >> 4
-    lens[1::2] = b & 15
-    if (lens[n:] != 0).any():
-        raise FormatError("code-length table has non-zero padding")
-    return lens[:n]
-
-
-def table_bytes(n_symbols: int) -> int:
-    return (n_symbols + 1) // 2
 
 
 # --- the stream pair shared by `sparse` and `shared`: gaps, and per-entry symbols ----------
@@ -131,76 +108,6 @@ def choose_index_bits(positions: np.ndarray, symbols: np.ndarray | None = None) 
     return best
 
 
-#: Entropy coders of a stream. "huffman" is the paper's; "rans" codes within a fraction of a
-#: percent of the order-0 entropy, with a table; "cabac" adapts its contexts as it goes (no
-#: table, and below the order-0 entropy where neighbouring symbols are correlated). "auto"
-#: (encoding only) keeps whichever gives the fewest bytes.
-CODERS = ("huffman", "rans", "cabac")
-ENTROPY_CHOICES = ("auto", *CODERS)
-
-
-def _huffman_stream(symbols: np.ndarray, hist: np.ndarray) -> tuple[bytes, bytes]:
-    lens = huffman.code_lengths(hist)
-    return pack_lengths(lens), huffman.encode(symbols, lens)
-
-
-def _rans_stream(symbols: np.ndarray, hist: np.ndarray) -> tuple[bytes, bytes]:
-    precision, freqs = _rans_precision(hist)
-    return rans.pack_table(freqs, precision), rans.encode(symbols, freqs, precision)
-
-
-def _rans_precision(hist: np.ndarray) -> tuple[int, np.ndarray]:
-    """The frequency precision with the fewest estimated bytes, table included."""
-    present = int(np.count_nonzero(hist))
-    if present == 0:
-        return 0, np.zeros(len(hist), np.int64)
-    best = None
-    for p in range(max(1, (present - 1).bit_length()), rans.MAX_PRECISION + 1):
-        freqs = rans.quantize_freqs(hist, p)
-        cost = rans.estimate_bits(hist, freqs, p) + 8 * len(rans.pack_table(freqs, p))
-        if best is None or cost < best[0]:
-            best = (cost, p, freqs)
-    return best[1], best[2]
-
-
-def _cabac_stream(symbols: np.ndarray, hist: np.ndarray) -> tuple[bytes, bytes]:
-    return b"", cabac.encode(symbols, len(hist))
-
-
-def _encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int, bytes, bytes]:
-    """(coder, alphabet size, table, payload) of one symbol stream; with "auto", the coder
-    whose table and payload together are smallest (Huffman on a tie)."""
-    if entropy not in ENTROPY_CHOICES:
-        raise ValueError(f"entropy must be one of {ENTROPY_CHOICES}, not {entropy!r}")
-    n_sym = int(symbols.max()) + 1 if len(symbols) else 0
-    hist = np.bincount(symbols, minlength=n_sym)
-    best = None
-    for coder, make in (
-        ("huffman", _huffman_stream),
-        ("rans", _rans_stream),
-        ("cabac", _cabac_stream),
-    ):
-        if entropy in ("auto", coder):
-            table, payload = make(symbols, hist)
-            if best is None or len(table) + len(payload) < len(best[2]) + len(best[3]):
-                best = (coder, n_sym, table, payload)
-    return best
-
-
-def _decode_stream(
-    coder: str, table: bytes, n_sym: int, data: bytes, count: int, what: str
-) -> np.ndarray:
-    try:
-        if coder == "rans":
-            freqs, precision = rans.unpack_table(table, n_sym)
-            return rans.decode(data, freqs, precision, count)
-        if coder == "cabac":
-            return cabac.decode(data, n_sym, count)
-        return huffman.decode(data, unpack_lengths(table, n_sym), count)
-    except FormatError as e:
-        raise FormatError(f"{what} stream: {e}") from None
-
-
 # --- encoders -------------------------------------------------------------------------------
 
 
@@ -225,7 +132,7 @@ def encode_sparse_entries(
     gaps, is_real = encode_positions(positions, ib)
     stored = torch.zeros(len(gaps), dtype=values.dtype)
     stored[torch.from_numpy(is_real)] = values.reshape(-1)
-    g_coder, g_n, g_table, g_bits = _encode_stream(gaps, entropy)
+    g_coder, g_n, g_table, g_bits = encode_stream(gaps, entropy)
     params = {"index_bits": ib, "entries": len(gaps), "gap_symbols": g_n}
     params.update(_coder_params(gap=g_coder))
     return params, [tensor_bytes(stored), g_table, g_bits]
@@ -259,8 +166,8 @@ def encode_shared_entries(
     gaps, is_real = encode_positions(positions, ib)
     wsym = np.zeros(len(gaps), dtype=np.int64)
     wsym[is_real] = symbols
-    w_coder, w_n, w_table, w_bits = _encode_stream(wsym, entropy)
-    g_coder, g_n, g_table, g_bits = _encode_stream(gaps, entropy)
+    w_coder, w_n, w_table, w_bits = encode_stream(wsym, entropy)
+    g_coder, g_n, g_table, g_bits = encode_stream(gaps, entropy)
     cb = codebook.detach().cpu().to(torch.float32)
     params = {
         "k": k,
@@ -286,7 +193,7 @@ def recode_shared(params: dict, parts: list[bytes], numel: int, entropy: str = "
 
 def _coder_params(**coders: str) -> dict:
     """Header fields naming each stream's coder; Huffman, the default, is left out."""
-    return {f"{s}_coder": c for s, c in coders.items() if c != "huffman"}
+    return {f"{s}_coder": c for s, c in coders.items() if c != DEFAULT}
 
 
 # --- decoders: params and parts have been checked for types and lengths by `fileformat` ------
@@ -298,8 +205,8 @@ def decode_raw(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> t
 
 def _positions(params: dict, g_table: bytes, g_bits: bytes, numel: int) -> np.ndarray:
     entries = params["entries"]
-    gaps = _decode_stream(
-        params.get("gap_coder", "huffman"), g_table, params["gap_symbols"], g_bits, entries, "gap"
+    gaps = decode_stream(
+        params.get("gap_coder", DEFAULT), g_table, params["gap_symbols"], g_bits, entries, "gap"
     )
     if len(gaps) and gaps.max() > max_gap(params["index_bits"]):
         raise FormatError("a gap exceeds the declared index_bits")
@@ -326,8 +233,8 @@ def shared_entries(params: dict, parts: list[bytes], numel: int) -> tuple[np.nda
     if params["weight_symbols"] > k + 1:
         raise FormatError(f"cluster-index alphabet {params['weight_symbols']} exceeds k+1={k + 1}")
     positions = _positions(params, g_table, g_bits, numel)
-    symbols = _decode_stream(
-        params.get("weight_coder", "huffman"),
+    symbols = decode_stream(
+        params.get("weight_coder", DEFAULT),
         w_table,
         params["weight_symbols"],
         w_bits,
@@ -344,6 +251,34 @@ def decode_shared(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -
     out = torch.zeros(numel, dtype=torch.float32)
     out[torch.from_numpy(positions)] = table[torch.from_numpy(wsym)]
     return out.reshape(shape).to(dtype)
+
+
+def _coder_field(entry: dict, key: str, where: str, params: dict) -> None:
+    """An optional stream-coder field: absent means `DEFAULT` (and is how it is written)."""
+    if key in entry:
+        v = entry[key]
+        if not isinstance(v, str) or v not in CODERS or v == DEFAULT:
+            others = tuple(c for c in CODERS if c != DEFAULT)
+            raise FormatError(f"{where}: {key!r} must be one of {others}, got {v!r}")
+        params[key] = v
+
+
+def check_params(codec: str, entry: dict, dtype: str, numel: int, where: str) -> dict:
+    """The codec parameters of a header entry, each checked for its type and range (the
+    container has checked the name, shape, dtype and codec); FormatError otherwise."""
+    params = {}
+    if codec in ("sparse", "shared"):
+        if dtype not in FLOAT_DTYPES:
+            raise FormatError(f"{where}: codec {codec!r} needs a float dtype, not {dtype}")
+        params["index_bits"] = field_int(entry, "index_bits", where, 1, 16)
+        params["entries"] = field_int(entry, "entries", where, 0, numel)
+        params["gap_symbols"] = field_int(entry, "gap_symbols", where, 0, 1 << params["index_bits"])
+        _coder_field(entry, "gap_coder", where, params)
+    if codec == "shared":
+        params["k"] = field_int(entry, "k", where, 0, 1 << 16)
+        params["weight_symbols"] = field_int(entry, "weight_symbols", where, 0, params["k"] + 1)
+        _coder_field(entry, "weight_coder", where, params)
+    return params
 
 
 #: codec name -> (number of parts, decoder)
@@ -371,12 +306,9 @@ def expected_part_sizes(codec: str, params: dict, dtype: torch.dtype, numel: int
 
 
 def _table_size(params: dict, stream: str) -> int | None:
-    """A Huffman table's size follows from its alphabet; a rANS table checks its own; a CABAC
-    stream has none."""
-    coder = params.get(f"{stream}_coder", "huffman")
-    if coder == "huffman":
-        return table_bytes(params[f"{stream}_symbols"])
-    return 0 if coder == "cabac" else None
+    """The size a stream's table must have (None: the coder's table checks its own)."""
+    coder = params.get(f"{stream}_coder", DEFAULT)
+    return CODERS[coder].table_bytes(params[f"{stream}_symbols"])
 
 
 def streams(codec_name: str, params: dict, parts: list[bytes]) -> dict[str, dict]:
@@ -389,9 +321,9 @@ def streams(codec_name: str, params: dict, parts: list[bytes]) -> dict[str, dict
     keys = {"cluster": "weight", "gap": "gap"}
     out = {}
     for name, (t, p) in layout.get(codec_name, {}).items():
-        coder = params.get(f"{keys[name]}_coder", "huffman")
+        coder = params.get(f"{keys[name]}_coder", DEFAULT)
         n_sym = params[f"{keys[name]}_symbols"]
-        symbols = _decode_stream(coder, parts[t], n_sym, parts[p], params["entries"], name)
+        symbols = decode_stream(coder, parts[t], n_sym, parts[p], params["entries"], name)
         out[name] = {
             "coder": coder,
             "symbols": symbols,

@@ -1,0 +1,186 @@
+"""The one encode path: tensors and their settings to the records of a file.
+
+`encode_tensor` turns one tensor into a `Record`, whatever produced it: a weight that `prune_`
+or `quantize_` holds in a parametrization (its mask, or its codebook and indices, are coded
+as they are), or a plain tensor with post-training settings (pruned by magnitude with
+`pruning.kept_positions`, shared through `sharing.kmeans_1d`), or a tensor stored as it is.
+`model_records` (for `save`) and `state_records` (for `encode_state_dict` and `deepcompress
+encode`) walk their tensors, resolve each one's settings through the one strict resolver
+(`settings.plan`) and store a tied tensor once (`targets.dedup`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from ._progress import bar
+from .coding import codec
+from .coding.coders import check_entropy
+from .format.container import Record
+from .parametrizations import Masked, Shared
+from .pruning import kept_positions
+from .settings import assign, plan
+from .sharing import INITS, kmeans_1d
+from .targets import Slot, dedup, layer_kind, model_state, storage_key
+
+#: Post-training defaults (`encode_state_dict`): without retraining, pruning and coarse
+#: codebooks cost accuracy that nothing wins back, so nothing is pruned and codebooks have 8
+#: bits, initialised on the data's quantiles ("density"), which, unlike the paper's "linear"
+#: (best when fine-tuning follows, as after `quantize_`), holds up on pretrained weights with
+#: far outliers.
+POSTTRAIN_SPARSITY = 0.0
+POSTTRAIN_BITS = 8
+POSTTRAIN_INIT = "density"
+
+
+def encode_tensor(
+    name: str,
+    t: torch.Tensor,
+    *,
+    held: nn.Module | None = None,
+    sparsity: float = 0.0,
+    bits: int | None = None,
+    init: str = POSTTRAIN_INIT,
+    index_bits: int | None = None,
+    entropy: str = "auto",
+    raw_dtype: torch.dtype | None = None,
+) -> Record:
+    """The record of one tensor.
+
+    - `held` a `Shared` parametrization: codec `shared`, its codebook and indices as they are.
+    - `held` a `Masked` one: codec `sparse`, the non-zeros of `t` in full precision.
+    - else, with `sparsity > 0` or `bits`: `kept_positions(t, sparsity)`, then the kept
+      values shared through a `2**bits` k-means codebook (`shared`) or kept as they are
+      (`sparse`, when `bits` is None).
+    - else `raw`, a floating-point tensor cast to `raw_dtype` if one is given.
+
+    `index_bits` None picks the gap width that gives the fewest bytes; `entropy` is "auto" or
+    a coder's name (`coding.coders.CODERS`).
+
+    Raises:
+        ValueError: NaN or infinite values, a dtype the format cannot hold.
+    """
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise ValueError(f"tensor {name!r} contains NaN or infinity; refusing to encode it")
+    if held is None and raw_dtype is not None and t.is_floating_point():
+        t = t.to(raw_dtype)
+    dtype = codec.dtype_name(t.dtype)
+    if isinstance(held, Shared):
+        params, parts = codec.encode_shared(held.idx, held.codebook.detach(), index_bits, entropy)
+        kind = "shared"
+    elif isinstance(held, Masked):
+        params, parts = codec.encode_sparse(t, index_bits, entropy)
+        kind = "sparse"
+    elif sparsity > 0 or bits is not None:
+        positions = kept_positions(t, sparsity)
+        flat = t.detach().reshape(-1).cpu()
+        values = flat[torch.from_numpy(positions)] if sparsity > 0 else flat
+        if bits is None:
+            params, parts = codec.encode_sparse_entries(positions, values, index_bits, entropy)
+            kind = "sparse"
+        else:
+            centroids, labels = kmeans_1d(values.float(), 2 ** int(bits), init=init)
+            params, parts = codec.encode_shared_entries(
+                positions, labels + 1, torch.from_numpy(centroids), index_bits, entropy
+            )
+            kind = "shared"
+    else:
+        params, parts = codec.encode_raw(t)
+        kind = "raw"
+    return Record(name, tuple(t.shape), dtype, kind, params, parts)
+
+
+def model_records(
+    model: nn.Module,
+    *,
+    index_bits=None,
+    entropy: str = "auto",
+    raw_dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> tuple[list[Record], dict[str, str]]:
+    """The records of every tensor `model.state_dict()` would hold (a tied tensor once, under
+    its first name), and the tied names `{alias: stored name}`.
+
+    `index_bits` is a value or a mapping (as `prune_`'s settings) over the compressed tensors.
+    """
+    check_entropy(entropy)
+    state = model_state(model)
+    groups, tied = dedup((name, key) for name, _, _, key in state)
+    held = [(n, t, h) for n, t, h, _ in state if n in groups]
+    widths = {}
+    if index_bits is not None:
+        modules = dict(model.named_modules(remove_duplicate=False))
+
+        def kind(name: str) -> str | None:
+            layer, _, tname = name.rpartition(".")
+            return layer_kind(modules[layer]) if tname == "weight" else None
+
+        slots = [[Slot(None, n, kind(n), groups[n])] for n, _, h in held if h is not None]
+        widths = {g[0].tname: v for g, v in plan(slots, index_bits, what="compressed tensor")}
+    records = [
+        encode_tensor(
+            name, t, held=h, index_bits=widths.get(name), entropy=entropy, raw_dtype=raw_dtype
+        )
+        for name, t, h in bar(held, desc="encode", unit="tensor", enabled=progress)
+    ]
+    return records, tied
+
+
+def state_records(
+    state: Mapping[str, torch.Tensor],
+    *,
+    sparsity=POSTTRAIN_SPARSITY,
+    bits=POSTTRAIN_BITS,
+    index_bits: int | None = None,
+    entropy: str = "auto",
+    init: str = POSTTRAIN_INIT,
+    exclude: Iterable[str] = (),
+    raw_dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> tuple[list[Record], dict[str, str], dict[str, dict]]:
+    """The records of a state dict compressed post-training (see `encode_state_dict`), its
+    tied names, and the settings each compressed tensor got (`{name: {"sparsity", "bits"}}`).
+    Everything is checked before any tensor is encoded."""
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+    check_entropy(entropy)
+    for name, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name!r} is a {type(t).__name__}, not a tensor")
+    groups, tied = dedup((n, storage_key(t)) for n, t in state.items())
+    weights = [
+        [Slot(None, name, None, names)]
+        for name, names in groups.items()
+        if state[name].is_floating_point() and state[name].dim() >= 2 and state[name].numel()
+    ]
+    kw = {"exclude": exclude, "what": "weight tensor", "others": list(state)}
+    sparsities = assign(weights, sparsity, default=POSTTRAIN_SPARSITY, **kw)
+    widths = assign(weights, bits, default=POSTTRAIN_BITS, **kw)
+    settings = {}
+    for (group, s), (_, b) in zip(sparsities, widths):
+        name, s = group[0].tname, float(s or 0.0)
+        if not 0.0 <= s <= 1.0:
+            raise ValueError(f"sparsity for {name!r} must be in [0, 1], got {s}")
+        if b is not None and not 1 <= int(b) <= 16:
+            raise ValueError(f"bits for {name!r} must be in 1..16 or None, got {b}")
+        if s > 0 or b is not None:
+            settings[name] = {"sparsity": s, "bits": b}
+    records = []
+    for name in bar(list(groups), desc="encode", unit="tensor", enabled=progress):
+        s = settings.get(name, {"sparsity": 0.0, "bits": None})
+        records.append(
+            encode_tensor(
+                name,
+                state[name],
+                sparsity=s["sparsity"],
+                bits=s["bits"],
+                init=init,
+                index_bits=index_bits,
+                entropy=entropy,
+                raw_dtype=raw_dtype,
+            )
+        )
+    return records, tied, settings

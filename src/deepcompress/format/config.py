@@ -1,0 +1,45 @@
+"""Settings files for `deepcompress encode --config`: JSON, or YAML with the `config` extra."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .._optional import require
+
+#: Keys a configuration file may hold (each as for `encode_state_dict`).
+CONFIG_KEYS = ("sparsity", "bits", "index_bits", "exclude", "entropy", "init")
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Settings for `encode_state_dict` from a JSON (`.json`) or YAML (`.yaml`, `.yml`) file.
+
+    Example (YAML)::
+
+        sparsity: {"classifier.*": 0.9, "features.*": 0.5}
+        bits: {"classifier.*": 5, "*": 8}
+        exclude: ["features.0"]
+        entropy: auto
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not JSON/YAML, not a mapping, or an unknown key.
+        MissingExtra: a YAML file without pyyaml installed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    text = path.read_text()
+    yaml_file = path.suffix.lower() in (".yaml", ".yml")
+    yaml = require("yaml", "config") if yaml_file else None
+    try:
+        cfg = yaml.safe_load(text) if yaml_file else json.loads(text)
+    except Exception as e:  # json's and yaml's own errors
+        raise ValueError(f"{str(path)!r} is not a valid configuration file: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{str(path)!r} must hold a mapping of settings")
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"{str(path)!r}: unknown settings {unknown}; known: {list(CONFIG_KEYS)}")
+    return cfg
