@@ -201,3 +201,29 @@ def test_recode_shared_keeps_the_tensor_and_switches_the_coder():
         assert p2["index_bits"] == 3 and p2["entries"] == params["entries"]
         out = codec.decode_shared(p2, parts2, torch.float32, (30, 40))
         assert torch.equal(out, dense_from(idx, codebook))
+
+
+def test_a_non_finite_codebook_is_refused_by_both_decoders(tmp_path):
+    """A damaged codebook with a NaN (checksums recomputed): the dense decoder and the
+    compressed runtime both raise FormatError (the runtime used to raise a plain ValueError,
+    the dense decoder to return NaN weights)."""
+    from deepcompress.pipeline.models import LeNet300100
+    from deepcompress.testing import mutate_section, split
+
+    torch.manual_seed(0)
+    net = LeNet300100()
+    dc.prune_(net, sparsity=0.9)
+    dc.quantize_(net, bits=5)
+    path = tmp_path / "m.dcz"
+    dc.save(net, path)
+    good = path.read_bytes()
+    header, _ = split(good)
+    off = header["tensors"][0]["offset"]
+    bad = good
+    for pos in (off, off + 1, off + 2, off + 3):  # the first codebook value: 0xFFFFFFFF, a NaN
+        bad = mutate_section(bad, pos, 0xFF ^ split(bad)[1][pos])
+    with pytest.raises(dc.FormatError, match="codebook holds NaN"):
+        dc.load_bytes(bad)
+    path.write_bytes(bad)
+    with pytest.raises(dc.FormatError, match="codebook holds NaN"):
+        dc.load(path, model=LeNet300100(), runtime="compressed")

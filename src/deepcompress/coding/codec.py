@@ -227,8 +227,12 @@ def decode_sparse(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -
 
 def shared_entries(params: dict, parts: list[bytes], numel: int) -> tuple[np.ndarray, np.ndarray]:
     """A `shared` section's entries, checked: their flat positions (all < numel) and their
-    cluster symbols (0 = filler, 1..k; none above k)."""
-    _, w_table, w_bits, g_table, g_bits = parts
+    cluster symbols (0 = filler, 1..k; none above k). A codebook that is not finite is
+    refused too (a writer never stores one: `save` refuses NaN weights), so that the dense
+    decoder and the compressed runtime refuse the same files."""
+    cb, w_table, w_bits, g_table, g_bits = parts
+    if not np.isfinite(np.frombuffer(cb, dtype="<f4")).all():
+        raise FormatError("the codebook holds NaN or infinity")
     k = params["k"]
     if params["weight_symbols"] > k + 1:
         raise FormatError(f"cluster-index alphabet {params['weight_symbols']} exceeds k+1={k + 1}")
