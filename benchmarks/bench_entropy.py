@@ -5,9 +5,10 @@ For each .dcz file (by default the LeNet files of the pipeline issue, `benchmark
 written by `deepcompress reproduce`), every weight-shared tensor's entries are coded again with
 each coder (same codebooks, same gap widths), and the whole file's size is printed. Next to
 them: `zlib -9` (Python's zlib), `xz -9` and `zstd -19` of the same cluster indices and gaps
-stored one byte each (two where a symbol exceeds 255), both as one blob and stream by stream (the better is shown), and
-the streams' order-0 entropy. Per stream, it checks the issue's bounds: Huffman within 1 bit
-per symbol of the entropy (tables included), and the other coders' excess in percent.
+stored one byte each (two where a symbol exceeds 255), both as one blob and stream by stream
+(the better is shown), and the streams' order-0 entropy. Per stream, it checks the issue's
+bounds: Huffman within 1 bit per symbol of the entropy (tables included), and the other coders'
+excess in percent.
 
     python benchmarks/bench_entropy.py [FILE.dcz ...]
 """
@@ -15,8 +16,8 @@ per symbol of the entropy (tables included), and the other coders' excess in per
 from __future__ import annotations
 
 import subprocess
-import zlib
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
