@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .format.writer import atomic_path
-from .parametrizations import Masked, Shared, tie_
+from .parametrizations import Masked, Shared, register_shared_, tie_
 from .targets import Slot, dedup, model_state
 
 
@@ -73,9 +73,7 @@ def restore(model: nn.Module, path: str | os.PathLike) -> dict:
             name = key[: -len(".__codebook")]
             layer, _, tname = name.rpartition(".")
             module = model.get_submodule(layer)
-            shared = Shared(codebook, tensors[f"{name}.__idx"])
-            parametrize.register_parametrization(module, tname, shared, unsafe=True)
-            module.parametrizations[tname].original.requires_grad_(False)
+            register_shared_(module, tname, Shared(codebook, tensors[f"{name}.__idx"]))
     for alias, target in tied.items():  # parametrized tied tensors: one list for all names
         layer, _, tname = target.rpartition(".")
         owner = model.get_submodule(layer)

@@ -158,9 +158,9 @@ def state_records(
     ]
     kw = {"exclude": exclude, "what": "weight tensor", "others": list(state)}
     sparsities = assign(weights, sparsity, default=POSTTRAIN_SPARSITY, **kw)
-    widths = assign(weights, bits, default=POSTTRAIN_BITS, **kw)
+    codebook_bits = assign(weights, bits, default=POSTTRAIN_BITS, **kw)
     settings = {}
-    for (group, s), (_, b) in zip(sparsities, widths):
+    for (group, s), (_, b) in zip(sparsities, codebook_bits):
         name, s = group[0].tname, float(s or 0.0)
         if not 0.0 <= s <= 1.0:
             raise ValueError(f"sparsity for {name!r} must be in [0, 1], got {s}")

@@ -2,7 +2,7 @@
 
 This module joins the stages for a single tensor: the sparse index (`sparse_index`), the
 codebook indices (`sharing`) and the entropy coders (`huffman`, `rans`, `cabac`). It knows
-nothing about files: `fileformat` frames what it produces. Each encoder returns
+nothing about files: `format.container` frames what it produces. Each encoder returns
 `(params, parts)`: a small dict that goes into the file's header, and the list of byte strings
 that form the tensor's data section; each decoder checks its input and raises `FormatError`.
 The layouts are specified in docs/FORMAT.md.
@@ -196,7 +196,7 @@ def _coder_params(**coders: str) -> dict:
     return {f"{s}_coder": c for s, c in coders.items() if c != DEFAULT}
 
 
-# --- decoders: params and parts have been checked for types and lengths by `fileformat` ------
+# --- decoders: params and parts have been checked for types and lengths by `format` ----------
 
 
 def decode_raw(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> torch.Tensor:
@@ -290,7 +290,7 @@ DECODERS = {"raw": (1, decode_raw), "sparse": (3, decode_sparse), "shared": (5, 
 
 
 def decode_record(rec) -> torch.Tensor:
-    """The dense tensor of a checked `fileformat.Record`; FormatError names the tensor."""
+    """The dense tensor of a checked `format.container.Record`; FormatError names the tensor."""
     _, decoder = DECODERS[rec.codec]
     try:
         return decoder(rec.params, rec.parts, DTYPES[rec.dtype], rec.shape)
