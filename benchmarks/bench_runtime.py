@@ -3,12 +3,19 @@ and SciPy CSR, on the same weights, side by side in one run.
 
 Run:  python benchmarks/bench_runtime.py [--repeats 50] [--cold] [--sweep]
 
-Shapes: AlexNet fc6 9216->4096 (9% kept), fc7 4096->4096 (9%), fc8 4096->1000 (25%); VGG-16
-fc6 25088->4096 (4%), fc7 4096->4096 (4%), fc8 4096->1000 (23%); 5-bit codebooks (32 shared
-values), random positions. Prints, per shape and batch size (1 and 8), the median latency of
-each, the layout ours picked (`deepcompress.runtime.layouts`), whether its AVX-512 kernels ran,
-and
-the resident bytes of each representation (dense float32 for the first).
+Shapes: AlexNet fc6 9216->4096 (9% kept), fc7 4096->4096 (9%), fc8 4096->1000 (25%); VGG-16 fc6
+25088->4096 (4%), fc7 4096->4096 (4%), fc8 4096->1000 (23%); 5-bit codebooks (32 shared values),
+random positions. Prints, per shape and batch size (1 and 8), the median latency of each, the
+layout ours picked (`deepcompress.runtime.layouts`) and the resident bytes of each
+representation (dense float32 for the first). The first line names the CPU, the SIMD level ours
+ran at and torch's. To time a lower level on a machine that has a higher one, force it for both:
+for an AVX2 machine's figures on an AVX-512 one,
+
+
+    DEEPCOMPRESS_SIMD=avx2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/bench_runtime.py
+
+(still this CPU's caches, memory and gather speed, not those of a real AVX2-only CPU).
 
 Each baseline gets its fastest call: at batch 1 dense is the faster of `F.linear` and
 `torch.mv`, and torch.sparse_csr the faster of `csr @ x.T` (sparse-dense matmul) and
@@ -70,6 +77,17 @@ def baselines(w, csr, x, timed) -> tuple[float, float]:
     return t_dense, t_csr
 
 
+def cpu_name() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it (the platform's processor elsewhere)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=50)
@@ -85,7 +103,9 @@ def main() -> None:
     print(
         f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {os.cpu_count()} cores, {platform.machine()}, "
-        f"AVX-512 kernels {'on' if simd.available() else 'off'}, "
+        f"{cpu_name()}, ours at SIMD level {simd.level() or 'none (numba)'} "
+        f"(DEEPCOMPRESS_SIMD={os.environ.get('DEEPCOMPRESS_SIMD', 'unset')}; torch's ATen "
+        f"{torch.backends.cpu.get_cpu_capability()}), "
         f"{'cold caches' if args.cold else 'warm caches'}"
     )
     if args.sweep:

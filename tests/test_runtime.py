@@ -1,8 +1,13 @@
 """Running from the compressed form: the same outputs as the decoded dense model."""
 
+import shutil
+import subprocess
+import tempfile
 import time
 import types
+from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -49,20 +54,69 @@ def test_matrix_round_trip_and_product(layout, kept, bits):
             assert torch.equal(y, torch.zeros(batch, 37))
 
 
-@pytest.mark.skipif(not simd.available(), reason="no AVX-512 kernels on this machine")
+def need_level(level):
+    if level not in simd.supported():
+        pytest.skip(f"level {level!r} needs {simd.NEEDS[level]}: not this machine")
+
+
+@pytest.mark.parametrize("level", simd.LEVELS)
 @pytest.mark.parametrize("layout", ["index", "bitmap"])
 @pytest.mark.parametrize("shape", [(1, 1), (5, 63), (9, 64), (40, 1000), (3, 70000)])
 @pytest.mark.parametrize("kept", [0.01, 0.3, 0.9])
-def test_avx512_kernels_match_the_reference_loops(layout, shape, kept):
-    """The AVX-512 kernels against the plain numba loops over the same layout, on odd sizes:
-    rows shorter than a vector, ragged 64-column blocks, int32 columns past 65,536 inputs."""
-    w = shared_weight(*shape, kept, bits=5, seed=shape[1])
+@pytest.mark.parametrize("bits", [3, 5, 8])  # look-ups: k <= 8 and 32, a gather (C check: all)
+def test_every_simd_level_matches_the_reference_loops(level, layout, shape, kept, bits):
+    """Each C level's kernels against the plain numba loops over the same layout, on odd sizes:
+    rows shorter than a vector, ragged 64-column blocks, int32 columns past 65,536 inputs,
+    batches that fill no whole register."""
+    need_level(level)
+    w = shared_weight(*shape, kept, bits=bits, seed=shape[1])
     m = CompressedMatrix.from_dense(w, layout)
     g = torch.Generator().manual_seed(shape[0] * shape[1])  # inputs fixed: not order-dependent
-    for batch in (1, 3, 16, 33):
+    for batch in (1, 3, 8, 33):
         x = torch.randn(batch, shape[1], generator=g)
-        fast, slow = m.matmul_t(x), m.matmul_t(x, use_simd=False)
+        fast, slow = m.matmul_t(x, level=level), m.matmul_t(x, use_simd=False)
         assert rel_err(fast, slow) < 1e-5 if slow.abs().max() > 0 else torch.equal(fast, slow)
+
+
+def test_simd_level_from_the_environment(monkeypatch):
+    here = simd.supported()
+    monkeypatch.delenv("DEEPCOMPRESS_SIMD", raising=False)
+    assert simd.level() == (here[0] if here else None)
+    for value in ("auto", "1", ""):
+        monkeypatch.setenv("DEEPCOMPRESS_SIMD", value)
+        assert simd.level() == (here[0] if here else None)
+    monkeypatch.setenv("DEEPCOMPRESS_SIMD", "0")
+    assert simd.level() is None and not simd.available()
+    for name in simd.LEVELS:
+        monkeypatch.setenv("DEEPCOMPRESS_SIMD", name.upper())
+        if name in here:
+            assert simd.level() == name
+            m = CompressedMatrix.from_dense(shared_weight(20, 300, 0.1))
+            assert m.level == name and m.layout == "index"
+        else:
+            with pytest.raises(ValueError, match=f"DEEPCOMPRESS_SIMD={name}: that level needs"):
+                simd.level()
+    monkeypatch.setenv("DEEPCOMPRESS_SIMD", "sse9")
+    with pytest.raises(ValueError, match="expected one of avx512, avx2, neon, portable"):
+        simd.level()
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on this machine")
+def test_c_kernels_against_the_c_reference():
+    """tools/check_kernels.c: every level this CPU runs, straight from C, against a
+    double-precision product of the dense matrix (the aarch64 half runs where qemu is)."""
+    root = Path(__file__).resolve().parents[1]
+    r = root / "src/deepcompress/runtime"
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = Path(tmp) / "check"
+        sources = [root / "tools/check_kernels.c", r / "_simd.c", *sorted(r.glob("kernels_*.c"))]
+        cmd = ["cc", "-O2", "-DDC_STANDALONE", f"-I{r}", *map(str, sources), "-o", str(exe), "-lm"]
+        subprocess.run(cmd, check=True, capture_output=True)
+        out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all agree with the reference" in out.stdout
+    for name in simd.supported():
+        assert f"{name:<8} " in out.stdout and "products checked" in out.stdout
 
 
 def test_layout_choice_and_fallback(monkeypatch):
@@ -171,6 +225,45 @@ def test_autotune_picks_the_faster_mode_and_keeps_the_outputs(tmp_path, monkeypa
             assert torch.equal(y, before[bs])  # the default plan, the same kernels
         else:
             assert rel_err(y, before[bs]) < 1e-5
+
+
+@pytest.mark.skipif(
+    not simd.available() or numba.get_num_threads() < 2, reason="needs the C kernels, 2 threads"
+)
+@pytest.mark.parametrize("fast_threads", ["one", "all"])
+def test_autotune_chooses_the_faster_thread_count(tmp_path, monkeypatch, fast_threads):
+    """The same clock trick on the thread count the C kernels are called with: autotune must
+    keep the faster count per layer and batch size, and the layers must run with it."""
+    path = lenet_file(tmp_path, LeNet300100)
+    comp = dc.load(path, model=LeNet300100(), runtime="compressed").eval()
+    n = numba.get_num_threads()
+    want = 1 if fast_threads == "one" else n
+    clock, seen = [0.0], []
+    monkeypatch.setattr(modules, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    real_run = simd.run
+
+    def run(*args):
+        seen.append(args[-1])
+        clock[0] += 0.001 if args[-1] == want else 0.05
+        return real_run(*args)
+
+    monkeypatch.setattr(simd, "run", run)
+    for kind in (layouts.IndexMatrix, layouts.BitmapMatrix):  # dense: slowest of all
+
+        def slow_dense(self, real=kind.dense):
+            clock[0] += 1.0
+            return real(self)
+
+        monkeypatch.setattr(kind, "dense", slow_dense)
+    autotune_(comp, torch.randn(2, 1, 28, 28), batch_sizes=(1, 8), repeats=2)
+    layers = [m for m in comp.modules() if isinstance(m, CompressedLinear)]
+    assert all(m.plan == {1: "compressed", 8: "compressed"} for m in layers)
+    assert all(m.weight_c.threads == {1: want, 8: want} for m in layers)
+    assert {1, n} <= set(seen)  # both counts were timed
+    seen.clear()
+    with torch.no_grad():
+        comp(torch.randn(8, 1, 28, 28))
+    assert seen == [want] * len(layers)
 
 
 @pytest.mark.parametrize(

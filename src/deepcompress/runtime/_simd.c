@@ -1,243 +1,71 @@
-/* AVX-512 kernels for running weight-shared sparse layers straight from their compressed form.
+/* The compressed runtime's C kernels: one table of kernels per SIMD level, and the dispatch.
  *
- * Why hand-written C: the operations these kernels live on, a vector look-up of a 16- or
- * 32-entry codebook (vpermi2ps), a compress under a bit mask (vcompressps) and gathers, are
- * single instructions that no auto-vectoriser emits from plain loops; numba's version of the
- * "index" loop runs 5-6x slower at batch 1 (benchmarks/RESULTS.md, issue 5). Everything here
- * is called by symbol name from a numba `prange` loop (simd.py), which splits the rows over the
- * cores; the same layouts have plain numba reference kernels (layouts.py) that the tests check
- * these against.
+ * Why hand-written C: the operations the fast kernels live on, vector look-ups of the codebook
+ * in registers (vpermps/vpermi2ps), compressing the kept x values under a bit mask
+ * (vcompressps, or a permute from a look-up table where the ISA has no compress) and gathers,
+ * are instructions that no auto-vectoriser emits from plain loops; numba's version of the
+ * "index" loop ran 5-6x slower at batch 1 (benchmarks/RESULTS.md, issue 5).
  *
- * Layouts (one weight-shared (rows, cols) matrix; k <= 256 shared values in `table`):
- *   codes[ptr[r] .. ptr[r+1])  the cluster index (0..k-1) of row r's kept weights, in column
- *                              order, uint8, followed by 64 bytes of padding;
- *   "index":  cols16 or cols32 the column of each kept weight (uint16 when cols <= 65536);
- *   "bitmap": masks[r * nb + b] bit i set when column 64 b + i of row r is kept (uint64).
+ * Levels (_kernels.h): "portable" (plain C that the compiler vectorises as it can; every
+ * build), "avx2" (AVX2 + FMA), "avx512" (F, BW, VL, DQ), "neon" (aarch64, where Advanced SIMD
+ * is part of the base ISA). Each x86 level's functions carry their own target attribute, so one
+ * build holds them all and `dc_levels` says at run time which this CPU can run; simd.py picks
+ * one (or the one DEEPCOMPRESS_SIMD forces) and calls `dc_run` by symbol name from a numba
+ * `prange` loop that splits the rows over the cores. The tests check every level the CPU can
+ * run against plain numba loops (tests/test_runtime.py) and against a C reference
+ * (tools/check_kernels.c, which also runs the aarch64 build under qemu-user).
  *
- * Every kernel has the signature (r0, r1, ptr, cols or masks, nb, codes, table, k, x, nbatch,
- * out) and computes rows r0..r1 of out = x W^T: "_mv" for one input x (cols floats), "_mm" for
- * nbatch inputs stored as xt (cols, nbatch), out (rows, nbatch).
- *
- * Inputs are trusted: runtime.py builds them from a decoded file whose positions and symbols
- * were range-checked, and passes x padded to 64 b floats.
+ * Build with -DDC_STANDALONE for a library without Python (tools/check_kernels.c).
  */
+#ifndef DC_STANDALONE
 #include <Python.h> /* first, as Python asks */
-#include <stdint.h>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define DC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,bmi,popcnt")))
-
-int dc_simd_level(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-}
-
-/* 16 weights from 16 codes: a register permute for k <= 32, a gather from `table` above. */
-DC_AVX512 static inline __m512 lookup(__m512i idx, __m512 lo, __m512 hi, const float *table,
-                                      int64_t k) {
-    if (k <= 16) return _mm512_permutexvar_ps(idx, lo);
-    if (k <= 32) return _mm512_permutex2var_ps(lo, idx, hi);
-    return _mm512_i32gather_ps(idx, table, 4);
-}
-
-/* The first n of 16 lanes (none for n <= 0). */
-DC_AVX512 static inline __mmask16 lanes(int64_t n) {
-    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
-}
-
-DC_AVX512 static inline void load_table(const float *table, int64_t k, __m512 *lo, __m512 *hi) {
-    *lo = _mm512_maskz_loadu_ps(lanes(k), table);
-    *hi = _mm512_maskz_loadu_ps(lanes(k - 16), table + 16);
-}
-
-/* out[r] = sum_j table[codes[j]] * x[cols[j]] for rows r0..r1, batch 1 ("index" layout). */
-#define INDEX_MV(NAME, CT, LOADCOLS)                                                           \
-    DC_AVX512 void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const CT *cols, int64_t nb, \
-                        const uint8_t *codes, const float *table, int64_t k, const float *x,   \
-                        int64_t nbatch, float *out) {                                          \
-        (void)nb, (void)nbatch;                                                                \
-        __m512 lo, hi;                                                                         \
-        load_table(table, k, &lo, &hi);                                                        \
-        for (int64_t r = r0; r < r1; r++) {                                                    \
-            int64_t j = ptr[r], end = ptr[r + 1];                                              \
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();                         \
-            for (; j + 32 <= end; j += 32) {                                                   \
-                __m512i i0 = LOADCOLS(0xFFFF, cols + j), i1 = LOADCOLS(0xFFFF, cols + j + 16); \
-                __m512i c0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)(codes + j))); \
-                __m512i c1 =                                                                   \
-                    _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)(codes + j + 16)));     \
-                a0 = _mm512_fmadd_ps(lookup(c0, lo, hi, table, k),                             \
-                                     _mm512_i32gather_ps(i0, x, 4), a0);                       \
-                a1 = _mm512_fmadd_ps(lookup(c1, lo, hi, table, k),                             \
-                                     _mm512_i32gather_ps(i1, x, 4), a1);                       \
-            }                                                                                  \
-            for (; j < end; j += 16) {                                                         \
-                __mmask16 m = lanes(end - j);                                                  \
-                __m512i i0 = LOADCOLS(m, cols + j);                                            \
-                __m512i c0 = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, codes + j));         \
-                __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, i0, x, 4);        \
-                a0 = _mm512_fmadd_ps(_mm512_maskz_mov_ps(m, lookup(c0, lo, hi, table, k)), xv, \
-                                     a0);                                                      \
-            }                                                                                  \
-            out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));                              \
-        }                                                                                      \
-    }
-
-#define LOAD16(m, p) _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16((m), (const void *)(p)))
-#define LOAD32(m, p) _mm512_maskz_loadu_epi32((m), (const void *)(p))
-INDEX_MV(dc_index16_mv, uint16_t, LOAD16)
-INDEX_MV(dc_index32_mv, int32_t, LOAD32)
-
-/* The same for the "bitmap" layout, in two passes over each segment of up to 1024 columns:
- * the kept x values are packed into a buffer, 16 columns at a time (vcompressps, then a store
- * at the running count), and the buffer is then multiplied by the row's codes 16 at a time as
- * in the "index" kernel. Packing first keeps the look-ups and FMAs at 16 kept weights each,
- * where working on each 16-column block alone spent them on 4 kept weights at 25% kept: 1.4x
- * faster on Zen 4 (benchmarks/RESULTS.md, issue 5). Padding lanes past the packed count are
- * masked off, so no stale buffer value meets a code. */
-enum { SEGMENT = 16 }; /* 64-column blocks per pass: a 4 kB buffer that stays in L1 */
-
-DC_AVX512 void dc_bitmap_mv(int64_t r0, int64_t r1, const int64_t *ptr, const uint64_t *masks,
-                            int64_t nb, const uint8_t *codes, const float *table, int64_t k,
-                            const float *x, int64_t nbatch, float *out) {
-    (void)nbatch;
-    __m512 lo, hi;
-    float buf[SEGMENT * 64 + 16];
-    load_table(table, k, &lo, &hi);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint64_t *m = masks + r * nb;
-        const uint8_t *p = codes + ptr[r];
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-        for (int64_t s = 0; s < nb; s += SEGMENT) {
-            int64_t e = s + SEGMENT < nb ? s + SEGMENT : nb, n = 0, j = 0;
-            for (int64_t b = s; b < e; b++)
-                for (int q = 0; q < 4; q++) {
-                    __mmask16 kq = (__mmask16)(m[b] >> (16 * q));
-                    __m512 xv = _mm512_loadu_ps(x + 64 * b + 16 * q);
-                    _mm512_storeu_ps(buf + n, _mm512_maskz_compress_ps(kq, xv));
-                    n += __builtin_popcount(kq);
-                }
-            for (; j + 32 <= n; j += 32) {
-                __m512i c0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)(p + j)));
-                __m512i c1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)(p + j + 16)));
-                a0 = _mm512_fmadd_ps(lookup(c0, lo, hi, table, k), _mm512_loadu_ps(buf + j), a0);
-                a1 = _mm512_fmadd_ps(lookup(c1, lo, hi, table, k), _mm512_loadu_ps(buf + j + 16),
-                                     a1);
-            }
-            for (; j < n; j += 16) {
-                __mmask16 t = lanes(n - j);
-                __m512i c0 = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(t, p + j));
-                a0 = _mm512_fmadd_ps(lookup(c0, lo, hi, table, k), _mm512_maskz_loadu_ps(t, buf + j),
-                                     a0);
-            }
-            p += n;
-        }
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-    }
-}
-
-/* Batch B > 1: out[r, :] = sum_j table[codes[j]] * xt[col_j, :], xt being (cols, B), with the
- * sums in V = 1, 2 or 4 registers of 16 batch columns: each kept weight is looked up once per
- * 64 inputs. */
-#define INDEX_MM_V(NAME, CT, V)                                                                \
-    DC_AVX512 static inline void NAME(const int64_t *ptr, const CT *cols, int64_t r,          \
-                                      const uint8_t *codes, const float *table,               \
-                                      const float *xb, int64_t nbatch, int64_t left,          \
-                                      float *o) {                                             \
-        __mmask16 m[V];                                                                        \
-        __m512 a[V], b[V]; /* sums of even and odd j: half the FMA latency chain */            \
-        for (int v = 0; v < V; v++)                                                            \
-            m[v] = lanes(left - 16 * v), a[v] = b[v] = _mm512_setzero_ps();                    \
-        int64_t j = ptr[r], end = ptr[r + 1];                                                  \
-        for (; j + 2 <= end; j += 2) {                                                         \
-            __m512 w0 = _mm512_set1_ps(table[codes[j]]), w1 = _mm512_set1_ps(table[codes[j + 1]]); \
-            const float *x0 = xb + (int64_t)cols[j] * nbatch;                                  \
-            const float *x1 = xb + (int64_t)cols[j + 1] * nbatch;                              \
-            for (int v = 0; v < V; v++) {                                                      \
-                a[v] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m[v], x0 + 16 * v), a[v]);    \
-                b[v] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(m[v], x1 + 16 * v), b[v]);    \
-            }                                                                                  \
-        }                                                                                      \
-        if (j < end) {                                                                         \
-            __m512 w0 = _mm512_set1_ps(table[codes[j]]);                                       \
-            const float *x0 = xb + (int64_t)cols[j] * nbatch;                                  \
-            for (int v = 0; v < V; v++)                                                        \
-                a[v] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m[v], x0 + 16 * v), a[v]);    \
-        }                                                                                      \
-        for (int v = 0; v < V; v++)                                                            \
-            _mm512_mask_storeu_ps(o + 16 * v, m[v], _mm512_add_ps(a[v], b[v]));                \
-    }
-
-#define INDEX_MM(NAME, CT)                                                                     \
-    INDEX_MM_V(NAME##_v1, CT, 1)                                                               \
-    INDEX_MM_V(NAME##_v2, CT, 2)                                                               \
-    INDEX_MM_V(NAME##_v4, CT, 4)                                                               \
-    DC_AVX512 void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const CT *cols, int64_t nb, \
-                        const uint8_t *codes, const float *table, int64_t k, const float *xt,  \
-                        int64_t nbatch, float *out) {                                          \
-        (void)nb, (void)k;                                                                     \
-        for (int64_t r = r0; r < r1; r++)                                                      \
-            for (int64_t b = 0; b < nbatch; b += 64) {                                         \
-                int64_t left = nbatch - b;                                                     \
-                float *o = out + r * nbatch + b;                                               \
-                if (left <= 16)                                                                \
-                    NAME##_v1(ptr, cols, r, codes, table, xt + b, nbatch, left, o);            \
-                else if (left <= 32)                                                           \
-                    NAME##_v2(ptr, cols, r, codes, table, xt + b, nbatch, left, o);            \
-                else                                                                           \
-                    NAME##_v4(ptr, cols, r, codes, table, xt + b, nbatch, left, o);            \
-            }                                                                                  \
-    }
-INDEX_MM(dc_index16_mm, uint16_t)
-INDEX_MM(dc_index32_mm, int32_t)
-
-#define BITMAP_MM_V(V)                                                                         \
-    DC_AVX512 static inline void bitmap_mm_v##V(const uint64_t *words, int64_t nb,            \
-                                                const uint8_t *p, const float *table,         \
-                                                const float *xb, int64_t nbatch, int64_t left, \
-                                                float *o) {                                   \
-        __mmask16 m[V];                                                                        \
-        __m512 a[V];                                                                           \
-        for (int v = 0; v < V; v++) m[v] = lanes(left - 16 * v), a[v] = _mm512_setzero_ps();  \
-        for (int64_t blk = 0; blk < nb; blk++)                                                 \
-            for (uint64_t bits = words[blk]; bits; bits &= bits - 1) {                         \
-                __m512 wv = _mm512_set1_ps(table[*p++]);                                       \
-                const float *xr = xb + (64 * blk + __builtin_ctzll(bits)) * nbatch;            \
-                for (int v = 0; v < V; v++)                                                    \
-                    a[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m[v], xr + 16 * v), a[v]); \
-            }                                                                                  \
-        for (int v = 0; v < V; v++) _mm512_mask_storeu_ps(o + 16 * v, m[v], a[v]);             \
-    }
-BITMAP_MM_V(1)
-BITMAP_MM_V(2)
-BITMAP_MM_V(4)
-
-DC_AVX512 void dc_bitmap_mm(int64_t r0, int64_t r1, const int64_t *ptr, const uint64_t *masks,
-                            int64_t nb, const uint8_t *codes, const float *table, int64_t k,
-                            const float *xt, int64_t nbatch, float *out) {
-    (void)k;
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t b = 0; b < nbatch; b += 64) {
-            int64_t left = nbatch - b;
-            const uint64_t *words = masks + r * nb;
-            float *o = out + r * nbatch + b;
-            if (left <= 16)
-                bitmap_mm_v1(words, nb, codes + ptr[r], table, xt + b, nbatch, left, o);
-            else if (left <= 32)
-                bitmap_mm_v2(words, nb, codes + ptr[r], table, xt + b, nbatch, left, o);
-            else
-                bitmap_mm_v4(words, nb, codes + ptr[r], table, xt + b, nbatch, left, o);
-        }
-}
-
-#else
-int dc_simd_level(void) { return 0; }
 #endif
+#include "_kernels.h"
 
-/* Built as an extension module so that pip builds it; simd.py loads its library and calls the
- * kernels above by name (the module itself is empty). */
+int dc_levels(void) {
+    int levels = 1 << DC_PORTABLE;
+#if DC_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("popcnt"))
+        levels |= 1 << DC_AVX2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("popcnt"))
+        levels |= 1 << DC_AVX512;
+#elif DC_ARM
+    levels |= 1 << DC_NEON;
+#endif
+    return levels;
+}
+
+static const dc_kernel *kernels(int64_t level) {
+    switch (level) {
+    case DC_PORTABLE: return dc_portable_kernels;
+#if DC_X86
+    case DC_AVX2: return dc_avx2_kernels;
+    case DC_AVX512: return dc_avx512_kernels;
+#endif
+#if DC_ARM
+    case DC_NEON: return dc_neon_kernels;
+#endif
+    default: return 0;
+    }
+}
+
+int dc_run(int64_t level, int64_t kind, int64_t r0, int64_t r1, const int64_t *ptr,
+           const void *pos, int64_t nb, const uint8_t *codes, const float *table, int64_t k,
+           const float *x, int64_t nbatch, float *out) {
+    const dc_kernel *t = kernels(level);
+    if (!t || kind < 0 || kind >= DC_KINDS || !(dc_levels() >> level & 1)) return -1;
+    t[kind](r0, r1, ptr, pos, nb, codes, table, k, x, nbatch, out);
+    return 0;
+}
+
+#ifndef DC_STANDALONE
+/* Built as an extension module so that pip builds it; simd.py loads its library and calls
+ * `dc_levels` and `dc_run` by name (the module itself is empty). */
 static struct PyModuleDef dc_module = {PyModuleDef_HEAD_INIT, "_simd", NULL, -1, NULL,
                                        NULL, NULL, NULL, NULL};
 PyMODINIT_FUNC PyInit__simd(void) { return PyModule_Create(&dc_module); }
+#endif

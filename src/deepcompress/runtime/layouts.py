@@ -7,19 +7,22 @@ holding the float32 codebook and, per kept weight, a narrow cluster index and it
   being the zeros skipped since the previous entry, fillers where a gap overflows. The smallest
   in memory; its kernel is portable numba.
 - "index": per kept weight its column (uint16, or int32 past 65,536 inputs) and its code (uint8).
-  3 bytes a weight; the AVX-512 kernel gathers x and looks the codes up in registers.
+  3 bytes a weight; the SIMD kernels gather x and look the codes up in registers.
 - "bitmap": per row, one bit per column (uint64 words) and the codes of the kept weights
-  (uint8). cols/8 + nnz bytes a row, so smaller than "index" past 6.25% kept; the AVX-512
-  kernel packs the kept x values (vcompressps under the mask) and multiplies them by the codes
-  16 at a time. Its time grows with cols as well as with the kept weights.
+  (uint8). cols/8 + nnz bytes a row, so smaller than "index" past 6.25% kept; the SIMD
+  kernels pack the kept x values under the mask (vcompressps, or a permute from a table on
+  AVX2 and NEON) and multiply them by the codes. Its time grows with cols as well as with the
+  kept weights.
 
-`CompressedMatrix.from_positions(..., layout="auto")` takes "index" or "bitmap" where the
-AVX-512 kernels are available (`simd.available()`), "index" while it stays within 10% of the
-dense size (up to 13% kept), else "bitmap"; without them, "entries". Memory decides, not
-speed: "index" runs faster than "bitmap" up to about 35-50% kept (`python
-benchmarks/bench_runtime.py --sweep`), but past 13% it holds more than a tenth of the dense
-bytes; pass layout="index" to trade memory for that speed. Every layout has a numba reference
-kernel; the tests check the AVX-512 kernels against them.
+"index" and "bitmap" run the C kernels of `simd` at the level it picks for this CPU (AVX-512,
+AVX2, NEON or portable C; each matrix keeps the level it was built at, in `.level`).
+`CompressedMatrix.from_positions(..., layout="auto")` takes "index" while it stays within 10%
+of the dense size (up to 13% kept), else "bitmap"; without the C extension (or with
+DEEPCOMPRESS_SIMD=0), "entries". Memory decides, not speed: "index" runs faster than "bitmap"
+up to about 35-50% kept (`python benchmarks/bench_runtime.py --sweep`), but past 13% it holds
+more than a tenth of the dense bytes; pass layout="index" to trade memory for that speed, or
+let `modules.autotune_` time the layouts. Every layout has a numba reference kernel; the tests
+check every C level against them.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class CompressedMatrix:
     def __init__(self, shape, table: np.ndarray):
         self.shape = tuple(int(s) for s in shape)
         self.table = table  # float32 codebook
+        self.level = simd.level()  # the C kernels' SIMD level; None: the numba loops
+        self.threads: dict[int, int] = {}  # batch size -> threads (autotune_); else simd's rule
 
     @classmethod
     def from_positions(
@@ -173,7 +178,7 @@ def _checked(shape, positions, symbols, codebook):
 
 def choose_layout(rows: int, cols: int, nnz: int, k: int) -> str:
     """The layout `from_positions(layout="auto")` takes; see the module notes."""
-    if not simd.available() or k > 256:
+    if simd.level() is None or k > 256:
         return "entries"
     index_bytes = nnz * (3 if cols <= 1 << 16 else 5)
     bitmap_bytes = rows * 8 * -(-cols // 64) + nnz
@@ -238,7 +243,7 @@ class EntryMatrix(CompressedMatrix):
 
 class _CodedMatrix(CompressedMatrix):
     """What "index" and "bitmap" share: row pointers into uint8 codes (0..k-1), 64 bytes of
-    padding after them (the AVX-512 kernels load 64 codes at a time), and kernel dispatch."""
+    padding after them (the AVX-512 kernels load up to 64 codes at a time), and kernel dispatch."""
 
     def __init__(self, shape, ptr, pos, codes, table):
         super().__init__(shape, table)
@@ -254,17 +259,21 @@ class _CodedMatrix(CompressedMatrix):
     def _arrays(self):
         return self.ptr, self.pos, self.codes, self.table
 
-    def matmul_t(self, x: torch.Tensor, use_simd: bool | None = None) -> torch.Tensor:
-        """`x @ W.T`; `use_simd` False forces the numba reference kernel (for tests)."""
-        if use_simd is None:
-            use_simd = simd.available()
+    def matmul_t(
+        self, x: torch.Tensor, use_simd: bool | None = None, level: str | None = None
+    ) -> torch.Tensor:
+        """`x @ W.T` with the C kernels of `level` (default: the matrix's `.level`);
+        `use_simd` False forces the numba reference kernel (for tests)."""
+        level = level or self.level
+        use_simd = level is not None and use_simd is not False
         xt = _xt(x, self._x_rows() if use_simd else self.shape[1])
         if not use_simd:
             out = np.zeros((self.shape[0], xt.shape[1]), dtype=np.float64)
             self._reference(xt, out)
             return torch.from_numpy(out.T.astype(np.float32))
         out = np.empty((self.shape[0], xt.shape[1]), dtype=np.float32)  # the kernels fill it
-        simd.run(self.layout, self.pos, self.ptr, self.codes, self.table, xt, out)
+        threads = self.threads.get(xt.shape[1]) if self.threads else None
+        simd.run(self.layout, self.pos, self.ptr, self.codes, self.table, xt, out, level, threads)
         return torch.from_numpy(out.T)
 
     def _x_rows(self) -> int:

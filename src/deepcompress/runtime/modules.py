@@ -2,26 +2,28 @@
 and what the EIE accelerator did in hardware).
 
 A weight-shared layer stays in memory as its codebook, a narrow cluster index per kept weight
-and the positions of the kept weights, in one of the layouts of `layouts` ("index" or
-"bitmap" with the AVX-512 kernels, "entries" without): at most 10% of the dense float32 size
-at the paper's 4-25% kept. The kernels look each weight up in the codebook as they go, on
-every core, and never build the dense matrix.
+and the positions of the kept weights, in one of the layouts of `layouts` ("index" or "bitmap"
+with the C kernels at this CPU's SIMD level, "entries" without them): at most 10% of the dense
+float32 size at the paper's 4-25% kept. The kernels look each weight up in the codebook as they
+go, on every core, and never build the dense matrix.
 
     net = dc.load("model.dcz", model=MyNet(), runtime="compressed")
 
-Modes, per layer and batch size (`CompressedLinear.plan`): "compressed" runs the kernel;
-"dense" rebuilds the dense weight for that call only and uses torch's GEMM. Where each wins
-(benchmarks/RESULTS.md, issue 5, `bench_runtime.py --sweep`): at batch 1 compressed, by 7-20x
-on the paper's 4-9%-kept fc layers and 1.8x at 25% kept; at batch 64 dense past about 50% kept
-(the paper saw its sparse kernels lose to dense at batch 64 too); on layers of a few thousand
-weights dense, as a call of ours has a fixed cost of about 6 us (2 for torch's). `autotune_`
-chooses by measured time.
+Modes, per layer and batch size (`CompressedLinear.plan`): "compressed" runs the kernel; "dense"
+rebuilds the dense weight for that call only and uses torch's GEMM. Where each wins
+(benchmarks/RESULTS.md, issues 5 and 18, `bench_runtime.py --sweep`): at batch 1 compressed, by
+7-20x on the paper's 4-9%-kept fc layers and 1.8x at 25% kept (AVX-512, Zen 4); at batch 64
+dense past about 50% kept (the paper saw its sparse kernels lose to dense at batch 64 too); on
+layers of a few thousand weights dense, as a call of ours has a fixed cost of about 6 us (2 for
+torch's). `autotune_` chooses by measured time, thread counts included, with the kernels this
+machine runs.
 """
 
 from __future__ import annotations
 
 import time
 
+import numba
 import numpy as np
 import torch
 from torch import nn
@@ -159,8 +161,10 @@ def matrix_from_record(rec) -> CompressedMatrix:
 def autotune_(
     model: nn.Module, example: torch.Tensor, batch_sizes=(1, 8, 64), repeats: int = 5
 ) -> dict[str, dict[int, str]]:
-    """Choose, per compressed layer and batch size, the faster of "compressed" and "dense"
-    by timing the layer on inputs like those it sees in `model(example)`. Returns the plans."""
+    """Choose, per compressed layer and batch size, the fastest of "dense" and "compressed"
+    (the latter on one thread and on all of numba's, where the C kernels run) by timing the
+    layer on inputs like those it sees in `model(example)`, with the kernels of this machine's
+    SIMD level. Returns the plans; the thread counts go to each weight's `.threads`."""
     inputs: dict[nn.Module, torch.Tensor] = {}
     layers = {
         n: m
@@ -175,20 +179,31 @@ def autotune_(
         model(example[:1])
     for h in hooks:
         h.remove()
+    all_threads = numba.get_num_threads()
     plans = {}
     for name, m in layers.items():
+        wc = m.weight_c
+        threads = (1, all_threads) if wc.level is not None and all_threads > 1 else (None,)
         for bs in batch_sizes:
             x = inputs[m].expand(bs, *inputs[m].shape[1:]).contiguous()
+            rows = m(x[:1]).numel() // max(1, wc.shape[0])  # rows per input (conv positions)
             times = {}
-            for mode in ("compressed", "dense"):
+            for mode, nt in [("dense", None)] + [("compressed", t) for t in threads]:
                 m.plan[bs] = mode
+                if nt is not None:
+                    wc.threads[bs * rows] = nt  # the kernel sees bs * rows inputs
                 with torch.no_grad():
                     m(x)
                     t0 = time.perf_counter()
                     for _ in range(repeats):
                         m(x)
-                times[mode] = time.perf_counter() - t0
-            m.plan[bs] = min(times, key=times.get)
+                times[mode, nt] = time.perf_counter() - t0
+            mode, nt = min(times, key=times.get)
+            m.plan[bs] = mode
+            if nt is None:
+                wc.threads.pop(bs * rows, None)
+            else:
+                wc.threads[bs * rows] = nt
         plans[name] = dict(m.plan)
     return plans
 

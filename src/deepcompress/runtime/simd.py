@@ -1,13 +1,20 @@
-"""The AVX-512 kernels of `_simd.c`, run on every core.
+"""The C kernels of `_simd.c`, one table per SIMD level, run on every core.
 
-The C functions live in the extension module that pip builds (setup.py). Its library is loaded
-into the process once (llvmlite's `load_library_permanently`), and one numba function calls
-them by symbol name from a `prange` loop, one contiguous block of rows per thread, split so
-that each thread gets the same number of kept weights. Calling by name (not through a ctypes
-pointer) lets numba cache that function on disk like the other kernels, so a new process does
-not compile it again. `available()` is False where the extension was not built (no C
-compiler), where the CPU lacks AVX-512 (F, BW, VL, DQ), or where the environment sets
-DEEPCOMPRESS_SIMD=0; `layouts` then runs its numba kernels.
+Levels, best first: "avx512" (F, BW, VL, DQ), "avx2" (AVX2 + FMA), "neon" (aarch64), and
+"portable" (plain C, every build). The extension that pip builds (setup.py) holds all the
+levels of its architecture; `supported()` asks the C library which this CPU can run, and
+`level()` picks the best of them, or the one the environment forces:
+
+    DEEPCOMPRESS_SIMD=avx512|avx2|neon|portable   that level (ValueError if it cannot run here)
+    DEEPCOMPRESS_SIMD=0                           no C kernels: the numba loops of `layouts`
+    unset, "1" or "auto"                          the best level here
+
+so every path can be tested and timed on a machine that has a higher one. The library is
+loaded into the process once (llvmlite's `load_library_permanently`), and one numba function
+calls its `dc_run` by symbol name from a `prange` loop, one contiguous block of rows per
+thread, split so that each thread gets the same number of kept weights. Calling by name (not
+through a ctypes pointer) lets numba cache that function on disk like the other kernels, so a
+new process does not compile it again.
 """
 
 from __future__ import annotations
@@ -24,82 +31,97 @@ from numba import njit, prange, types
 
 SERIAL_WORK = 1 << 14  # kept weights x batch below which one thread runs the whole product
 
-# (r0, r1, ptr, cols or masks, nb, codes, table, k, x, nbatch, out): see _simd.c
+LEVELS = ("portable", "avx2", "avx512", "neon")  # the C enum's order (_kernels.h)
+BEST_FIRST = ("avx512", "avx2", "neon", "portable")
+NEEDS = {  # what a level needs, for the messages
+    "avx512": "an x86-64 CPU with AVX-512 F, BW, VL and DQ",
+    "avx2": "an x86-64 CPU with AVX2 and FMA",
+    "neon": "an aarch64 CPU",
+    "portable": "the C extension (built by pip where a C compiler is found)",
+}
+
+# (level, kind, r0, r1, ptr, cols or masks, nb, codes, table, k, x, nbatch, out): _kernels.h
 _i64, _ptr = types.int64, types.voidptr
-_SIG = types.void(_i64, _i64, _ptr, _ptr, _i64, _ptr, _ptr, _i64, _ptr, _i64, _ptr)
-_INDEX16_MV = types.ExternalFunction("dc_index16_mv", _SIG)
-_INDEX32_MV = types.ExternalFunction("dc_index32_mv", _SIG)
-_BITMAP_MV = types.ExternalFunction("dc_bitmap_mv", _SIG)
-_INDEX16_MM = types.ExternalFunction("dc_index16_mm", _SIG)
-_INDEX32_MM = types.ExternalFunction("dc_index32_mm", _SIG)
-_BITMAP_MM = types.ExternalFunction("dc_bitmap_mm", _SIG)
+_RUN = types.ExternalFunction(
+    "dc_run",
+    types.int32(_i64, _i64, _i64, _i64, _ptr, _ptr, _i64, _ptr, _ptr, _i64, _ptr, _i64, _ptr),
+)
 
 
 @functools.cache
-def _library() -> bool:
-    """Load the extension's library into the process for good; whether its kernels can run."""
+def supported() -> tuple[str, ...]:
+    """The levels the built extension and this CPU can run, best first; () without it."""
     spec = importlib.util.find_spec("deepcompress.runtime._simd")
     if spec is None or spec.origin is None:
-        return False
+        return ()
     try:
-        if ctypes.CDLL(spec.origin).dc_simd_level() <= 0:
-            return False
+        mask = ctypes.CDLL(spec.origin).dc_levels()
         llvm.load_library_permanently(spec.origin)
-    except (OSError, RuntimeError):
-        return False
-    return True
+    except (OSError, RuntimeError, AttributeError):
+        return ()
+    return tuple(name for name in BEST_FIRST if mask >> LEVELS.index(name) & 1)
+
+
+def level() -> str | None:
+    """The level the runtime uses now (see the module notes); None for the numba loops.
+
+    Raises:
+        ValueError: DEEPCOMPRESS_SIMD names an unknown level, or one this CPU cannot run.
+    """
+    want = os.environ.get("DEEPCOMPRESS_SIMD", "auto").strip().lower()
+    if want == "0":
+        return None
+    here = supported()
+    if want in ("", "1", "auto"):
+        return here[0] if here else None
+    if want not in LEVELS:
+        raise ValueError(
+            f"DEEPCOMPRESS_SIMD={want!r}: expected one of {', '.join(BEST_FIRST)}, 0 or auto"
+        )
+    if want not in here:
+        have = ", ".join(here) or "none (no C extension)"
+        raise ValueError(
+            f"DEEPCOMPRESS_SIMD={want}: that level needs {NEEDS[want]}; this machine runs {have}"
+        )
+    return want
 
 
 def available() -> bool:
-    """Whether the AVX-512 kernels can run here."""
-    return os.environ.get("DEEPCOMPRESS_SIMD", "1") != "0" and _library()
-
-
-@njit(inline="always")
-def _call(which, r0, r1, ptr, pos, nb, codes, table, x, nbatch, out):  # pragma: no cover
-    q, p, c, t = ptr.ctypes.data, pos.ctypes.data, codes.ctypes.data, table.ctypes.data
-    xp, o, k = x.ctypes.data, out.ctypes.data, table.size
-    if which == 0:
-        _INDEX16_MV(r0, r1, q, p, nb, c, t, k, xp, nbatch, o)
-    elif which == 1:
-        _INDEX32_MV(r0, r1, q, p, nb, c, t, k, xp, nbatch, o)
-    elif which == 2:
-        _BITMAP_MV(r0, r1, q, p, nb, c, t, k, xp, nbatch, o)
-    elif which == 3:
-        _INDEX16_MM(r0, r1, q, p, nb, c, t, k, xp, nbatch, o)
-    elif which == 4:
-        _INDEX32_MM(r0, r1, q, p, nb, c, t, k, xp, nbatch, o)
-    else:
-        _BITMAP_MM(r0, r1, q, p, nb, c, t, k, xp, nbatch, o)
+    """Whether C kernels run here (at the level `level()` picks)."""
+    return level() is not None
 
 
 @njit(parallel=True, cache=True)
-def _run(which, nt, ptr, pos, nb, codes, table, x, nbatch, out):  # pragma: no cover
+def _run(lvl, kind, nt, ptr, pos, nb, codes, table, x, nbatch, out):  # pragma: no cover
     # nt comes from the caller: numba.get_num_threads() in here would keep it from being cached
     rows = ptr.size - 1
+    q, p, c, t = ptr.ctypes.data, pos.ctypes.data, codes.ctypes.data, table.ctypes.data
+    xp, o, k = x.ctypes.data, out.ctypes.data, table.size
     if nt == 1:
-        _call(which, 0, rows, ptr, pos, nb, codes, table, x, nbatch, out)
+        _RUN(lvl, kind, 0, rows, q, p, nb, c, t, k, xp, nbatch, o)
         return
     nt = min(nt, max(1, rows))
     bounds = np.empty(nt + 1, dtype=np.int64)
     bounds[0], bounds[nt] = 0, rows
-    for t in range(1, nt):
-        bounds[t] = min(np.searchsorted(ptr, ptr[rows] * t // nt), rows)
-    for t in prange(nt):
-        _call(which, bounds[t], bounds[t + 1], ptr, pos, nb, codes, table, x, nbatch, out)
+    for i in range(1, nt):
+        bounds[i] = min(np.searchsorted(ptr, ptr[rows] * i // nt), rows)
+    for i in prange(nt):
+        _RUN(lvl, kind, bounds[i], bounds[i + 1], q, p, nb, c, t, k, xp, nbatch, o)
 
 
-_WHICH = {("index", 2): 0, ("index", 4): 1, ("bitmap", 8): 2}  # (layout, position itemsize)
+_KIND = {("index", 2): 0, ("index", 4): 1, ("bitmap", 8): 2}  # (layout, position itemsize)
 
 
-def run(layout, pos, ptr, codes, table, xt, out) -> None:
-    """out (rows, B) = xt.T @ W.T for W in `layout` ("index" or "bitmap"); xt (cols, B)
-    float32 C-contiguous, padded to whole 64-column blocks for "bitmap"; out float32.
-    Call only where `available()`."""
+def run(layout, pos, ptr, codes, table, xt, out, lvl: str, threads: int | None = None) -> None:
+    """out (rows, B) = xt.T @ W.T for W in `layout` ("index" or "bitmap") with the kernels of
+    level `lvl` (one of `supported()`); xt (cols, B) float32 C-contiguous, padded to whole
+    64-column blocks for "bitmap"; out float32. `threads` None: all of numba's threads, or
+    one for a product below SERIAL_WORK kept weights x batch."""
     nbatch = xt.shape[1]
     nb = pos.shape[1] if pos.ndim == 2 else 0
     # (dtype.itemsize, not dtype.name: the name takes microseconds to build)
-    which = _WHICH[layout, pos.itemsize] + (3 if nbatch > 1 else 0)
-    # a product of a few microseconds is not worth waking the other threads for
-    nt = 1 if int(ptr[-1]) * nbatch < SERIAL_WORK else numba.get_num_threads()
-    _run(which, nt, ptr, pos, nb, codes, table, xt, nbatch, out)
+    kind = _KIND[layout, pos.itemsize] + (3 if nbatch > 1 else 0)
+    if threads is None:
+        # a product of a few microseconds is not worth waking the other threads for
+        threads = 1 if int(ptr[-1]) * nbatch < SERIAL_WORK else numba.get_num_threads()
+    _run(LEVELS.index(lvl), kind, threads, ptr, pos, nb, codes, table, xt, nbatch, out)
