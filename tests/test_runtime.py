@@ -1,7 +1,9 @@
 """Running from the compressed form: the same outputs as the decoded dense model."""
 
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import types
@@ -467,3 +469,32 @@ def test_products_near_the_float32_limit_are_formed_in_float64(layout):
         y = m.matmul_t(x) if layout == "entries" else m.matmul_t(x, use_simd=False)
         want = x.double() @ torch.tensor([[3e38, -3e38]], dtype=torch.float64).T
         assert torch.isfinite(y).all() and rel_err(y.double(), want) < 1e-6, y
+
+
+def test_warmup_leaves_nothing_to_compile_for_a_new_process(tmp_path):
+    """`deepcompress warmup` into an empty numba cache; a new process then loads and runs a
+    LeNet-5 file (every coder chosen by size, the compressed runtime) compiling nothing: numba
+    reports no kernel saved to the cache."""
+    path = lenet_file(tmp_path, LeNet5)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_DEBUG_CACHE": "1"}
+    warm = subprocess.run(
+        [sys.executable, "-c", "from deepcompress.cli import main; main(['warmup'])"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert warm.returncode == 0 and "kernels ready in" in warm.stdout, warm.stderr[-2000:]
+    assert "data saved" in warm.stdout + warm.stderr  # it did fill the empty cache
+    code = (
+        "import sys, torch, deepcompress as dc\n"
+        "from deepcompress.pipeline.models import LeNet5\n"
+        "dc.load(sys.argv[1])\n"
+        "net = dc.load(sys.argv[1], model=LeNet5(), runtime='compressed').eval()\n"
+        "with torch.no_grad():\n"
+        "    net(torch.randn(1, 1, 28, 28)), net(torch.randn(8, 1, 28, 28))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "data saved" not in run.stdout + run.stderr, "compiled after warmup"

@@ -33,6 +33,7 @@ _EXPORTS = {
     "sensitivity": "analysis",
     "strip_": "parametrizations",
     "threshold_mask": "pruning",
+    "warmup": "api",
 }
 
 __all__ = ["FormatError", "__version__", *sorted(_EXPORTS)]

@@ -1,4 +1,5 @@
-"""The model-level verbs that touch files: `save`, `encode_state_dict`, `load`, `load_bytes`.
+"""The model-level verbs that touch files: `save`, `encode_state_dict`, `load`, `load_bytes`
+(and `warmup`, which compiles the kernels they use).
 
 They are thin: encoding is `encode` (the one encode path), writing `format.writer`, reading
 `format.reader` (the one reader), and running from the compressed form `runtime`.
@@ -24,7 +25,7 @@ from .format.container import DEFAULT_MAX_ELEMENTS
 from .format.writer import write_records
 from .parametrizations import strip_
 
-__all__ = ["__version__", "encode_state_dict", "load", "load_bytes", "save", "strip_"]
+__all__ = ["__version__", "encode_state_dict", "load", "load_bytes", "save", "strip_", "warmup"]
 
 Spec = float | int | None | Mapping[str, float | int | None]
 
@@ -241,3 +242,50 @@ def load_bytes(data: bytes, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict
         FormatError: the bytes are damaged, truncated or not a deepcompress file.
     """
     return reader.read(bytes(data), max_elements).decode()
+
+
+def warmup() -> float:
+    """Compile every numba kernel that saving, loading and running a compressed file use, or
+    load it from numba's on-disk cache, so that no later call pays for JIT compilation.
+
+    Run once after installing (`deepcompress warmup`), it fills the cache, and a new process's
+    first `load` then only reads the compiled kernels from disk. It saves and loads a small
+    model with every entropy coder, and runs its weight-shared layers in every in-memory
+    layout at batch 1 and 3. Returns the seconds it took."""
+    import tempfile
+    import time
+
+    from .coding.coders import ENTROPY_CHOICES
+    from .pruning import prune_
+    from .runtime.layouts import CompressedMatrix
+    from .sharing import quantize_
+
+    def build():
+        return nn.Sequential(
+            nn.Conv2d(2, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 300), nn.Linear(300, 10)
+        )
+
+    t0 = time.perf_counter()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net, x = build(), torch.randn(3, 2, 6, 6)
+    prune_(net, sparsity={"0": 0.3, "2": 0.9, "3": 0.7})
+    quantize_(net, bits={"conv": 8, "linear": 5})
+    with tempfile.TemporaryDirectory() as tmp:
+        for entropy in ENTROPY_CHOICES:
+            path = Path(tmp) / f"{entropy}.dcz"
+            save(net, path, entropy=entropy)
+            load(path)
+            run = load(path, model=build(), runtime="compressed")
+            with torch.no_grad():
+                run(x[:1]), run(x)
+    strip_(net)
+    for layer in (net[2], net[3]):
+        for layout in ("entries", "index", "bitmap"):
+            m = CompressedMatrix.from_dense(layer.weight.detach(), layout)
+            (
+                m.dense(),
+                m.matmul_t(torch.randn(1, m.shape[1])),
+                m.matmul_t(torch.randn(3, m.shape[1])),
+            )
+    return time.perf_counter() - t0

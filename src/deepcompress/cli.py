@@ -21,6 +21,7 @@ EXAMPLES = {
     "reproduce": "example: deepcompress reproduce lenet-300-100 --data ~/mnist --out runs/lenet",
     "demo": "example: deepcompress demo --out /tmp/demo",
     "decode": "example: deepcompress decode model.dcz -o model.safetensors",
+    "warmup": "example: pip install deepcompress && deepcompress warmup",
     "encode": (
         "example: deepcompress encode model.safetensors -o model.dcz --sparsity 0.5 --bits 6 \\\n"
         "           --sparsity-per-layer 'classifier.*=0.9' --exclude 'embed*'\n"
@@ -87,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=".", help="folder for demo.dcz and report.json")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true", help="no progress output")
+
+    add("warmup", "compile the numba kernels into their on-disk cache (run once after install)")
 
     x = add("decode", "decode a .dcz file to dense weights in a .safetensors file")
     x.add_argument("file", help="the .dcz file")
@@ -212,6 +215,13 @@ def _paths(args) -> tuple[Path, Path]:
     if not dst.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(dst.parent)!r} does not exist")
     return src, dst
+
+
+def _warmup() -> int:
+    from .api import warmup
+
+    print(f"kernels ready in {warmup():.1f} s")
+    return 0
 
 
 def _decode(args) -> int:
@@ -364,6 +374,7 @@ COMMANDS = {
     "encode": _encode,
     "sensitivity": _sensitivity,
     "decode": _decode,
+    "warmup": lambda args: _warmup(),
 }
 
 
