@@ -175,8 +175,6 @@ AXPY_V(axpy1m, 1, 1)
 AXPY_V(axpy2m, 2, 1)
 AXPY_V(axpy4m, 4, 1)
 
-enum { CHUNK = 256 }; /* kept weights whose x rows and values are gathered per pass */
-
 /* out[r, :] for one row, given a chunk's x row pointers and weights: blocks of 32 inputs. */
 DC_AVX2 static inline void row_mm(const float *const *xs, const float *ws, int64_t n,
                                   int64_t nbatch, float *o, int first) {
@@ -193,48 +191,8 @@ DC_AVX2 static inline void row_mm(const float *const *xs, const float *ws, int64
     }
 }
 
-#define INDEX_MM(NAME, CT)                                                                     \
-    DC_AVX2 static void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const void *pos,      \
-                             int64_t nb, const uint8_t *codes, const float *table, int64_t k,  \
-                             const float *xt, int64_t nbatch, float *out) {                    \
-        const CT *cols = (const CT *)pos;                                                      \
-        (void)nb, (void)k;                                                                     \
-        const float *xs[CHUNK];                                                                \
-        float ws[CHUNK];                                                                       \
-        for (int64_t r = r0; r < r1; r++) {                                                    \
-            int64_t j = ptr[r], end = ptr[r + 1];                                              \
-            int first = 1;                                                                     \
-            do {                                                                               \
-                int64_t n = end - j < CHUNK ? end - j : CHUNK;                                 \
-                for (int64_t i = 0; i < n; i++)                                                \
-                    xs[i] = xt + (int64_t)cols[j + i] * nbatch, ws[i] = table[codes[j + i]];   \
-                row_mm(xs, ws, n, nbatch, out + r * nbatch, first);                            \
-                first = 0, j += n;                                                             \
-            } while (j < end);                                                                 \
-        }                                                                                      \
-    }
-INDEX_MM(index16_mm, uint16_t)
-INDEX_MM(index32_mm, int32_t)
-
-DC_AVX2 static void bitmap_mm(int64_t r0, int64_t r1, const int64_t *ptr, const void *pos,
-                              int64_t nb, const uint8_t *codes, const float *table, int64_t k,
-                              const float *xt, int64_t nbatch, float *out) {
-    const uint64_t *masks = (const uint64_t *)pos;
-    (void)k;
-    const float *xs[CHUNK];
-    float ws[CHUNK];
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *p = codes + ptr[r];
-        int64_t n = 0;
-        int first = 1;
-        for (int64_t blk = 0; blk < nb; blk++)
-            for (uint64_t w = masks[r * nb + blk]; w; w &= w - 1) {
-                xs[n] = xt + (64 * blk + DC_CTZ64(w)) * nbatch, ws[n] = table[*p++];
-                if (++n == CHUNK) row_mm(xs, ws, n, nbatch, out + r * nbatch, first), first = 0, n = 0;
-            }
-        if (n || first) row_mm(xs, ws, n, nbatch, out + r * nbatch, first);
-    }
-}
+#define DC_TARGET DC_AVX2
+#include "_chunked_mm.h"
 
 const dc_kernel dc_avx2_kernels[DC_KINDS] = {index16_mv, index32_mv, bitmap_mv,
                                              index16_mm, index32_mm, bitmap_mm};
