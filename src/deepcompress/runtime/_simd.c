@@ -22,7 +22,7 @@
 #endif
 #include "_kernels.h"
 
-int dc_levels(void) {
+static int detect_levels(void) {
     int levels = 1 << DC_PORTABLE;
 #if DC_X86
     __builtin_cpu_init();
@@ -37,6 +37,18 @@ int dc_levels(void) {
     levels |= 1 << DC_NEON;
 #endif
     return levels;
+}
+
+/* Detected once: dc_run checks every call against it. */
+int dc_levels(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    static int cached = 0; /* 0: not yet detected (a detected set always holds "portable") */
+    int levels = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (!levels) __atomic_store_n(&cached, levels = detect_levels(), __ATOMIC_RELAXED);
+    return levels;
+#else
+    return detect_levels();
+#endif
 }
 
 static const dc_kernel *kernels(int64_t level) {
