@@ -283,9 +283,7 @@ def warmup() -> float:
     for layer in (net[2], net[3]):
         for layout in ("entries", "index", "bitmap"):
             m = CompressedMatrix.from_dense(layer.weight.detach(), layout)
-            (
-                m.dense(),
-                m.matmul_t(torch.randn(1, m.shape[1])),
-                m.matmul_t(torch.randn(3, m.shape[1])),
-            )
+            m.dense()
+            for batch in (1, 3):
+                m.matmul_t(torch.randn(batch, m.shape[1]))
     return time.perf_counter() - t0

@@ -20,9 +20,9 @@ AVX2, NEON or portable C; each matrix keeps the level it was built at, in `.leve
 of the dense size (up to 13% kept), else "bitmap"; without the C extension (or with
 DEEPCOMPRESS_SIMD=0), "entries". Memory decides, not speed: "index" runs faster than "bitmap"
 up to about 35-50% kept (`python benchmarks/bench_runtime.py --sweep`), but past 13% it holds
-more than a tenth of the dense bytes; pass layout="index" to trade memory for that speed, or
-let `modules.autotune_` time the layouts. Every layout has a numba reference kernel; the tests
-check every C level against them.
+more than a tenth of the dense bytes; pass layout="index" to trade memory for that speed
+(`modules.autotune_` times modes and thread counts, not layouts). Every layout has a numba
+reference kernel; the tests check every C level against them.
 """
 
 from __future__ import annotations

@@ -184,9 +184,10 @@ def autotune_(
     for name, m in layers.items():
         wc = m.weight_c
         threads = (1, all_threads) if wc.level is not None and all_threads > 1 else (None,)
+        with torch.no_grad():  # the kernel's rows per input: 1, or a conv's output positions
+            rows = m(inputs[m]).numel() // max(1, wc.shape[0])
         for bs in batch_sizes:
             x = inputs[m].expand(bs, *inputs[m].shape[1:]).contiguous()
-            rows = m(x[:1]).numel() // max(1, wc.shape[0])  # rows per input (conv positions)
             times = {}
             for mode, nt in [("dense", None)] + [("compressed", t) for t in threads]:
                 m.plan[bs] = mode
