@@ -21,7 +21,7 @@ setup(
                     "kernels_neon.c",
                 )
             ],
-            depends=[RUNTIME + "_kernels.h", RUNTIME + "_chunked_mm.h"],
+            depends=[RUNTIME + "_kernels.h", RUNTIME + "_batched.h"],
             include_dirs=[RUNTIME],
             extra_compile_args=["-O3"],
             optional=True,

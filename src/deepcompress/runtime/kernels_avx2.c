@@ -10,7 +10,7 @@
  *   front; they are stored at the running count (as the AVX-512 kernel does with vcompressps)
  *   and multiplied by the codes 16 at a time. No pdep/pext, which AMD before Zen 3 runs in
  *   microcode.
- * - Batch B > 1: each kept weight is broadcast once per 32 inputs (4 registers of 8).
+ * - Batch B > 1: _batched.h, each kept weight broadcast once per 32 inputs (4 registers of 8).
  */
 #include "_kernels.h"
 
@@ -137,62 +137,21 @@ DC_AVX2 static void bitmap_mv(int64_t r0, int64_t r1, const int64_t *ptr, const 
     }
 }
 
-/* Batch B > 1, V registers of 8 batch columns; MASKED for the last block of fewer than 8 V.
- * Two sums (even and odd kept weights) halve the FMA latency chain. */
-#define AXPY_V(NAME, V, MASKED)                                                                \
-    DC_AVX2 static inline void NAME(const float *const *xs, int64_t off, const float *ws,     \
-                                    int64_t n, int64_t left, float *o) {                      \
-        __m256i m[V];                                                                          \
-        __m256 a[V], b[V];                                                                     \
-        for (int v = 0; v < V; v++)                                                            \
-            m[v] = lanes(left - 8 * v), a[v] = b[v] = _mm256_setzero_ps();                     \
-        int64_t j = 0;                                                                         \
-        for (; j + 2 <= n; j += 2) {                                                           \
-            __m256 w0 = _mm256_set1_ps(ws[j]), w1 = _mm256_set1_ps(ws[j + 1]);                 \
-            for (int v = 0; v < V; v++) {                                                      \
-                __m256 x0 = MASKED ? _mm256_maskload_ps(xs[j] + off + 8 * v, m[v])                   \
-                                   : _mm256_loadu_ps(xs[j] + off + 8 * v);                           \
-                __m256 x1 = MASKED ? _mm256_maskload_ps(xs[j + 1] + off + 8 * v, m[v])               \
-                                   : _mm256_loadu_ps(xs[j + 1] + off + 8 * v);                       \
-                a[v] = _mm256_fmadd_ps(w0, x0, a[v]);                                          \
-                b[v] = _mm256_fmadd_ps(w1, x1, b[v]);                                          \
-            }                                                                                  \
-        }                                                                                      \
-        if (j < n) {                                                                           \
-            __m256 w0 = _mm256_set1_ps(ws[j]);                                                 \
-            for (int v = 0; v < V; v++) {                                                      \
-                __m256 x0 = MASKED ? _mm256_maskload_ps(xs[j] + off + 8 * v, m[v])                   \
-                                   : _mm256_loadu_ps(xs[j] + off + 8 * v);                           \
-                a[v] = _mm256_fmadd_ps(w0, x0, a[v]);                                          \
-            }                                                                                  \
-        }                                                                                      \
-        for (int v = 0; v < V; v++) _mm256_maskstore_ps(o + 8 * v, m[v], _mm256_add_ps(a[v], b[v])); \
-    }
-AXPY_V(axpy1, 1, 0)
-AXPY_V(axpy2, 2, 0)
-AXPY_V(axpy4, 4, 0)
-AXPY_V(axpy1m, 1, 1)
-AXPY_V(axpy2m, 2, 1)
-AXPY_V(axpy4m, 4, 1)
-
-/* out[r, :] for one row, given a chunk's x row pointers and weights: blocks of 32 inputs. */
-DC_AVX2 static inline void row_mm(const float *const *xs, const float *ws, int64_t n,
-                                  int64_t nbatch, float *o, int first) {
-    float acc[32];
-    for (int64_t b = 0; b < nbatch; b += 32) {
-        int64_t left = nbatch - b, width = left < 32 ? left : 32;
-        if (left >= 32) axpy4(xs, b, ws, n, left, acc);
-        else if (left == 16) axpy2(xs, b, ws, n, left, acc);
-        else if (left == 8) axpy1(xs, b, ws, n, left, acc);
-        else if (left > 16) axpy4m(xs, b, ws, n, left, acc);
-        else if (left > 8) axpy2m(xs, b, ws, n, left, acc);
-        else axpy1m(xs, b, ws, n, left, acc);
-        for (int64_t i = 0; i < width; i++) o[b + i] = first ? acc[i] : o[b + i] + acc[i];
-    }
-}
-
+/* Batch B > 1: the shared drivers of _batched.h, on 8-lane registers. */
 #define DC_TARGET DC_AVX2
-#include "_chunked_mm.h"
+#define VL 8
+typedef __m256 dc_vec;
+typedef __m256i dc_mask;
+#define dc_vzero _mm256_setzero_ps
+#define dc_vset1 _mm256_set1_ps
+#define dc_vfma(a, w, x) _mm256_fmadd_ps(w, x, a)
+#define dc_vadd _mm256_add_ps
+#define dc_vmask lanes
+#define dc_vload _mm256_loadu_ps
+#define dc_vload_m _mm256_maskload_ps
+#define dc_vstore _mm256_storeu_ps
+#define dc_vstore_m(p, v, m) _mm256_maskstore_ps(p, m, v)
+#include "_batched.h"
 
 const dc_kernel dc_avx2_kernels[DC_KINDS] = {index16_mv, index32_mv, bitmap_mv,
                                              index16_mm, index32_mm, bitmap_mm};

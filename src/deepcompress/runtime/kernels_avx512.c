@@ -117,102 +117,21 @@ DC_AVX512 static void bitmap_mv(int64_t r0, int64_t r1, const int64_t *ptr, cons
     }
 }
 
-/* Batch B > 1: out[r, :] = sum_j table[codes[j]] * xt[col_j, :], xt being (cols, B), with the
- * sums in V = 1, 2 or 4 registers of 16 batch columns: each kept weight is looked up once per
- * 64 inputs. */
-#define INDEX_MM_V(NAME, CT, V)                                                                \
-    DC_AVX512 static inline void NAME(const int64_t *ptr, const CT *cols, int64_t r,          \
-                                      const uint8_t *codes, const float *table,               \
-                                      const float *xb, int64_t nbatch, int64_t left,          \
-                                      float *o) {                                             \
-        __mmask16 m[V];                                                                        \
-        __m512 a[V], b[V]; /* sums of even and odd j: half the FMA latency chain */            \
-        for (int v = 0; v < V; v++)                                                            \
-            m[v] = lanes(left - 16 * v), a[v] = b[v] = _mm512_setzero_ps();                    \
-        int64_t j = ptr[r], end = ptr[r + 1];                                                  \
-        for (; j + 2 <= end; j += 2) {                                                         \
-            __m512 w0 = _mm512_set1_ps(table[codes[j]]), w1 = _mm512_set1_ps(table[codes[j + 1]]); \
-            const float *x0 = xb + (int64_t)cols[j] * nbatch;                                  \
-            const float *x1 = xb + (int64_t)cols[j + 1] * nbatch;                              \
-            for (int v = 0; v < V; v++) {                                                      \
-                a[v] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m[v], x0 + 16 * v), a[v]);    \
-                b[v] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(m[v], x1 + 16 * v), b[v]);    \
-            }                                                                                  \
-        }                                                                                      \
-        if (j < end) {                                                                         \
-            __m512 w0 = _mm512_set1_ps(table[codes[j]]);                                       \
-            const float *x0 = xb + (int64_t)cols[j] * nbatch;                                  \
-            for (int v = 0; v < V; v++)                                                        \
-                a[v] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m[v], x0 + 16 * v), a[v]);    \
-        }                                                                                      \
-        for (int v = 0; v < V; v++)                                                            \
-            _mm512_mask_storeu_ps(o + 16 * v, m[v], _mm512_add_ps(a[v], b[v]));                \
-    }
-
-#define INDEX_MM(NAME, CT)                                                                     \
-    INDEX_MM_V(NAME##_v1, CT, 1)                                                               \
-    INDEX_MM_V(NAME##_v2, CT, 2)                                                               \
-    INDEX_MM_V(NAME##_v4, CT, 4)                                                               \
-    DC_AVX512 static void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const void *pos,     \
-                               int64_t nb,                                                 \
-                        const uint8_t *codes, const float *table, int64_t k, const float *xt,  \
-                        int64_t nbatch, float *out) {                                          \
-        const CT *cols = (const CT *)pos;                                                      \
-        (void)nb, (void)k;                                                                     \
-        for (int64_t r = r0; r < r1; r++)                                                      \
-            for (int64_t b = 0; b < nbatch; b += 64) {                                         \
-                int64_t left = nbatch - b;                                                     \
-                float *o = out + r * nbatch + b;                                               \
-                if (left <= 16)                                                                \
-                    NAME##_v1(ptr, cols, r, codes, table, xt + b, nbatch, left, o);            \
-                else if (left <= 32)                                                           \
-                    NAME##_v2(ptr, cols, r, codes, table, xt + b, nbatch, left, o);            \
-                else                                                                           \
-                    NAME##_v4(ptr, cols, r, codes, table, xt + b, nbatch, left, o);            \
-            }                                                                                  \
-    }
-INDEX_MM(index16_mm, uint16_t)
-INDEX_MM(index32_mm, int32_t)
-
-#define BITMAP_MM_V(V)                                                                         \
-    DC_AVX512 static inline void bitmap_mm_v##V(const uint64_t *words, int64_t nb,            \
-                                                const uint8_t *p, const float *table,         \
-                                                const float *xb, int64_t nbatch, int64_t left, \
-                                                float *o) {                                   \
-        __mmask16 m[V];                                                                        \
-        __m512 a[V];                                                                           \
-        for (int v = 0; v < V; v++) m[v] = lanes(left - 16 * v), a[v] = _mm512_setzero_ps();  \
-        for (int64_t blk = 0; blk < nb; blk++)                                                 \
-            for (uint64_t bits = words[blk]; bits; bits &= bits - 1) {                         \
-                __m512 wv = _mm512_set1_ps(table[*p++]);                                       \
-                const float *xr = xb + (64 * blk + __builtin_ctzll(bits)) * nbatch;            \
-                for (int v = 0; v < V; v++)                                                    \
-                    a[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m[v], xr + 16 * v), a[v]); \
-            }                                                                                  \
-        for (int v = 0; v < V; v++) _mm512_mask_storeu_ps(o + 16 * v, m[v], a[v]);             \
-    }
-BITMAP_MM_V(1)
-BITMAP_MM_V(2)
-BITMAP_MM_V(4)
-
-DC_AVX512 static void bitmap_mm(int64_t r0, int64_t r1, const int64_t *ptr, const void *pos,
-                          int64_t nb, const uint8_t *codes, const float *table, int64_t k,
-                          const float *xt, int64_t nbatch, float *out) {
-    const uint64_t *masks = (const uint64_t *)pos;
-    (void)k;
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t b = 0; b < nbatch; b += 64) {
-            int64_t left = nbatch - b;
-            const uint64_t *words = masks + r * nb;
-            float *o = out + r * nbatch + b;
-            if (left <= 16)
-                bitmap_mm_v1(words, nb, codes + ptr[r], table, xt + b, nbatch, left, o);
-            else if (left <= 32)
-                bitmap_mm_v2(words, nb, codes + ptr[r], table, xt + b, nbatch, left, o);
-            else
-                bitmap_mm_v4(words, nb, codes + ptr[r], table, xt + b, nbatch, left, o);
-        }
-}
+/* Batch B > 1: the shared drivers of _batched.h, on 16-lane registers. */
+#define DC_TARGET DC_AVX512
+#define VL 16
+typedef __m512 dc_vec;
+typedef __mmask16 dc_mask;
+#define dc_vzero _mm512_setzero_ps
+#define dc_vset1 _mm512_set1_ps
+#define dc_vfma(a, w, x) _mm512_fmadd_ps(w, x, a)
+#define dc_vadd _mm512_add_ps
+#define dc_vmask lanes
+#define dc_vload _mm512_loadu_ps
+#define dc_vload_m(p, m) _mm512_maskz_loadu_ps(m, p)
+#define dc_vstore _mm512_storeu_ps
+#define dc_vstore_m(p, v, m) _mm512_mask_storeu_ps(p, m, v)
+#include "_batched.h"
 
 const dc_kernel dc_avx512_kernels[DC_KINDS] = {index16_mv, index32_mv, bitmap_mv,
                                                index16_mm, index32_mm, bitmap_mm};

@@ -7,7 +7,7 @@
  *   shuffle from a 16-entry table that packs the kept x values of 4 columns to the front
  *   (vqtbl1q_u8); they are stored at the running count and multiplied by the codes 8 at a
  *   time, as the x86 kernels do.
- * - Batch B > 1: each kept weight is broadcast over registers of 4 batch columns (vfmaq_n).
+ * - Batch B > 1: _batched.h, each kept weight broadcast once per 16 inputs (4 registers of 4).
  * Checked for correctness under qemu-user (tools/check_kernels.sh); not yet timed on an ARM CPU.
  */
 #include "_kernels.h"
@@ -101,37 +101,34 @@ static void bitmap_mv(int64_t r0, int64_t r1, const int64_t *ptr, const void *po
     }
 }
 
-/* o[0..n) (+)= sum_j ws[j] * xs[j][0..n), 4 batch columns per register, 16 per pass. */
-static void row_mm(const float *const *xs, const float *ws, int64_t cnt, int64_t nbatch,
-                   float *o, int first) {
-    for (int64_t b = 0; b < nbatch; b += 16) {
-        int64_t left = nbatch - b;
-        if (left >= 16) {
-            float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t j = 0; j < cnt; j++) {
-                const float *xr = xs[j] + b;
-                a0 = vfmaq_n_f32(a0, vld1q_f32(xr), ws[j]);
-                a1 = vfmaq_n_f32(a1, vld1q_f32(xr + 4), ws[j]);
-                a2 = vfmaq_n_f32(a2, vld1q_f32(xr + 8), ws[j]);
-                a3 = vfmaq_n_f32(a3, vld1q_f32(xr + 12), ws[j]);
-            }
-            if (!first) {
-                a0 = vaddq_f32(a0, vld1q_f32(o + b)), a1 = vaddq_f32(a1, vld1q_f32(o + b + 4));
-                a2 = vaddq_f32(a2, vld1q_f32(o + b + 8)), a3 = vaddq_f32(a3, vld1q_f32(o + b + 12));
-            }
-            vst1q_f32(o + b, a0), vst1q_f32(o + b + 4, a1);
-            vst1q_f32(o + b + 8, a2), vst1q_f32(o + b + 12, a3);
-        } else {
-            float acc[16] = {0};
-            for (int64_t j = 0; j < cnt; j++)
-                for (int64_t i = 0; i < left; i++) acc[i] += ws[j] * xs[j][b + i];
-            for (int64_t i = 0; i < left; i++) o[b + i] = first ? acc[i] : o[b + i] + acc[i];
-        }
-    }
-}
-
+/* Batch B > 1: the shared drivers of _batched.h, on 4-lane registers. NEON has no masked
+ * loads: a "mask" is the number of lanes in use, and the masked load and store go lane by lane
+ * (only the last, partial block of a batch that is not a multiple of 4 takes them). */
 #define DC_TARGET
-#include "_chunked_mm.h"
+#define VL 4
+typedef float32x4_t dc_vec;
+typedef int dc_mask;
+static inline dc_mask neon_lanes(int64_t n) { return n >= 4 ? 4 : n <= 0 ? 0 : (int)n; }
+static inline float32x4_t neon_load_m(const float *p, dc_mask m) {
+    float t[4] = {0, 0, 0, 0};
+    for (int i = 0; i < m; i++) t[i] = p[i];
+    return vld1q_f32(t);
+}
+static inline void neon_store_m(float *p, float32x4_t v, dc_mask m) {
+    float t[4];
+    vst1q_f32(t, v);
+    for (int i = 0; i < m; i++) p[i] = t[i];
+}
+#define dc_vzero() vdupq_n_f32(0)
+#define dc_vset1 vdupq_n_f32
+#define dc_vfma(a, w, x) vfmaq_f32(a, w, x)
+#define dc_vadd vaddq_f32
+#define dc_vmask neon_lanes
+#define dc_vload vld1q_f32
+#define dc_vload_m neon_load_m
+#define dc_vstore vst1q_f32
+#define dc_vstore_m neon_store_m
+#include "_batched.h"
 
 const dc_kernel dc_neon_kernels[DC_KINDS] = {index16_mv, index32_mv, bitmap_mv,
                                              index16_mm, index32_mm, bitmap_mm};
