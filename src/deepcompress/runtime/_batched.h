@@ -12,7 +12,27 @@
  *   dc_vzero(), dc_vset1(f), dc_vfma(a, w, x) = a + w x, dc_vadd(a, b)
  *   dc_vmask(n)               the first n lanes (all for n >= VL, none for n <= 0)
  *   dc_vload(p), dc_vload_m(p, m), dc_vstore(p, v), dc_vstore_m(p, v, m)
- * A masked load reads no lane outside its mask (x's last row ends the buffer). */
+ * A masked load reads no lane outside its mask (x's last row ends the buffer).
+ *
+ * A level without masked loads (NEON, portable C) defines DC_COUNT_MASKS instead of dc_mask,
+ * dc_vmask and the masked load and store: its "mask" is then the number of lanes in use, and the
+ * masked load and store go lane by lane through a buffer (only the last, partial block of a
+ * batch that is not a multiple of VL takes them). */
+
+#ifdef DC_COUNT_MASKS
+typedef int dc_mask;
+static inline dc_mask dc_vmask(int64_t n) { return n >= VL ? VL : n <= 0 ? 0 : (int)n; }
+DC_TARGET static inline dc_vec dc_vload_m(const float *p, dc_mask m) {
+    float t[VL] = {0};
+    for (int i = 0; i < m; i++) t[i] = p[i];
+    return dc_vload(t);
+}
+DC_TARGET static inline void dc_vstore_m(float *p, dc_vec v, dc_mask m) {
+    float t[VL];
+    dc_vstore(t, v);
+    for (int i = 0; i < m; i++) p[i] = t[i];
+}
+#endif
 
 #define DC_BLOCK_SUMS(V, CH, MASKED)                                                           \
     dc_mask m[V];                                                                              \

@@ -101,33 +101,17 @@ static void bitmap_mv(int64_t r0, int64_t r1, const int64_t *ptr, const void *po
     }
 }
 
-/* Batch B > 1: the shared drivers of _batched.h, on 4-lane registers. NEON has no masked
- * loads: a "mask" is the number of lanes in use, and the masked load and store go lane by lane
- * (only the last, partial block of a batch that is not a multiple of 4 takes them). */
+/* Batch B > 1: the shared drivers of _batched.h, on 4-lane registers (no masked loads). */
 #define DC_TARGET
 #define VL 4
+#define DC_COUNT_MASKS
 typedef float32x4_t dc_vec;
-typedef int dc_mask;
-static inline dc_mask neon_lanes(int64_t n) { return n >= 4 ? 4 : n <= 0 ? 0 : (int)n; }
-static inline float32x4_t neon_load_m(const float *p, dc_mask m) {
-    float t[4] = {0, 0, 0, 0};
-    for (int i = 0; i < m; i++) t[i] = p[i];
-    return vld1q_f32(t);
-}
-static inline void neon_store_m(float *p, float32x4_t v, dc_mask m) {
-    float t[4];
-    vst1q_f32(t, v);
-    for (int i = 0; i < m; i++) p[i] = t[i];
-}
 #define dc_vzero() vdupq_n_f32(0)
 #define dc_vset1 vdupq_n_f32
 #define dc_vfma(a, w, x) vfmaq_f32(a, w, x)
 #define dc_vadd vaddq_f32
-#define dc_vmask neon_lanes
 #define dc_vload vld1q_f32
-#define dc_vload_m neon_load_m
 #define dc_vstore vst1q_f32
-#define dc_vstore_m neon_store_m
 #include "_batched.h"
 
 const dc_kernel dc_neon_kernels[DC_KINDS] = {index16_mv, index32_mv, bitmap_mv,

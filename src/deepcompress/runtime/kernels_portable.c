@@ -58,8 +58,24 @@ static void bitmap_mv(int64_t r0, int64_t r1, const int64_t *ptr, const void *po
     }
 }
 
-/* Batch B > 1: out[r, :] += table[code] * xt[col, :] per kept weight, a loop over the batch
- * that the compiler vectorises. */
+#if defined(__GNUC__) || defined(__clang__)
+/* Batch B > 1: the shared drivers of _batched.h, on the compilers' generic 4-float vectors
+ * (SSE2 on x86-64's baseline, NEON or whatever the target has elsewhere). */
+#include <string.h>
+#define DC_TARGET
+#define VL 4
+#define DC_COUNT_MASKS
+typedef float dc_vec __attribute__((vector_size(16)));
+static inline dc_vec dc_vzero(void) { return (dc_vec){0, 0, 0, 0}; }
+static inline dc_vec dc_vset1(float f) { return (dc_vec){f, f, f, f}; }
+#define dc_vfma(a, w, x) ((a) + (w) * (x))
+#define dc_vadd(a, b) ((a) + (b))
+static inline dc_vec dc_vload(const float *p) { dc_vec v; memcpy(&v, p, sizeof v); return v; }
+static inline void dc_vstore(float *p, dc_vec v) { memcpy(p, &v, sizeof v); }
+#include "_batched.h"
+#else
+/* Batch B > 1 for other compilers: out[r, :] += table[code] * xt[col, :] per kept weight, a
+ * loop over the batch that the compiler may vectorise. */
 static inline void axpy(float *DC_RESTRICT o, const float *DC_RESTRICT xr, float w, int64_t n) {
     for (int64_t b = 0; b < n; b++) o[b] += w * xr[b];
 }
@@ -94,6 +110,8 @@ static void bitmap_mm(int64_t r0, int64_t r1, const int64_t *ptr, const void *po
                 axpy(o, xt + (64 * blk + DC_CTZ64(w)) * nbatch, table[*p++], nbatch);
     }
 }
+
+#endif
 
 const dc_kernel dc_portable_kernels[DC_KINDS] = {index16_mv, index32_mv, bitmap_mv,
                                                  index16_mm, index32_mm, bitmap_mm};
