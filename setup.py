@@ -1,7 +1,8 @@
-"""Builds the optional C kernels of the compressed runtime (src/deepcompress/runtime/_simd.c and
-its kernels_*.c: portable C, AVX2, AVX-512 and NEON in one library, chosen at run time);
-everything else is in pyproject.toml. Without a C compiler the build is skipped and the runtime
-uses its numba kernels instead (`deepcompress.runtime.simd.level()` says which)."""
+"""Builds the two optional C extensions: the compressed runtime's kernels
+(src/deepcompress/runtime/_simd.c and its kernels_*.c: portable C, AVX2, AVX-512 and NEON in one
+library, chosen at run time) and the entropy decoders (src/deepcompress/coding/_decoders.c);
+everything else is in pyproject.toml. Without a C compiler the build is skipped and both use
+their numba kernels instead (`deepcompress.runtime.simd.level()` says which runs)."""
 
 from setuptools import Extension, setup
 
@@ -25,6 +26,12 @@ setup(
             include_dirs=[RUNTIME],
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        Extension(
+            "deepcompress.coding._decoders",
+            sources=["src/deepcompress/coding/_decoders.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ]
 )

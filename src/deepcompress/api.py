@@ -245,11 +245,12 @@ def load_bytes(data: bytes, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict
 
 
 def warmup() -> float:
-    """Compile every numba kernel that saving, loading and running a compressed file use, or
-    load it from numba's on-disk cache, so that no later call pays for JIT compilation.
+    """Compile every numba kernel that saving and running a compressed file use (and loading,
+    where the C decoders were not built or DEEPCOMPRESS_SIMD=0), or load it from numba's
+    on-disk cache, so that no later call pays for JIT compilation.
 
-    Run once after installing (`deepcompress warmup`), it fills the cache, and a new process's
-    first `load` then only reads the compiled kernels from disk. It saves and loads a small
+    Run once after installing (`deepcompress warmup`), it fills the cache, and a new process
+    then only reads the compiled kernels from disk. It saves and loads a small
     model with every entropy coder, and runs its weight-shared layers in every in-memory
     layout at batch 1 and 3. Returns the seconds it took."""
     import tempfile

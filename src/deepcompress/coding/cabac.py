@@ -140,10 +140,11 @@ bit string gives symbols below ``n_symbols`` (the binarizations skip impossible 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from ..errors import FormatError
+from . import _native
 from ._checks import nonneg_int, symbol_array, symbol_count
+from ._lazy_jit import njit
 
 __all__ = [
     "MAX_SYMBOLS",
@@ -710,10 +711,19 @@ def decode(data: bytes, n_symbols: int, count: int) -> np.ndarray:
         raise FormatError("range coder start value out of range (0xFFFFFFFF)")
     sha, shb = _SHIFTS[mode >> 2]
     kind = mode & 3
-    if kind < 2:
-        res, status = _decode_tree(rc, n, count, kind == 1, sha, shb)
+    use_ctx = kind in (1, 3)
+    if _native.lib() is not None:
+        nb = (n - 1).bit_length()
+        if kind < 2:
+            contexts = (1 << _TREE_CLASS_BITS) << nb if use_ctx else 1 << nb
+        else:
+            contexts = _EG_STRIDE * (_EG_ORDER0 + 1) if use_ctx else _EG_STRIDE
+        kernel = "tree" if kind < 2 else "eg"
+        res, status = _native.cabac_decode(kernel, rc, n, count, use_ctx, contexts, sha, shb)
+    elif kind < 2:
+        res, status = _decode_tree(rc, n, count, use_ctx, sha, shb)
     else:
-        res, status = _decode_eg(rc, n, count, kind == 3, sha, shb)
+        res, status = _decode_eg(rc, n, count, use_ctx, sha, shb)
     if status == 1:
         raise FormatError("range-coded data has bytes left over after the last symbol")
     if status == 2:

@@ -34,11 +34,12 @@ import heapq
 import operator
 
 import numpy as np
-from numba import njit
 
 from ..errors import FormatError
+from . import _native
 from ._checks import as_int_vector as _as_int_vector
 from ._checks import symbol_array, symbol_count
+from ._lazy_jit import njit
 
 __all__ = [
     "MAX_CODE_LEN",
@@ -417,7 +418,10 @@ def decode(data: bytes, lengths: np.ndarray, count: int) -> np.ndarray:
     if count > 8 * buf.size:
         raise FormatError(f"{count} symbols cannot fit in {buf.size} bytes")
     table, tbits = _decode_table(lens)
-    out, status, where = _decode_kernel(buf, count, table, tbits)
+    if _native.lib() is not None:
+        out, status, where = _native.huffman_decode(buf, count, table, tbits)
+    else:
+        out, status, where = _decode_kernel(buf, count, table, tbits)
     if status == _RAN_OUT:
         raise FormatError(f"data ran out after {where} of {count} symbols ({buf.size} bytes)")
     if status == _TOO_MUCH_PADDING:

@@ -87,11 +87,12 @@ import math
 import operator
 
 import numpy as np
-from numba import njit
 
 from ..errors import FormatError
+from . import _native
 from ._checks import as_int_vector as _as_int_vector
 from ._checks import nonneg_int, symbol_array, symbol_count
+from ._lazy_jit import njit
 
 __all__ = [
     "MAX_PRECISION",
@@ -612,7 +613,10 @@ def decode(data: bytes, freqs: np.ndarray, precision: int, count: int) -> np.nda
     slot_sym = np.repeat(np.arange(f.size, dtype=np.int64), f)
     bias = np.arange(1 << p, dtype=np.int64) - _cumulative(f)[slot_sym]
     table = (slot_sym << _SYM_SHIFT) | (f[slot_sym] << _FREQ_SHIFT) | bias
-    out, status, where = _decode_kernel(buf, count, table, p)
+    if _native.lib() is not None:
+        out, status, where = _native.rans_decode(buf, count, table, p)
+    else:
+        out, status, where = _decode_kernel(buf, count, table, p)
     if status == _SHORT:
         raise FormatError(f"{buf.size} bytes of data, too short for the two 4-byte rANS states")
     if status == _BAD_STATE:

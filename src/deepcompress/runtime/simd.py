@@ -6,7 +6,8 @@ levels of its architecture; `supported()` asks the C library which this CPU can 
 `level()` picks the best of them, or the one the environment forces:
 
     DEEPCOMPRESS_SIMD=avx512|avx2|neon|portable   that level (ValueError if it cannot run here)
-    DEEPCOMPRESS_SIMD=0                           no C kernels: the numba loops of `layouts`
+    DEEPCOMPRESS_SIMD=0                           no C at all: the numba loops of `layouts`,
+                                                  and the entropy decoders' (coding/_native.py)
     unset, "1" or "auto"                          the best level here
 
 so every path can be tested and timed on a machine that has a higher one. The library is
