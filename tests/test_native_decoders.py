@@ -15,6 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
 from deepcompress.coding import _native, cabac, huffman, rans
 from deepcompress.coding.coders import pack_lengths, rans_precision
@@ -116,8 +117,6 @@ def test_cabac_every_mode(seed, monkeypatch):
 def test_a_load_imports_no_numba(tmp_path):
     """A new process saves nothing and loads a file of every coder without importing numba: the
     C decoders are the whole load path (numba's import and set-up cost a first `load` 0.6 s)."""
-    import torch
-
     import deepcompress as dc
 
     torch.manual_seed(0)
@@ -148,3 +147,48 @@ def test_a_load_imports_no_numba(tmp_path):
         assert got.keys() == want.keys()
         for k in want:
             assert torch.equal(got[k], want[k]), (p, k)
+
+
+@pytest.mark.parametrize("entropy", ["huffman", "rans", "cabac"])
+def test_whole_files_and_damaged_sections(entropy, monkeypatch):
+    """`load_bytes` of a file (shared, sparse and raw tensors) and of 300 mutations of its data
+    sections with their checksums recomputed, so that the damage reaches the decoders and the
+    shared codec's scatter: the same tensors or the same error, C and numba."""
+    import deepcompress as dc
+    from deepcompress import testing
+
+    def load(buf):
+        return dc.load_bytes(buf)
+
+    buf = testing.sample_file(entropy)
+    rng = np.random.default_rng(7)
+    for i in range(301):
+        bad = buf if i == 0 else testing.mutate_section(buf, int(rng.integers(1 << 30)), i % 255)
+        got = [outcome(monkeypatch, numba, load, bad) for numba in (False, True)]
+        if isinstance(got[1], str):
+            assert got[0] == got[1]
+        else:
+            assert got[0].keys() == got[1].keys()
+            for k in got[1]:
+                assert torch.equal(got[0][k], got[1][k]), k
+
+
+@pytest.mark.parametrize("index_bits", [2, 8])
+@pytest.mark.parametrize("kept", [0.0, 0.03, 0.5, 1.0])
+def test_scatter_of_shared_tensors(kept, index_bits, monkeypatch, tmp_path):
+    """A weight-shared tensor at every density (fillers where index_bits is narrow, none kept,
+    all kept) decodes to the same tensor through the C scatter as through torch's index_put,
+    and that tensor is the one quantized in memory."""
+    import deepcompress as dc
+
+    torch.manual_seed(int(kept * 100) + index_bits)
+    net = torch.nn.Linear(301, 97)
+    if kept < 1.0:
+        dc.prune_(net, sparsity=1.0 - kept)
+    dc.quantize_(net, bits=4)
+    want = net.weight.detach().clone()
+    path = tmp_path / "net.dcz"
+    dc.save(net, path, index_bits=index_bits)
+    got = [outcome(monkeypatch, numba, dc.load, path) for numba in (False, True)]
+    for state in got:
+        assert torch.equal(state["weight"], want)

@@ -7,6 +7,10 @@
  * its typing registries: about 0.6 s of a new process's first `load`, even with every kernel
  * cached on disk). The encoders stay in numba: encoding is not the path a deployed model takes.
  *
+ * The shared codec's scatter of the decoded entries into the dense tensor is here too: numpy's
+ * cumsum of the gaps and torch's index_put take three passes and three temporaries of the
+ * tensor's size where one pass over the output does.
+ *
  * Python calls these through ctypes (coding/_native.py); the module object itself is empty.
  * Inputs come from the Python wrappers, which have validated the tables and sized every buffer:
  *   - data: nd bytes, read only at positions < nd;
@@ -247,6 +251,27 @@ int dc_cabac_decode_eg(const uint8_t *data, int64_t nd, int64_t n, int64_t count
         bprev2 = bprev, bprev = b;
     }
     return dec_check(&d);
+}
+
+/* ---- a shared tensor's entries into its dense form (codec.py: decode_shared) ---------------
+ * Entry i sits gaps[i] + 1 elements after entry i - 1 (the first at gaps[0]) and holds
+ * table[sym[i]]; every other element of out[0..numel) is zero. Writes each element of out once
+ * (no zeroing pass first). The caller has checked that the gaps end inside the tensor and that
+ * every symbol indexes table; -1 (out partly written) if not, as a last guard. */
+#include <string.h>
+
+int dc_scatter_shared(const int64_t *gaps, const int64_t *sym, int64_t n, const float *table,
+                      int64_t k, float *out, int64_t numel) {
+    int64_t next = 0; /* the first element not yet written */
+    for (int64_t i = 0; i < n; i++) {
+        int64_t g = gaps[i], s = sym[i];
+        if (g < 0 || g >= numel - next || s < 0 || s >= k) return -1;
+        memset(out + next, 0, (size_t)g * sizeof(float));
+        out[next + g] = table[s];
+        next += g + 1;
+    }
+    memset(out + next, 0, (size_t)(numel - next) * sizeof(float));
+    return 0;
 }
 
 #ifndef DC_STANDALONE

@@ -21,6 +21,7 @@ _SIGNATURES = {
     "dc_huffman_decode": [_P, _I, _I, _P, _I, _P, _P],
     "dc_cabac_decode_tree": [_P, _I, _I, _I, ctypes.c_int, _P, _P, _P, _P],
     "dc_cabac_decode_eg": [_P, _I, _I, _I, ctypes.c_int, _P, _P, _P, _P],
+    "dc_scatter_shared": [_P, _P, _I, _P, _I, _P, _I],
 }
 
 
@@ -100,3 +101,19 @@ def cabac_decode(
         _addr(out),
     )
     return out, status
+
+
+def scatter_shared(gaps: np.ndarray, symbols: np.ndarray, table: np.ndarray, out: np.ndarray):
+    """out[:] = the dense tensor of a shared section's entries: entry i at `gaps[i] + 1`
+    after the one before, holding `table[symbols[i]]`, zeros elsewhere (inputs checked by the
+    caller; ValueError if they are not consistent after all)."""
+    gaps = np.ascontiguousarray(gaps, np.int64)
+    symbols = np.ascontiguousarray(symbols, np.int64)
+    table = np.ascontiguousarray(table, np.float32)
+    if gaps.shape != symbols.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError("gaps and symbols must match, out be C-contiguous float32")
+    status = _load().dc_scatter_shared(
+        _addr(gaps), _addr(symbols), gaps.size, _addr(table), table.size, _addr(out), out.size
+    )
+    if status != 0:
+        raise ValueError("entries out of range for the tensor or the codebook")

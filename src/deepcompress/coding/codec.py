@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError
-from . import huffman
+from . import _native, huffman
 from ._checks import field_int
 from .coders import CODERS, DEFAULT, decode_stream, encode_stream
 from .coders import huffman_table_bytes as table_bytes
@@ -203,17 +203,22 @@ def decode_raw(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> t
     return bytes_tensor(parts[0], dtype, shape)
 
 
-def _positions(params: dict, g_table: bytes, g_bits: bytes, numel: int) -> np.ndarray:
+def _gaps(params: dict, g_table: bytes, g_bits: bytes, numel: int) -> np.ndarray:
+    """The gap stream, checked: no gap above the declared width, and the entries it places
+    end inside the tensor (the last at sum(gaps + 1) - 1 < numel)."""
     entries = params["entries"]
     gaps = decode_stream(
         params.get("gap_coder", DEFAULT), g_table, params["gap_symbols"], g_bits, entries, "gap"
     )
     if len(gaps) and gaps.max() > max_gap(params["index_bits"]):
         raise FormatError("a gap exceeds the declared index_bits")
-    positions = decode_positions(gaps)
-    if len(positions) and positions[-1] >= numel:
+    if len(gaps) and int(gaps.sum()) + len(gaps) > numel:
         raise FormatError(f"sparse index runs past the end of the tensor ({numel} elements)")
-    return positions
+    return gaps
+
+
+def _positions(params: dict, g_table: bytes, g_bits: bytes, numel: int) -> np.ndarray:
+    return decode_positions(_gaps(params, g_table, g_bits, numel))
 
 
 def decode_sparse(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> torch.Tensor:
@@ -225,18 +230,18 @@ def decode_sparse(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -
     return out.reshape(shape)
 
 
-def shared_entries(params: dict, parts: list[bytes], numel: int) -> tuple[np.ndarray, np.ndarray]:
-    """A `shared` section's entries, checked: their flat positions (all < numel) and their
-    cluster symbols (0 = filler, 1..k; none above k). A codebook that is not finite is
-    refused too (a writer never stores one: `save` refuses NaN weights), so that the dense
-    decoder and the compressed runtime refuse the same files."""
+def _shared_streams(params: dict, parts: list[bytes], numel: int):
+    """A `shared` section's gaps (checked by `_gaps`) and cluster symbols (0 = filler, 1..k;
+    none above k). A codebook that is not finite is refused too (a writer never stores one:
+    `save` refuses NaN weights), so that the dense decoder and the compressed runtime refuse
+    the same files."""
     cb, w_table, w_bits, g_table, g_bits = parts
     if not np.isfinite(np.frombuffer(cb, dtype="<f4")).all():
         raise FormatError("the codebook holds NaN or infinity")
     k = params["k"]
     if params["weight_symbols"] > k + 1:
         raise FormatError(f"cluster-index alphabet {params['weight_symbols']} exceeds k+1={k + 1}")
-    positions = _positions(params, g_table, g_bits, numel)
+    gaps = _gaps(params, g_table, g_bits, numel)
     symbols = decode_stream(
         params.get("weight_coder", DEFAULT),
         w_table,
@@ -245,15 +250,26 @@ def shared_entries(params: dict, parts: list[bytes], numel: int) -> tuple[np.nda
         params["entries"],
         "cluster-index",
     )
-    return positions, symbols
+    return gaps, symbols
+
+
+def shared_entries(params: dict, parts: list[bytes], numel: int) -> tuple[np.ndarray, np.ndarray]:
+    """A `shared` section's entries, checked (`_shared_streams`): their flat positions (all <
+    numel) and their cluster symbols (0 = filler, 1..k)."""
+    gaps, symbols = _shared_streams(params, parts, numel)
+    return decode_positions(gaps), symbols
 
 
 def decode_shared(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> torch.Tensor:
     numel = int(np.prod(shape, dtype=np.int64))
-    positions, wsym = shared_entries(params, parts, numel)
-    table = torch.cat([torch.zeros(1), bytes_tensor(parts[0], torch.float32, (params["k"],))])
-    out = torch.zeros(numel, dtype=torch.float32)
-    out[torch.from_numpy(positions)] = table[torch.from_numpy(wsym)]
+    gaps, wsym = _shared_streams(params, parts, numel)
+    table = np.concatenate([np.zeros(1, np.float32), np.frombuffer(parts[0], dtype="<f4")])
+    if _native.lib() is not None:  # one pass that writes each element once
+        out = torch.empty(numel, dtype=torch.float32)
+        _native.scatter_shared(gaps, wsym, table, out.numpy())
+    else:
+        out = torch.zeros(numel, dtype=torch.float32)
+        out[torch.from_numpy(decode_positions(gaps))] = torch.from_numpy(table[wsym])
     return out.reshape(shape).to(dtype)
 
 
