@@ -9,7 +9,7 @@
  *
  * The shared codec's scatter of the decoded entries into the dense tensor is here too: numpy's
  * cumsum of the gaps and torch's index_put take three passes and three temporaries of the
- * tensor's size where one pass over the output does.
+ * tensor's size where one pass over the entries does.
  *
  * Python calls these through ctypes (coding/_native.py); the module object itself is empty.
  * Inputs come from the Python wrappers, which have validated the tables and sized every buffer:
@@ -255,22 +255,18 @@ int dc_cabac_decode_eg(const uint8_t *data, int64_t nd, int64_t n, int64_t count
 
 /* ---- a shared tensor's entries into its dense form (codec.py: decode_shared) ---------------
  * Entry i sits gaps[i] + 1 elements after entry i - 1 (the first at gaps[0]) and holds
- * table[sym[i]]; every other element of out[0..numel) is zero. Writes each element of out once
- * (no zeroing pass first). The caller has checked that the gaps end inside the tensor and that
- * every symbol indexes table; -1 (out partly written) if not, as a last guard. */
-#include <string.h>
-
+ * table[sym[i]]; out[0..numel) comes zeroed. The caller has checked that the gaps end inside
+ * the tensor and that every symbol indexes table; -1 (out partly written) if not, as a last
+ * guard. */
 int dc_scatter_shared(const int64_t *gaps, const int64_t *sym, int64_t n, const float *table,
                       int64_t k, float *out, int64_t numel) {
-    int64_t next = 0; /* the first element not yet written */
+    int64_t at = -1; /* the last entry's position */
     for (int64_t i = 0; i < n; i++) {
         int64_t g = gaps[i], s = sym[i];
-        if (g < 0 || g >= numel - next || s < 0 || s >= k) return -1;
-        memset(out + next, 0, (size_t)g * sizeof(float));
-        out[next + g] = table[s];
-        next += g + 1;
+        if (g < 0 || g >= numel - 1 - at || s < 0 || s >= k) return -1;
+        at += g + 1;
+        out[at] = table[s];
     }
-    memset(out + next, 0, (size_t)(numel - next) * sizeof(float));
     return 0;
 }
 

@@ -104,9 +104,9 @@ def cabac_decode(
 
 
 def scatter_shared(gaps: np.ndarray, symbols: np.ndarray, table: np.ndarray, out: np.ndarray):
-    """out[:] = the dense tensor of a shared section's entries: entry i at `gaps[i] + 1`
-    after the one before, holding `table[symbols[i]]`, zeros elsewhere (inputs checked by the
-    caller; ValueError if they are not consistent after all)."""
+    """Write a shared section's entries into `out` (zeroed): entry i `gaps[i] + 1` elements
+    after the one before, holding `table[symbols[i]]` (inputs checked by the caller;
+    ValueError if they are not consistent after all)."""
     gaps = np.ascontiguousarray(gaps, np.int64)
     symbols = np.ascontiguousarray(symbols, np.int64)
     table = np.ascontiguousarray(table, np.float32)
