@@ -17,7 +17,10 @@ for an AVX2 machine's figures on an AVX-512 one,
 
 (still this CPU's caches, memory and gather speed, not those of a real AVX2-only CPU).
 
-Each baseline gets its fastest call: at batch 1 dense is the faster of `F.linear` and
+All candidates of one shape and batch are timed in interleaved rounds (each called for a
+block of 5 timed calls per round after an untimed one, the order rotating), so that a slow
+spell of the machine slows them alike. Each
+baseline gets its fastest call: at batch 1 dense is the faster of `F.linear` and
 `torch.mv`, and torch.sparse_csr the faster of `csr @ x.T` (sparse-dense matmul) and
 `torch.mv(csr, x)` (sparse matrix-vector, often 2-3x faster on one vector).
 
@@ -43,7 +46,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from deepcompress.runtime import median_seconds, simd
+from deepcompress.runtime import simd
 from deepcompress.runtime.layouts import CompressedMatrix
 
 SHAPES = [
@@ -64,17 +67,41 @@ def weight(rows: int, cols: int, kept: float, bits: int, seed: int = 0) -> torch
     return w
 
 
-def baselines(w, csr, x, timed) -> tuple[float, float]:
-    """Seconds of dense PyTorch and of torch.sparse_csr for `x @ w.T`, each by its fastest call
-    (at batch 1, also `torch.mv`; see the module notes)."""
+def candidates(w, csr, x) -> dict:
+    """The baselines' calls for `x @ w.T`: dense PyTorch and torch.sparse_csr, each in every
+    form worth trying (at batch 1, also `torch.mv`; see the module notes)."""
     xt = x.T.contiguous()
+    calls = {"dense": lambda: torch.nn.functional.linear(x, w), "csr": lambda: csr @ xt}
+    if len(x) == 1:
+        calls["dense mv"] = lambda: torch.mv(w, x[0])
+        calls["csr mv"] = lambda: torch.mv(csr, x[0])
+    return calls
+
+
+def interleaved(calls: dict, repeats: int, before=None, block: int = 5) -> dict:
+    """Median seconds of each call over `repeats` timed calls, taken in rounds: each round
+    runs every candidate for one untimed call and then `block` timed ones (so the weights are
+    as warm as in a loop of calls, unless `before` evicts them), in an order that rotates from
+    round to round. A slow spell of the machine (another tenant, a frequency change) then
+    slows every candidate alike instead of the one timed during it."""
+    names = list(calls)
+    times = {n: [] for n in names}
     with torch.no_grad():
-        t_dense = timed(lambda: torch.nn.functional.linear(x, w))
-        t_csr = timed(lambda: csr @ xt)
-        if len(x) == 1:
-            t_dense = min(t_dense, timed(lambda: torch.mv(w, x[0])))
-            t_csr = min(t_csr, timed(lambda: torch.mv(csr, x[0])))
-    return t_dense, t_csr
+        for r in range(max(1, -(-repeats // block))):
+            for n in names[r % len(names) :] + names[: r % len(names)]:
+                calls[n]()
+                for _ in range(block):
+                    if before is not None:
+                        before()
+                    t0 = time.perf_counter()
+                    calls[n]()
+                    times[n].append(time.perf_counter() - t0)
+    return {n: float(np.median(v)) for n, v in times.items()}
+
+
+def baselines(t: dict) -> tuple[float, float]:
+    """(dense, torch.sparse_csr) seconds, each its fastest form."""
+    return min(t["dense"], t.get("dense mv", np.inf)), min(t["csr"], t.get("csr mv", np.inf))
 
 
 def cpu_name() -> str:
@@ -97,8 +124,8 @@ def main() -> None:
     evict = np.ones(32 * 2**20, dtype=np.float32)  # 128 MB, read (not written) to evict
     before = (lambda: float(evict.sum())) if args.cold else None
 
-    def timed(fn):
-        return median_seconds(fn, args.repeats, before)
+    def timed(calls: dict) -> dict:
+        return interleaved(calls, args.repeats, before)
 
     print(
         f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__} "
@@ -130,9 +157,12 @@ def main() -> None:
         for batch in (1, 8):
             x = torch.randn(batch, cols)
             xn = x.T.contiguous().numpy()
-            t_dense, t_csr = baselines(w, csr, x, timed)
-            t_sp = timed(lambda s=sp, xn=xn: s @ xn)
-            t_ours = timed(lambda o=ours, x=x: o.matmul_t(x))
+            calls = candidates(w, csr, x)
+            calls["scipy"] = lambda s=sp, xn=xn: s @ xn
+            calls["ours"] = lambda o=ours, x=x: o.matmul_t(x)
+            t = timed(calls)
+            t_dense, t_csr = baselines(t)
+            t_sp, t_ours = t["scipy"], t["ours"]
             print(
                 f"| {name} | {batch} | {1e3 * t_dense:.3f} | {1e3 * t_csr:.3f} | "
                 f"{1e3 * t_sp:.3f} | {1e3 * t_ours:.3f} | {ours.layout} | "
@@ -169,12 +199,17 @@ def sweep(timed) -> None:
         ours = {name: CompressedMatrix.from_dense(w, name) for name in layouts}
         for batch in (1, 8, 64):
             x = torch.randn(batch, 4096)
-            t = dict(zip(("dense", "torch.sparse_csr"), baselines(w, csr, x, timed)))
+            calls = candidates(w, csr, x)
             for name, m in ours.items():
-                t[name] = timed(lambda m=m, x=x: m.matmul_t(x))
+                calls[name] = lambda m=m, x=x: m.matmul_t(x)
             if "index" in ours:
                 m = ours["index"]
-                t["index numba"] = timed(lambda m=m, x=x: m.matmul_t(x, use_simd=False))
+                calls["index numba"] = lambda m=m, x=x: m.matmul_t(x, use_simd=False)
+            measured = timed(calls)
+            t = dict(zip(("dense", "torch.sparse_csr"), baselines(measured)))
+            t.update({name: measured[name] for name in calls if name in ours})
+            if "index numba" in measured:
+                t["index numba"] = measured["index numba"]
             print(
                 f"| {100 * kept:.0f}% | {batch} | "
                 + " | ".join(f"{1e3 * v:.3f}" for v in t.values())

@@ -133,6 +133,21 @@ typedef __mmask16 dc_mask;
 #define dc_vstore_m(p, v, m) _mm512_mask_storeu_ps(p, m, v)
 #include "_batched.h"
 
-const dc_kernel dc_avx512_kernels[DC_KINDS] = {index16_mv, index32_mv, bitmap_mv,
-                                               index16_mm, index32_mm, bitmap_mm};
+/* Below 16 inputs a 16-lane register would be partly masked off on every load: the AVX2
+ * level's 8-lane kernels (which every AVX-512 CPU runs) waste nothing at batch 8 and less
+ * below it (measured: 1.2-1.4x faster at batch 8 on the AlexNet and VGG-16 fc6/fc7 layers). */
+#define NARROW_FIRST(NAME, KIND)                                                                \
+    DC_AVX512 static void NAME##_any(int64_t r0, int64_t r1, const int64_t *ptr,              \
+                                     const void *pos, int64_t nb, const uint8_t *codes,       \
+                                     const float *table, int64_t k, const float *xt,          \
+                                     int64_t nbatch, float *out) {                             \
+        dc_kernel f = nbatch < 16 ? dc_avx2_kernels[KIND] : NAME;                              \
+        f(r0, r1, ptr, pos, nb, codes, table, k, xt, nbatch, out);                             \
+    }
+NARROW_FIRST(index16_mm, DC_INDEX16_MM)
+NARROW_FIRST(index32_mm, DC_INDEX32_MM)
+NARROW_FIRST(bitmap_mm, DC_BITMAP_MM)
+
+const dc_kernel dc_avx512_kernels[DC_KINDS] = {index16_mv,     index32_mv,     bitmap_mv,
+                                               index16_mm_any, index32_mm_any, bitmap_mm_any};
 #endif
