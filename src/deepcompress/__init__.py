@@ -6,6 +6,7 @@ dc.quantize_(model)                   # stage 2: k-means weight sharing, trainab
 dc.save(model, "model.dcz")           # stage 3: sparse index + entropy coding, one file
 state = dc.load("model.dcz")          # {name: dense tensor}
 dc.encode_state_dict(sd, "m.dcz", sparsity=0.5, bits=6)  # post-training, no retraining
+dc.compress(model, train=fit, evaluate=err, out="m.dcz", budget=0.1, lr=0.05)  # all, chosen
 
 The names below are loaded on first use (PEP 562), so `import deepcompress` stays cheap: it
 imports neither torch nor numba until a verb needs them.
@@ -21,11 +22,13 @@ from .errors import FormatError
 #: public name -> the module that defines it
 _EXPORTS = {
     "auto_sparsity": "analysis",
+    "compress": "schedule",
     "encode_state_dict": "api",
     "kmeans_1d": "sharing",
     "load": "api",
     "load_bytes": "api",
     "magnitude_mask": "pruning",
+    "plan": "schedule",
     "plot_sensitivity": "analysis",
     "prune_": "pruning",
     "quantize_": "sharing",

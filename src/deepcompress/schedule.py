@@ -1,0 +1,405 @@
+"""Deep Compression of a user's own model in one call (`compress`), or as a schedule (`plan`).
+
+    summary = dc.compress(model, train=train_fn, evaluate=eval_fn, out="model.dcz",
+                          budget=0.1, lr=0.05)
+
+`train_fn(model, *, epochs, lr, loss=None)` is the user's loop (it trains `model` in place for
+`epochs` epochs at peak learning rate `lr`, minimising `loss(outputs, targets, inputs)` when
+given, else its own loss); `eval_fn(model) -> float` is a validation error (lower is better,
+any unit); `budget` is how much worse than the dense model the file's model may be, in that
+unit; `lr` is the rate the dense model was trained at.
+
+The schedule (`plan`):
+1. Sensitivity (`analysis.sensitivity`): each layer pruned alone, without retraining. Each
+   layer's target is the largest sparsity it tolerates alone within `TOLERANCE x budget` (the
+   retraining that follows wins most of that back), capped by the sensitivity grid.
+2. Iterative pruning in `rounds` rounds, the kept fraction of each layer falling geometrically
+   to its target (as the paper prunes and retrains several times), retraining after each at
+   `PRUNE_LR x lr`. After each round the error is checked against the pruning share of the
+   budget: a round that breaks it is undone (the model restored) and retried with every layer
+   it pruned backed off halfway to its previous kept fraction, up to MAX_RETRIES times; then
+   pruning stops at the last round that kept within it.
+3. Weight sharing: the fewest bits per kind ("conv", "linear", "embedding") whose quantized
+   model, before any fine-tuning, stays within the budget, then the codebooks fine-tuned at
+   `FINETUNE_LR x lr`; if the model decoded from the file breaks the budget, the bits go up by
+   one and sharing is redone from the pruned model (unless the pruned model was no better).
+Retraining distils from a frozen copy of the dense model when `distill` > 0 (the default
+0.5): for a classifier ((N, C) outputs, integer targets) the loss is (1 - a) x cross-entropy +
+a x T^2 x KL at temperature T = 4; otherwise the mean squared error to the dense model's
+outputs. BatchNorm statistics are recomputed on `calibration` batches (if given) after every
+structural change. After every phase the model is checkpointed (`out` + ".ckpt", with the
+dense model beside it), and `resume=True` continues a killed run from there, ending with the
+same file when the user's loop is deterministic (each phase starts from `torch.manual_seed`).
+
+Users who keep their own loop (Lightning, Accelerate, DDP) drive the same schedule:
+
+    for phase in dc.plan(model, evaluate=eval_fn, budget=0.1, lr=0.05):
+        phase.apply(model)
+        my_train(model, phase.epochs, phase.lr)
+    dc.save(model, "model.dcz")
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import api
+from .analysis import sensitivity, tolerated_sparsity
+from .checkpoint import read_meta, restore, save_checkpoint
+from .parametrizations import strip_
+from .pruning import prune_
+from .sharing import quantize_
+from .targets import compressible_layers
+
+#: A layer's target: the largest sparsity it tolerates alone within TOLERANCE x budget.
+TOLERANCE = 4.0
+#: The sensitivity grid: finer at the high sparsities where the big layers end up.
+GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98)
+PRUNE_LR = 0.4  # retraining after pruning, as a fraction of the dense model's rate
+FINETUNE_LR = 0.01  # codebook fine-tuning
+PRUNE_SHARE = 0.7  # of the budget, what pruning may use before weight sharing
+MAX_RETRIES = 3  # back-offs of one pruning round at most
+BITS = {"conv": (4, 5, 6, 8), "linear": (3, 4, 5, 6), "embedding": (3, 4, 5, 6)}
+MAX_BITS = 8
+
+Train = Callable[..., None]
+Evaluate = Callable[[nn.Module], float]
+
+
+@dataclass
+class Phase:
+    """One step of the schedule: apply it, then train `epochs` epochs at peak rate `lr`."""
+
+    kind: str  # "prune" or "quantize"
+    epochs: int
+    lr: float
+    sparsity: dict[str, float] = field(default_factory=dict)  # layer -> total sparsity
+    bits: dict[str, int] = field(default_factory=dict)  # layer -> bits per cluster index
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """`prune_` to this phase's sparsities (only where they rise) or `quantize_`."""
+        if self.kind == "prune":
+            now = _sparsities(model)
+            rise = {n: s for n, s in self.sparsity.items() if s > now.get(n, 0.0) + 1e-9}
+            return prune_(model, sparsity=rise) if rise else model
+        return quantize_(model, bits=self.bits)
+
+
+@dataclass
+class Summary:
+    """What `compress` did: the file, its ratio and the errors of the model decoded from it."""
+
+    path: Path
+    bytes: int
+    ratio: float  # 4 bytes per floating-point parameter of the model / file size
+    error: float  # evaluate() of the model decoded from the file
+    dense_error: float
+    model: nn.Module  # the decoded model, ready to run
+    sparsity: dict[str, float]
+    bits: dict[str, int]
+    history: list[dict]  # one entry per phase tried: its kind, settings and error
+
+
+def plan(
+    model: nn.Module,
+    *,
+    evaluate: Evaluate,
+    budget: float,
+    lr: float,
+    rounds: int = 3,
+    epochs: int = 2,
+    bits: dict[str, int] | None = None,
+    table: dict | None = None,
+    progress: bool = False,
+) -> list[Phase]:
+    """The schedule for `model` (trained, not yet pruned): `rounds` pruning phases towards the
+    per-layer targets that the sensitivity table gives (module notes), then one weight-sharing
+    phase. `epochs` is the retraining length per pruning round (the last round and the
+    fine-tuning get twice as many); `bits` fixes the bits per layer or kind instead of the
+    default `{"conv": 6, "linear": 4, "embedding": 4}` (`compress` chooses them by measured
+    error instead). Measures the sensitivity unless `table` is given; leaves `model` as it was.
+    """
+    _check(budget, lr, rounds, epochs)
+    if table is None:
+        table = sensitivity(model, evaluate, GRID, progress=progress)
+    target = tolerated_sparsity(table, TOLERANCE * budget)
+    phases = _prune_phases(target, rounds, epochs, lr)
+    chosen = bits if bits is not None else {"conv": 6, "linear": 4, "embedding": 4}
+    phases.append(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, bits=_per_layer(model, chosen)))
+    return phases
+
+
+def compress(
+    model: nn.Module,
+    *,
+    train: Train,
+    evaluate: Evaluate,
+    out: str | os.PathLike,
+    budget: float,
+    lr: float,
+    rounds: int = 3,
+    epochs: int = 2,
+    distill: float = 0.5,
+    calibration: Iterable | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    entropy: str = "auto",
+    progress: bool = True,
+) -> Summary:
+    """Prune, retrain, share weights, fine-tune and save `model` within an error budget.
+
+    Args:
+        model: the trained model (on any device: every phase runs there). It is pruned in
+            place in the first round; later phases may work on copies (a round that is undone),
+            so use `summary.model`, the model decoded from the file, afterwards.
+        train: `train(model, *, epochs, lr, loss=None)`, the user's loop (module notes).
+        evaluate: `evaluate(model) -> float`, validation error, lower is better.
+        out: the file to write (atomically); `out` + ".ckpt" holds the checkpoints.
+        budget: allowed rise of `evaluate` over the dense model, in its unit (>= 0).
+        lr: the learning rate the dense model was trained at.
+        rounds: pruning rounds; epochs: retraining epochs per round (the last round and the
+            codebook fine-tuning get twice as many).
+        distill: weight of the dense model's soft targets in retraining (0: the user's loss).
+        calibration: batches of inputs (or (inputs, ...) tuples) on which BatchNorm statistics
+            are recomputed after each structural change.
+        resume: continue from `out` + ".ckpt" if it holds this same run.
+        seed: each phase starts with `torch.manual_seed(seed + phase number)`.
+        entropy: the file's coder choice (see `save`).
+        progress: one line per phase on stderr.
+
+    Returns:
+        a `Summary` whose `error` is `evaluate` of the model decoded from the file.
+
+    Raises:
+        ValueError: a negative budget, a non-positive lr, rounds or epochs < 1.
+    """
+    _check(budget, lr, rounds, epochs)
+    out = Path(out)
+    ckpt, dense_file = Path(f"{out}.ckpt"), Path(f"{out}.dense.ckpt")
+    say = (lambda msg: print(f"compress: {msg}", file=sys.stderr)) if progress else (lambda m: None)
+    state = None
+    if resume and ckpt.is_file() and dense_file.is_file():
+        state = read_meta(ckpt)
+        if state.get("seed") != seed or state.get("budget") != budget:
+            state = None
+    if state is None:
+        dense = copy.deepcopy(model).eval()
+        dense_error = float(evaluate(model))
+        table = sensitivity(model, evaluate, GRID, progress=progress)
+        target = tolerated_sparsity(table, TOLERANCE * budget)
+        state = {"seed": seed, "budget": budget, "dense_error": dense_error, "target": target,
+                 "done": 0, "history": []}  # fmt: skip
+        save_checkpoint(dense, dense_file, {})
+        say(f"dense model: error {dense_error:.4g}; targets {_fmt(target)}")
+    else:
+        dense = copy.deepcopy(model)
+        strip_(dense)
+        restore(dense, dense_file)
+        restore(model, ckpt)
+        say(f"resumed after phase {state['done']} of {rounds + 1}")
+    dense.eval().requires_grad_(False)
+    limit = state["dense_error"] + budget
+    loss = _distillation(dense, distill) if distill > 0 else None
+    net = model
+
+    def run(phase: Phase, number: int) -> float:
+        torch.manual_seed(seed + number)
+        phase.apply(net)
+        _recalibrate(net, calibration)
+        train(net, epochs=phase.epochs, lr=phase.lr, loss=loss)
+        return float(evaluate(net))
+
+    # iterative pruning; a round that breaks the pruning share of the budget is undone and
+    # retried with every layer it moved backed off halfway (at most MAX_RETRIES times); if it
+    # still breaks it, pruning stops at the last round that kept within it
+    retries, pruned_err = 0, state.get("pruned_error", state["dense_error"])
+    while state["done"] < rounds and not state.get("stopped"):
+        r = state["done"]
+        phase = _prune_phases(state["target"], rounds, epochs, lr)[r]
+        before, was = copy.deepcopy(net), _sparsities(net)
+        err = run(phase, r)
+        state["history"].append({"phase": "prune", "round": r + 1, "error": err,
+                                 "sparsity": phase.sparsity})  # fmt: skip
+        say(f"prune round {r + 1}/{rounds}: error {err:.4g} at {_fmt(phase.sparsity)}")
+        if err > state["dense_error"] + PRUNE_SHARE * budget:
+            net = before
+            moved = _back_off(state["target"], phase, was) if retries < MAX_RETRIES else []
+            if moved:
+                say(f"over budget: {', '.join(moved)} backed off; retrying")
+                retries += 1
+                continue
+            say(f"over budget: pruning stops after round {r}")
+            state["stopped"] = True
+            save_checkpoint(net, ckpt, state)
+        state["done"], state["pruned_error"], pruned_err, retries = r + 1, err, err, 0
+        save_checkpoint(net, ckpt, state)
+
+    # weight sharing at the fewest bits whose quantized model stays within the budget; one
+    # bit more, from the pruned model again, while the decoded model breaks it
+    pruned = copy.deepcopy(net)
+    bits = _choose_bits(net, evaluate, limit)
+    while True:
+        phase = Phase("quantize", 2 * epochs, FINETUNE_LR * lr, bits=_per_layer(net, bits))
+        err = run(phase, rounds)
+        size = api.save(net, out, entropy=entropy, progress=False)
+        decoded = api.load(out, model=copy.deepcopy(dense).requires_grad_(True))
+        error = float(evaluate(decoded))
+        state["history"].append({"phase": "quantize", "bits": bits, "error": error})
+        say(f"weight shared at {_fmt(bits)} bits: error {err:.4g}, from the file {error:.4g}")
+        # more bits cannot win back what pruning cost
+        if error <= max(limit, pruned_err) or min(bits.values()) >= MAX_BITS:
+            break
+        bits = {k: min(MAX_BITS, b + 1) for k, b in bits.items()}
+        net = copy.deepcopy(pruned)
+    params = sum(p.numel() for p in dense.parameters() if p.is_floating_point())
+    summary = Summary(
+        path=out, bytes=size, ratio=4 * params / size, error=error,
+        dense_error=state["dense_error"], model=decoded, sparsity=_sparsities(decoded),
+        bits=bits, history=state["history"],
+    )  # fmt: skip
+    say(f"{out}: {size} bytes, {summary.ratio:.1f}x, error {error:.4g} "
+        f"(dense {state['dense_error']:.4g}, budget {budget:g})")  # fmt: skip
+    for f in (ckpt, dense_file):
+        f.unlink(missing_ok=True)
+    return summary
+
+
+# --- the pieces ------------------------------------------------------------------------------
+
+
+def _check(budget, lr, rounds, epochs) -> None:
+    if not budget >= 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if rounds < 1 or epochs < 1:
+        raise ValueError(f"rounds and epochs must be >= 1, got {rounds} and {epochs}")
+
+
+def _prune_phases(target: dict[str, float], rounds: int, epochs: int, lr: float) -> list[Phase]:
+    """Kept fractions falling geometrically to the targets over `rounds` rounds."""
+    return [
+        Phase(
+            "prune",
+            2 * epochs if r == rounds - 1 else epochs,
+            PRUNE_LR * lr,
+            sparsity={n: 1.0 - (1.0 - s) ** ((r + 1) / rounds) for n, s in target.items()},
+        )
+        for r in range(rounds)
+    ]
+
+
+def _back_off(target: dict[str, float], phase: Phase, was: dict[str, float]) -> list[str]:
+    """Set the target of every layer that `phase` pruned further than it stood (`was`)
+    halfway back, in log kept fraction, to where it stood; the layers moved (none: nothing
+    left to back off)."""
+    moved = []
+    for name, s in phase.sparsity.items():
+        if s > was.get(name, 0.0) + 1e-3:
+            kept_was, kept_target = 1.0 - was.get(name, 0.0), 1.0 - target[name]
+            target[name] = 1.0 - math.sqrt(kept_was * kept_target)
+            moved.append(name)
+    return moved
+
+
+def _sparsities(model: nn.Module) -> dict[str, float]:
+    """Each compressible layer's fraction of zero weights."""
+    out = {}
+    for name, module in compressible_layers(model):
+        w = module.weight.detach()
+        out[name] = float((w == 0).sum()) / max(1, w.numel())
+    return out
+
+
+def _kind(module: nn.Module) -> str:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv"
+    return "embedding" if isinstance(module, nn.Embedding | nn.EmbeddingBag) else "linear"
+
+
+def _per_layer(model: nn.Module, bits: dict[str, int]) -> dict[str, int]:
+    """Bits per layer from bits per layer name or per kind, for the layers `bits` reaches."""
+    out = {}
+    for name, module in compressible_layers(model):
+        b = bits.get(name, bits.get(_kind(module)))
+        if b is not None:
+            out[name] = int(b)
+    return out
+
+
+def _choose_bits(model: nn.Module, evaluate: Evaluate, limit: float) -> dict[str, int]:
+    """Per kind, the fewest bits (of BITS) whose quantized model, before fine-tuning and with
+    the other kinds at their most bits, keeps `evaluate` within `limit`; leaves `model` as it
+    was."""
+    kinds = sorted({_kind(m) for _, m in compressible_layers(model)})
+    chosen = {k: BITS[k][-1] for k in kinds}
+    for kind in kinds:
+        for b in BITS[kind]:
+            trial = copy.deepcopy(model)
+            quantize_(trial, bits=_per_layer(trial, {**chosen, kind: b}))
+            if float(evaluate(trial)) <= limit:
+                chosen[kind] = b
+                break
+    return chosen
+
+
+def _distillation(teacher: nn.Module, weight: float, temperature: float = 4.0):
+    """`loss(outputs, targets, inputs)`: the dense model's soft targets mixed with the labels
+    for a classifier, the mean squared error to its outputs otherwise (module notes)."""
+
+    def loss(outputs: torch.Tensor, targets: torch.Tensor, inputs) -> torch.Tensor:
+        with torch.no_grad():
+            soft = teacher(inputs)
+        classifier = (
+            outputs.dim() == 2 and targets is not None and not targets.is_floating_point()
+            and targets.dim() == 1
+        )  # fmt: skip
+        if not classifier:
+            return nn.functional.mse_loss(outputs, soft)
+        t = temperature
+        kl = nn.functional.kl_div(
+            torch.log_softmax(outputs / t, dim=1), torch.log_softmax(soft / t, dim=1),
+            log_target=True, reduction="batchmean",
+        )  # fmt: skip
+        return (1 - weight) * nn.functional.cross_entropy(outputs, targets) + weight * t * t * kl
+
+    return loss
+
+
+@torch.no_grad()
+def _recalibrate(model: nn.Module, batches: Iterable | None) -> None:
+    """Recompute every BatchNorm's running statistics as a plain average over `batches`."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if batches is None or not norms:
+        return
+    device = next(model.parameters()).device
+    saved = [(m.momentum, m.training) for m in norms]
+    was_training = model.training
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train()
+    for batch in batches:
+        model((batch[0] if isinstance(batch, tuple | list) else batch).to(device))
+    for m, (momentum, training) in zip(norms, saved):
+        m.momentum = momentum
+        m.train(training)
+    model.train(was_training)
+
+
+def _fmt(d: dict[str, float]) -> str:
+    return json.dumps({k: round(v, 3) for k, v in d.items()})
+
+
+__all__ = ["Phase", "Summary", "compress", "plan"]

@@ -1,0 +1,193 @@
+"""`dc.compress` and `dc.plan`: the whole schedule on a user's model and loop."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import deepcompress as dc
+from deepcompress import schedule
+from deepcompress.pipeline.data import load_digits
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc1 = nn.Linear(8 * 8 * 8, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(0)
+
+
+def fit(model, data, *, epochs, lr, loss=None):
+    """A plain loop on the global RNG (which `compress` seeds per phase)."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(data.y)).split(64):
+            x, y = data.x[idx], data.y[idx]
+            out = model(x)
+            value = loss(out, y, x) if loss else nn.functional.cross_entropy(out, y)
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+
+
+@torch.no_grad()
+def error(model, data) -> float:
+    model.eval()
+    return 100.0 * (model(data.x).argmax(1) != data.y).float().mean().item()
+
+
+def trained(digits, seed=0) -> Net:
+    torch.manual_seed(seed)
+    net = Net()
+    fit(net, digits.train, epochs=8, lr=0.05)
+    return net
+
+
+def run(net, digits, out, **kw):
+    return dc.compress(
+        net,
+        train=lambda m, *, epochs, lr, loss=None: fit(m, digits.train, epochs=epochs, lr=lr,
+                                                      loss=loss),  # fmt: skip
+        evaluate=lambda m: error(m, digits.val),
+        out=out,
+        lr=0.05,
+        **{"budget": 1.0, "epochs": 1, "progress": False, **kw},
+    )
+
+
+def test_compress_writes_a_file_within_the_budget(digits, tmp_path):
+    net = trained(digits)
+    dense = copy.deepcopy(net)
+    summary = run(net, digits, tmp_path / "net.dcz", calibration=digits.train.x[:512].split(128))
+    size = (tmp_path / "net.dcz").stat().st_size
+    params = sum(p.numel() for p in dense.parameters())
+    assert summary.bytes == size and summary.ratio == pytest.approx(4 * params / size)
+    assert summary.dense_error == pytest.approx(error(dense, digits.val))
+    # the error is that of the model decoded from the file, in a fresh model
+    decoded = dc.load(tmp_path / "net.dcz", model=Net())
+    assert summary.error == pytest.approx(error(decoded, digits.val))
+    assert summary.error <= summary.dense_error + 1.0
+    assert summary.ratio > 10
+    assert max(summary.sparsity.values()) > 0.5  # the big layer was pruned hard
+    assert not list(tmp_path.glob("*.ckpt"))  # checkpoints removed once the file is written
+    for a, b in zip(summary.model.state_dict().values(), decoded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_an_over_budget_round_is_undone_and_backed_off(tmp_path):
+    """A synthetic task where pruning fc1 past 50% costs error that no retraining wins back:
+    the schedule must notice after the round, undo it and retry with fc1 backed off."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 30), nn.Linear(30, 5))
+
+    def evaluate(m):
+        w = m[0].weight.detach()
+        return 10.0 * max(0.0, float((w == 0).float().mean()) - 0.5)
+
+    summary = dc.compress(
+        net, train=lambda m, *, epochs, lr, loss=None: None, evaluate=evaluate,
+        out=tmp_path / "n.dcz", budget=0.5, lr=0.1, epochs=1, distill=0, progress=False,
+    )  # fmt: skip
+    # layer 0 tolerates 70% alone within 4 x budget (the target); rounds 2 and 3 then break
+    # the pruning share of the budget (0.7 x 0.5) and are retried once each, backed off
+    rounds = [h for h in summary.history if h["phase"] == "prune"]
+    assert [h["round"] for h in rounds] == [1, 2, 2, 3, 3]
+    assert [h["error"] > 0.35 for h in rounds] == [False, True, False, True, False]
+    assert rounds[1]["sparsity"]["0"] == pytest.approx(1 - 0.3 ** (2 / 3))
+    assert rounds[2]["sparsity"]["0"] < rounds[1]["sparsity"]["0"]
+    assert 0.45 < summary.sparsity["0"] <= 0.5
+    assert summary.sparsity["1"] > 0.85  # the layer that costs nothing is pruned hard
+    assert summary.error == evaluate(summary.model) == 0.0
+
+
+def test_resume_ends_with_the_same_file(digits, tmp_path):
+    net = trained(digits)
+    dense_state = copy.deepcopy(net.state_dict())
+    whole = run(net, digits, tmp_path / "a.dcz", rounds=3)
+
+    calls = []
+
+    def dying(m, *, epochs, lr, loss=None):
+        calls.append(1)
+        if len(calls) == 3:  # in the third pruning round
+            raise KeyboardInterrupt
+        fit(m, digits.train, epochs=epochs, lr=lr, loss=loss)
+
+    killed = Net()
+    killed.load_state_dict(dense_state)
+    with pytest.raises(KeyboardInterrupt):
+        dc.compress(killed, train=dying, evaluate=lambda m: error(m, digits.val),
+                    out=tmp_path / "b.dcz", budget=1.0, lr=0.05, epochs=1, rounds=3,
+                    progress=False)  # fmt: skip
+    assert (tmp_path / "b.dcz.ckpt").is_file() and not (tmp_path / "b.dcz").exists()
+    again = Net()
+    again.load_state_dict(dense_state)
+    resumed = run(again, digits, tmp_path / "b.dcz", rounds=3, resume=True)
+    assert (tmp_path / "a.dcz").read_bytes() == (tmp_path / "b.dcz").read_bytes()
+    assert resumed.error == whole.error
+
+
+def test_plan_drives_a_users_own_loop(digits, tmp_path):
+    net = trained(digits)
+    phases = dc.plan(net, evaluate=lambda m: error(m, digits.val), budget=1.0, lr=0.05, rounds=2)
+    assert [p.kind for p in phases] == ["prune", "prune", "quantize"]
+    assert all(phases[0].sparsity[n] <= s for n, s in phases[1].sparsity.items())
+    for phase in phases:
+        phase.apply(net)
+        fit(net, digits.train, epochs=1, lr=phase.lr)
+    for name, s in phases[1].sparsity.items():
+        w = net.get_submodule(name).weight
+        assert float((w == 0).float().mean()) == pytest.approx(s, abs=0.02)
+    assert dc.save(net, tmp_path / "p.dcz") > 0
+    assert phases[2].bits == {"conv": 6, "fc1": 4, "fc2": 4}
+
+
+def test_batchnorm_is_recalibrated_on_the_given_batches():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    batches = [torch.randn(32, 4) * 3 + 1 for _ in range(4)]
+    net.eval()
+    schedule._recalibrate(net, batches)
+    with torch.no_grad():
+        h = torch.cat([net[0](b) for b in batches])
+    assert torch.allclose(net[1].running_mean, h.mean(0), atol=1e-5)
+    assert net[1].momentum == 0.1 and not net.training and not net[1].training  # restored
+
+
+def test_distillation_loss():
+    torch.manual_seed(0)
+    teacher = nn.Linear(5, 4)
+    x, y, out = torch.randn(6, 5), torch.randint(0, 4, (6,)), torch.randn(6, 4)
+    loss = schedule._distillation(teacher, 0.5)
+    t = 4.0
+    p = torch.softmax(teacher(x) / t, 1)
+    kl = (p * (p.log() - torch.log_softmax(out / t, 1))).sum(1).mean()
+    want = 0.5 * nn.functional.cross_entropy(out, y) + 0.5 * t * t * kl
+    assert loss(out, y, x).item() == pytest.approx(want.item(), rel=1e-5)
+    # not a classifier (float targets): the mean squared error to the dense model's outputs
+    assert loss(out, torch.randn(6, 4), x).item() == pytest.approx(
+        nn.functional.mse_loss(out, teacher(x)).item(), rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("kw", [{"budget": -1}, {"lr": 0}, {"rounds": 0}, {"epochs": 0}])
+def test_bad_arguments(kw, tmp_path):
+    args = {"budget": 0.1, "lr": 0.1, "rounds": 3, "epochs": 1, **kw}
+    with pytest.raises(ValueError):
+        dc.compress(nn.Linear(3, 3), train=None, evaluate=None, out=tmp_path / "x.dcz", **args)
+    assert not (tmp_path / "x.dcz").exists()
