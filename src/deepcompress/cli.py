@@ -78,9 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--recipe",
-        choices=["paper", "best"],
+        choices=["paper", "best", "auto"],
         default="paper",
-        help="the paper's settings, or the smallest file at the paper's accuracy",
+        help="the paper's settings, the smallest file at the paper's accuracy, or chosen by "
+        "dc.compress within --budget",
+    )
+    r.add_argument(
+        "--budget",
+        type=float,
+        default=0.1,
+        help="--recipe auto: allowed rise of the validation error, in points",
     )
     r.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -361,6 +368,7 @@ def _run_reproduce(args) -> int:
         "resume": args.resume,
         "nproc": args.nproc,
         "recipe": args.recipe,
+        "budget": args.budget,
     }
     return _reproduce(args, args.model, args.data, extra)
 
@@ -368,7 +376,7 @@ def _run_reproduce(args) -> int:
 #: command -> its handler
 COMMANDS = {
     "reproduce": _run_reproduce,
-    "demo": lambda args: _reproduce(args, "digits-mlp"),
+    "demo": lambda args: _reproduce(args, "digits-mlp", extra={"recipe": "auto", "budget": 0.3}),
     "inspect": _inspect,
     "bench": _bench,
     "encode": _encode,

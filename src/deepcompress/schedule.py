@@ -155,6 +155,7 @@ def compress(
     seed: int = 0,
     entropy: str = "auto",
     progress: bool = True,
+    on_phase: Callable[[str, nn.Module, float], None] | None = None,
 ) -> Summary:
     """Prune, retrain, share weights, fine-tune and save `model` within an error budget.
 
@@ -176,6 +177,9 @@ def compress(
         seed: each phase starts with `torch.manual_seed(seed + phase number)`.
         entropy: the file's coder choice (see `save`).
         progress: one line per phase on stderr.
+        on_phase: called as `on_phase(stage, model, error)` when pruning is done ("pruned"),
+            after weight sharing before fine-tuning ("shared": costs one more `evaluate`) and
+            after fine-tuning ("fine-tuned"), for reports.
 
     Returns:
         a `Summary` whose `error` is `evaluate` of the model decoded from the file.
@@ -216,8 +220,13 @@ def compress(
         torch.manual_seed(seed + number)
         phase.apply(net)
         _recalibrate(net, calibration)
+        if on_phase is not None and phase.kind == "quantize":
+            on_phase("shared", net, float(evaluate(net)))
         train(net, epochs=phase.epochs, lr=phase.lr, loss=loss)
-        return float(evaluate(net))
+        err = float(evaluate(net))
+        if on_phase is not None and phase.kind == "quantize":
+            on_phase("fine-tuned", net, err)
+        return err
 
     # iterative pruning; a round that breaks the pruning share of the budget is undone and
     # retried with every layer it moved backed off halfway (at most MAX_RETRIES times); if it
@@ -247,6 +256,8 @@ def compress(
     # weight sharing at the fewest bits whose quantized model stays within the budget; one
     # bit more, from the pruned model again, while the decoded model breaks it
     pruned = copy.deepcopy(net)
+    if on_phase is not None:
+        on_phase("pruned", net, pruned_err)
     bits = _choose_bits(net, evaluate, limit)
     while True:
         phase = Phase("quantize", 2 * epochs, FINETUNE_LR * lr, bits=_per_layer(net, bits))

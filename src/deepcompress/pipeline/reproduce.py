@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from .. import api
 from ..checkpoint import read_meta as read_checkpoint_meta
 from ..checkpoint import restore, save_checkpoint
 from ..coding import codec
+from ..distributed import active as distributed_active
 from ..distributed import barrier, broadcast_, is_main, launch
 from ..format.writer import atomic_path, write_atomic
 from ..parametrizations import shared_parts
@@ -189,6 +190,74 @@ def compress(
     return stages, trace
 
 
+#: `--recipe auto`: the allowed rise of the validation error (points) over the reference;
+#: the only number `dc.compress` is given besides the reference's training rate and length.
+AUTO_BUDGET = 0.1
+
+
+def compress_auto(
+    model: torch.nn.Module,
+    data: Dataset,
+    recipe: Recipe,
+    out_file: str | os.PathLike,
+    *,
+    budget: float = AUTO_BUDGET,
+    seed: int = 0,
+    quiet: bool = False,
+    resume: bool = False,
+) -> tuple[dict, dict]:
+    """`--recipe auto`: `dc.compress` with this harness's loop and validation error, and no
+    per-layer setting written by hand (only the reference's learning rate, the retraining
+    length of the recipe's first pruning round and its number of rounds). Returns
+    `(stages, trace)` as `compress` does."""
+    from ..schedule import compress as schedule_compress
+
+    if distributed_active():
+        raise ValueError("--recipe auto runs on one process (--nproc 1)")
+    t0 = time.time()
+    template = replace(recipe.prune_rounds[0], distill=0.0)
+    trace: dict = {"weights": {"dense": _weights(model)}}
+    stages: dict = {}
+
+    def fit(m, *, epochs, lr, loss=None):
+        cfg = replace(template, epochs=epochs, lr=lr)
+        seed_ = int(torch.randint(1 << 30, ()))  # compress seeds each phase
+        train(m, data.train, cfg, seed=seed_, desc="retrain", progress=not quiet, loss=loss)
+
+    def on_phase(stage: str, m: torch.nn.Module, err: float) -> None:
+        if stage == "pruned":
+            stages["pruned_val_error"] = err
+            trace["weights"]["pruned + retrained"] = _weights(m)
+            trace["pruned_bytes"] = layer_bytes(m)
+        elif stage == "shared":
+            stages["quantized_val_error"] = err
+        else:
+            stages["finetuned_val_error"] = err
+            trace["weights"]["shared + fine-tuned"] = _weights(m)
+            trace["centroids"] = {
+                n: shared_parts(x).codebook.detach().cpu().numpy()
+                for n, x in compressible_layers(m)
+                if shared_parts(x) is not None
+            }
+
+    schedule_compress(
+        model,
+        train=fit,
+        evaluate=lambda m: error_rate(m, data.val),
+        out=out_file,
+        budget=budget,
+        lr=recipe.dense.lr,
+        rounds=len(recipe.prune_rounds),
+        epochs=recipe.prune_rounds[0].epochs,
+        seed=seed,
+        resume=resume,
+        progress=not quiet,
+        on_phase=on_phase,
+    )
+    stages["compress_seconds"] = time.time() - t0
+    return stages, trace
+
+
 def _phase_tag(cfg: TrainConfig) -> dict:
     """A training phase's identity for the reference-model cache. The distillation fields
     came later: left out while off, so caches written before them stay valid."""
@@ -235,6 +304,7 @@ def run(
     resume: bool = False,
     after_round=None,
     recipe: str = "paper",
+    budget: float = AUTO_BUDGET,
 ) -> dict:
     """`deepcompress reproduce` / `demo`: the whole pipeline; writes OUT/<name>.dcz and
     OUT/report.json and returns the report. A checkpoint is written to OUT/<name>.ckpt after
@@ -251,13 +321,16 @@ def run(
         train_limit: train on only the first N training images (for quick checks).
         resume: continue from OUT/<name>.ckpt if it belongs to this same run.
         after_round: see `compress`.
-        recipe: "paper" (the paper's sparsities, bits and Huffman coding) or "best" (the
-            smallest file at the paper's accuracy, chosen on the validation split).
+        recipe: "paper" (the paper's sparsities, bits and Huffman coding), "best" (the
+            smallest file at the paper's accuracy, chosen on the validation split) or "auto"
+            (`dc.compress` chooses everything within `budget` points of validation error).
+        budget: for "auto".
     """
     t0 = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = recipe_for(name, recipe)
+    auto = recipe == "auto"
+    chosen = recipe_for(name, "paper" if auto else recipe)
     recipe = chosen.scaled(epochs_scale) if epochs_scale != 1 else chosen
     data = load_digits(seed) if name == "digits-mlp" else load_mnist(data_dir)
     if train_limit is not None:
@@ -272,17 +345,22 @@ def run(
         quiet,
     )
     file = out / f"{'demo' if name == 'digits-mlp' else name}.dcz"
-    stages, trace = compress(
-        model,
-        data,
-        recipe,
-        file,
-        seed=seed,
-        quiet=quiet,
-        checkpoint=out / f"{name}.ckpt",
-        resume=resume,
-        after_round=after_round,
-    )
+    if auto:
+        stages, trace = compress_auto(
+            model, data, recipe, file, budget=budget, seed=seed, quiet=quiet, resume=resume
+        )
+    else:
+        stages, trace = compress(
+            model,
+            data,
+            recipe,
+            file,
+            seed=seed,
+            quiet=quiet,
+            checkpoint=out / f"{name}.ckpt",
+            resume=resume,
+            after_round=after_round,
+        )
 
     if not is_main():
         return {}
@@ -305,7 +383,7 @@ def run(
         "epochs_scale": epochs_scale,
         "train_images": len(data.train),
         "seconds": time.time() - t0,
-        "recipe": asdict(recipe),
+        "recipe": {"auto": {"budget": budget}} if auto else asdict(recipe),
         "layers": rows,
     }
     write_atomic(out / "report.json", json.dumps(report, indent=2).encode())

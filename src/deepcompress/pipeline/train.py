@@ -8,6 +8,7 @@ them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -59,8 +60,12 @@ def train(
     desc: str = "train",
     progress: bool = True,
     teacher: nn.Module | None = None,
+    loss: Callable | None = None,
 ) -> None:
     """Train `model` on `data` for `cfg.epochs` epochs (in place).
+
+    `loss(outputs, targets, inputs)`, if given, replaces the cross-entropy (as `dc.compress`
+    passes one for distillation).
 
     With a `teacher` and `cfg.distill` = a > 0, the loss is (1 - a) x cross-entropy + a x T^2 x
     KL(teacher || model) on logits softened by T = `cfg.temperature` (Hinton et al. 2015): the
@@ -103,7 +108,7 @@ def train(
             x, y = random_shift(data.x[idx], cfg.shift, fill, gen), data.y[idx]
             xs, ys = x[rank::world], y[rank::world]
             logits = net(xs)
-            loss = loss_fn(logits, ys)
+            value = loss(logits, ys, xs) if loss is not None else loss_fn(logits, ys)
             if teacher is not None and cfg.distill > 0:
                 t = cfg.temperature
                 with torch.no_grad():
@@ -114,16 +119,16 @@ def train(
                     log_target=True,
                     reduction="batchmean",
                 )
-                loss = (1 - cfg.distill) * loss + cfg.distill * t * t * kl
+                value = (1 - cfg.distill) * value + cfg.distill * t * t * kl
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             opt.step()
             step += 1
             bar.update(1)
             if step % 50 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{value.item():.3f}")
     bar.close()
     model.eval()
 
