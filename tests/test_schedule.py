@@ -99,10 +99,14 @@ def test_an_over_budget_round_is_undone_and_backed_off(tmp_path):
         w = m[0].weight.detach()
         return 10.0 * max(0.0, float((w == 0).float().mean()) - 0.5)
 
-    summary = dc.compress(
-        net, train=lambda m, *, epochs, lr, loss=None: None, evaluate=evaluate,
-        out=tmp_path / "n.dcz", budget=0.5, lr=0.1, epochs=1, distill=0, progress=False,
-    )  # fmt: skip
+    def run(**kw):
+        return dc.compress(
+            copy.deepcopy(net), train=lambda m, *, epochs, lr, loss=None: None,
+            evaluate=evaluate, out=tmp_path / "n.dcz", budget=0.5, lr=0.1, epochs=1, distill=0,
+            progress=False, **kw,
+        )  # fmt: skip
+
+    summary = run(extra=0)
     # layer 0 tolerates 70% alone within 4 x budget (the target); rounds 2 and 3 then break
     # the pruning share of the budget (0.7 x 0.5) and are retried once each, backed off
     rounds = [h for h in summary.history if h["phase"] == "prune"]
@@ -113,6 +117,13 @@ def test_an_over_budget_round_is_undone_and_backed_off(tmp_path):
     assert 0.45 < summary.sparsity["0"] <= 0.5
     assert summary.sparsity["1"] > 0.85  # the layer that costs nothing is pruned hard
     assert summary.error == evaluate(summary.model) == 0.0
+    # an extra round pushes layer 0 to 1 - 0.6 x its kept fraction, breaks the budget, is
+    # backed off once, breaks it again, and pruning stops where round 3 left it
+    pushed = run()
+    rounds = [h for h in pushed.history if h["phase"] == "prune"]
+    assert [h["round"] for h in rounds] == [1, 2, 2, 3, 3, 4, 4]
+    assert rounds[5]["sparsity"]["0"] == pytest.approx(1 - 0.6 * (1 - rounds[4]["sparsity"]["0"]))
+    assert pushed.sparsity["0"] == pytest.approx(summary.sparsity["0"])
 
 
 def test_resume_ends_with_the_same_file(digits, tmp_path):

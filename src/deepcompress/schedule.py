@@ -13,12 +13,14 @@ The schedule (`plan`):
 1. Sensitivity (`analysis.sensitivity`): each layer pruned alone, without retraining. Each
    layer's target is the largest sparsity it tolerates alone within `TOLERANCE x budget` (the
    retraining that follows wins most of that back), capped by the sensitivity grid.
-2. Iterative pruning in `rounds` rounds, the kept fraction of each layer falling geometrically
-   to its target (as the paper prunes and retrains several times), retraining after each at
-   `PRUNE_LR x lr`. After each round the error is checked against the pruning share of the
-   budget: a round that breaks it is undone (the model restored) and retried with every layer
-   it pruned backed off halfway to its previous kept fraction, up to MAX_RETRIES times; then
-   pruning stops at the last round that kept within it.
+2. Iterative pruning in `rounds` rounds, the kept fraction of each layer falling
+   geometrically to its target (as the paper prunes and retrains several times), then up to
+   `extra` more rounds that cut every layer's kept fraction by PUSH while the budget holds;
+   retraining after each at `PRUNE_LR x lr`. After each round the error is checked against
+   the pruning share of the budget: a round that breaks it is undone (the model restored)
+   and retried with every layer it pruned backed off halfway to its previous kept fraction,
+   up to MAX_RETRIES times (once for an extra round); then pruning stops at the last round
+   that kept within it.
 3. Weight sharing: the fewest bits per kind ("conv", "linear", "embedding") whose quantized
    model, before any fine-tuning, stays within the budget, then the codebooks fine-tuned at
    `FINETUNE_LR x lr`; if the model decoded from the file breaks the budget, the bits go up by
@@ -69,6 +71,7 @@ PRUNE_LR = 0.4  # retraining after pruning, as a fraction of the dense model's r
 FINETUNE_LR = 0.01  # codebook fine-tuning
 PRUNE_SHARE = 0.7  # of the budget, what pruning may use before weight sharing
 MAX_RETRIES = 3  # back-offs of one pruning round at most
+PUSH = 0.6  # an extra round's kept fraction, of the last one's
 BITS = {"conv": (4, 5, 6, 8), "linear": (3, 4, 5, 6), "embedding": (3, 4, 5, 6)}
 MAX_BITS = 8
 
@@ -148,6 +151,7 @@ def compress(
     budget: float,
     lr: float,
     rounds: int = 3,
+    extra: int = 2,
     epochs: int = 2,
     distill: float = 0.5,
     calibration: Iterable | None = None,
@@ -170,6 +174,8 @@ def compress(
         lr: the learning rate the dense model was trained at.
         rounds: pruning rounds; epochs: retraining epochs per round (the last round and the
             codebook fine-tuning get twice as many).
+        extra: rounds past the planned ones that prune further while the budget holds (each
+            retrains 2 x epochs); 0 stops at the sensitivity targets.
         distill: weight of the dense model's soft targets in retraining (0: the user's loss).
         calibration: batches of inputs (or (inputs, ...) tuples) on which BatchNorm statistics
             are recomputed after each structural change.
@@ -212,7 +218,7 @@ def compress(
         restore(model, ckpt)
         say(f"resumed after phase {state['done']} of {rounds + 1}")
     dense.eval().requires_grad_(False)
-    limit = state["dense_error"] + budget
+    limit = state["dense_error"] + budget + 1e-9  # 0.7 + 0.1 is 0.7999999999999999
     loss = _distillation(dense, distill) if distill > 0 else None
     net = model
 
@@ -231,18 +237,30 @@ def compress(
     # iterative pruning; a round that breaks the pruning share of the budget is undone and
     # retried with every layer it moved backed off halfway (at most MAX_RETRIES times); if it
     # still breaks it, pruning stops at the last round that kept within it
+    # Past the planned rounds, up to `extra` more push every layer's kept fraction down by
+    # PUSH while the budget holds (the sensitivity targets are measured without retraining,
+    # and retraining wins back more than they assume); one back-off each, then it stops.
     retries, pruned_err = 0, state.get("pruned_error", state["dense_error"])
-    while state["done"] < rounds and not state.get("stopped"):
+    while state["done"] < rounds + extra and not state.get("stopped"):
         r = state["done"]
-        phase = _prune_phases(state["target"], rounds, epochs, lr)[r]
+        if r < rounds:
+            phase = _prune_phases(state["target"], rounds, epochs, lr)[r]
+        else:
+            if retries == 0:  # a new extra round: push the targets
+                state["target"] = {n: 1 - (1 - t) * PUSH for n, t in state["target"].items()}
+            phase = Phase("prune", 2 * epochs, PRUNE_LR * lr, sparsity=dict(state["target"]))
         before, was = copy.deepcopy(net), _sparsities(net)
         err = run(phase, r)
         state["history"].append({"phase": "prune", "round": r + 1, "error": err,
                                  "sparsity": phase.sparsity})  # fmt: skip
-        say(f"prune round {r + 1}/{rounds}: error {err:.4g} at {_fmt(phase.sparsity)}")
-        if err > state["dense_error"] + PRUNE_SHARE * budget:
+        say(
+            f"prune round {r + 1}/{rounds}{'+' if r >= rounds else ''}: error {err:.4g} at "
+            f"{_fmt(phase.sparsity)}"
+        )
+        if err > state["dense_error"] + PRUNE_SHARE * budget + 1e-9:
             net = before
-            moved = _back_off(state["target"], phase, was) if retries < MAX_RETRIES else []
+            limit_ = MAX_RETRIES if r < rounds else 1
+            moved = _back_off(state["target"], phase, was) if retries < limit_ else []
             if moved:
                 say(f"over budget: {', '.join(moved)} backed off; retrying")
                 retries += 1
@@ -250,6 +268,7 @@ def compress(
             say(f"over budget: pruning stops after round {r}")
             state["stopped"] = True
             save_checkpoint(net, ckpt, state)
+            break
         state["done"], state["pruned_error"], pruned_err, retries = r + 1, err, err, 0
         save_checkpoint(net, ckpt, state)
 

@@ -1,0 +1,49 @@
+"""`dc.compress` on a user-style CNN with BatchNorm on MNIST (examples/compress_cnn.py), with
+its default settings and an ordinary loop, over seeds (issue 17).
+
+    python benchmarks/bench_compress.py --data MNIST_DIR [--seeds 0 1 2]
+
+Per seed: the dense model's and the decoded file's validation and test error, the file's
+bytes and ratio (4 bytes per parameter / file size), and the wall time of the whole run
+(dense training included). The budget is 0.1 points of validation error; the test split is
+read only for this report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "compress_cnn.py"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=os.environ.get("DEEPCOMPRESS_DATA"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = p.parse_args()
+    spec = importlib.util.spec_from_file_location("compress_cnn", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {platform.processor()}")
+    print("| seed | val error dense -> file | test error dense -> file | bytes | ratio | s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for seed in args.seeds:
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            r = example.main(["--data", args.data, "--seed", str(seed), "--out", tmp])
+        print(
+            f"| {seed} | {r['dense_val_error']:.2f}% -> {r['val_error']:.2f}% | "
+            f"{r['dense_test_error']:.2f}% -> {r['test_error']:.2f}% | {r['bytes']} | "
+            f"{r['ratio']:.1f}x | {time.time() - t0:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
