@@ -51,24 +51,24 @@ def _addr(a: np.ndarray) -> int:
     return a.ctypes.data
 
 
-def rans_decode(data: np.ndarray, count: int, table: np.ndarray, precision: int):
-    """As `rans._decode_kernel`: (symbols, status, detail)."""
+def _table_decode(name: str, data: np.ndarray, count: int, table: np.ndarray, param: int):
+    """The rANS or Huffman loop `name`: (symbols, status, the status's detail)."""
     out, detail = np.empty(count, np.int64), _I()
     table = np.ascontiguousarray(table, np.int64)
-    status = _load().dc_rans_decode(
-        _addr(data), data.size, count, _addr(table), precision, _addr(out), ctypes.byref(detail)
-    )
+    fn = getattr(_load(), name)
+    args = (_addr(data), data.size, count, _addr(table), param, _addr(out), ctypes.byref(detail))
+    status = fn(*args)
     return out, status, detail.value
+
+
+def rans_decode(data: np.ndarray, count: int, table: np.ndarray, precision: int):
+    """As `rans._decode_kernel`: (symbols, status, detail)."""
+    return _table_decode("dc_rans_decode", data, count, table, precision)
 
 
 def huffman_decode(data: np.ndarray, count: int, table: np.ndarray, tbits: int):
     """As `huffman._decode_kernel`: (symbols, status, where)."""
-    out, where = np.empty(count, np.int64), _I()
-    table = np.ascontiguousarray(table, np.int64)
-    status = _load().dc_huffman_decode(
-        _addr(data), data.size, count, _addr(table), tbits, _addr(out), ctypes.byref(where)
-    )
-    return out, status, where.value
+    return _table_decode("dc_huffman_decode", data, count, table, tbits)
 
 
 def cabac_decode(
