@@ -202,3 +202,11 @@ def test_bad_arguments(kw, tmp_path):
     with pytest.raises(ValueError):
         dc.compress(nn.Linear(3, 3), train=None, evaluate=None, out=tmp_path / "x.dcz", **args)
     assert not (tmp_path / "x.dcz").exists()
+
+
+def test_a_missing_folder_is_refused_before_any_work(tmp_path):
+    calls = []
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        dc.compress(nn.Linear(3, 3), train=None, evaluate=lambda m: calls.append(1) or 0.0,
+                    out=tmp_path / "nope" / "x.dcz", budget=0.1, lr=0.1)  # fmt: skip
+    assert calls == []

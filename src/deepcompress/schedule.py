@@ -192,22 +192,28 @@ def compress(
 
     Raises:
         ValueError: a negative budget, a non-positive lr, rounds or epochs < 1.
+        FileNotFoundError: `out`'s folder does not exist (checked before any work).
     """
     _check(budget, lr, rounds, epochs)
     out = Path(out)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"no such folder for the file: {str(out.parent)!r}")
     ckpt, dense_file = Path(f"{out}.ckpt"), Path(f"{out}.dense.ckpt")
     say = (lambda msg: print(f"compress: {msg}", file=sys.stderr)) if progress else (lambda m: None)
+    settings = {"seed": seed, "budget": budget, "lr": lr, "rounds": rounds, "extra": extra,
+                "epochs": epochs, "distill": distill}  # fmt: skip
     state = None
     if resume and ckpt.is_file() and dense_file.is_file():
         state = read_meta(ckpt)
-        if state.get("seed") != seed or state.get("budget") != budget:
+        if state.get("settings") != settings:
+            say(f"{ckpt} holds another run's settings: starting afresh")
             state = None
     if state is None:
         dense = copy.deepcopy(model).eval()
         dense_error = float(evaluate(model))
         table = sensitivity(model, evaluate, GRID, progress=progress)
         target = tolerated_sparsity(table, TOLERANCE * budget)
-        state = {"seed": seed, "budget": budget, "dense_error": dense_error, "target": target,
+        state = {"settings": settings, "dense_error": dense_error, "target": target,
                  "done": 0, "history": []}  # fmt: skip
         save_checkpoint(dense, dense_file, {})
         say(f"dense model: error {dense_error:.4g}; targets {_fmt(target)}")
@@ -234,12 +240,12 @@ def compress(
             on_phase("fine-tuned", net, err)
         return err
 
-    # iterative pruning; a round that breaks the pruning share of the budget is undone and
-    # retried with every layer it moved backed off halfway (at most MAX_RETRIES times); if it
-    # still breaks it, pruning stops at the last round that kept within it
-    # Past the planned rounds, up to `extra` more push every layer's kept fraction down by
-    # PUSH while the budget holds (the sensitivity targets are measured without retraining,
-    # and retraining wins back more than they assume); one back-off each, then it stops.
+    # Iterative pruning: a round that breaks the pruning share of the budget is undone and
+    # retried with every layer it moved backed off halfway (MAX_RETRIES times at most); if it
+    # still breaks it, pruning stops at the last round that kept within it. Past the planned
+    # rounds, up to `extra` more cut every layer's kept fraction by PUSH while the budget
+    # holds (the targets come from pruning without retraining, and retraining wins back more
+    # than they assume), with one back-off each.
     retries, pruned_err = 0, state.get("pruned_error", state["dense_error"])
     while state["done"] < rounds + extra and not state.get("stopped"):
         r = state["done"]
@@ -253,10 +259,8 @@ def compress(
         err = run(phase, r)
         state["history"].append({"phase": "prune", "round": r + 1, "error": err,
                                  "sparsity": phase.sparsity})  # fmt: skip
-        say(
-            f"prune round {r + 1}/{rounds}{'+' if r >= rounds else ''}: error {err:.4g} at "
-            f"{_fmt(phase.sparsity)}"
-        )
+        what = f"round {r + 1}/{rounds}" if r < rounds else f"extra round {r + 1 - rounds}"
+        say(f"prune {what}: error {err:.4g} at {_fmt(phase.sparsity)}")
         if err > state["dense_error"] + PRUNE_SHARE * budget + 1e-9:
             net = before
             limit_ = MAX_RETRIES if r < rounds else 1
