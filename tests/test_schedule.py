@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import deepcompress as dc
-from deepcompress import schedule
+from deepcompress import retrain
 from deepcompress.pipeline.data import load_digits
 
 
@@ -173,7 +173,7 @@ def test_batchnorm_is_recalibrated_on_the_given_batches():
     net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
     batches = [torch.randn(32, 4) * 3 + 1 for _ in range(4)]
     net.eval()
-    schedule._recalibrate(net, batches)
+    retrain.recalibrate_batchnorm(net, batches)
     with torch.no_grad():
         h = torch.cat([net[0](b) for b in batches])
     assert torch.allclose(net[1].running_mean, h.mean(0), atol=1e-5)
@@ -184,7 +184,7 @@ def test_distillation_loss():
     torch.manual_seed(0)
     teacher = nn.Linear(5, 4)
     x, y, out = torch.randn(6, 5), torch.randint(0, 4, (6,)), torch.randn(6, 4)
-    loss = schedule._distillation(teacher, 0.5)
+    loss = retrain.distillation_loss(teacher, 0.5)
     t = 4.0
     p = torch.softmax(teacher(x) / t, 1)
     kl = (p * (p.log() - torch.log_softmax(out / t, 1))).sum(1).mean()

@@ -83,12 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the paper's settings, the smallest file at the paper's accuracy, or chosen by "
         "dc.compress within --budget",
     )
-    r.add_argument(
-        "--budget",
-        type=float,
-        default=0.1,
-        help="--recipe auto: allowed rise of the validation error, in points",
-    )
+    r.add_argument("--budget", type=float, default=0.1, help="--recipe auto: error rise allowed")
     r.add_argument("--quiet", action="store_true", help="no progress output")
 
     d = add("demo", "the whole pipeline on scikit-learn's bundled digits, offline, in seconds")

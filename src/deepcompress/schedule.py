@@ -60,6 +60,7 @@ from .analysis import sensitivity, tolerated_sparsity
 from .checkpoint import read_meta, restore, save_checkpoint
 from .parametrizations import strip_
 from .pruning import prune_
+from .retrain import distillation_loss, recalibrate_batchnorm
 from .sharing import quantize_
 from .targets import compressible_layers
 
@@ -225,13 +226,13 @@ def compress(
         say(f"resumed after phase {state['done']} of {rounds + 1}")
     dense.eval().requires_grad_(False)
     limit = state["dense_error"] + budget + 1e-9  # 0.7 + 0.1 is 0.7999999999999999
-    loss = _distillation(dense, distill) if distill > 0 else None
+    loss = distillation_loss(dense, distill) if distill > 0 else None
     net = model
 
     def run(phase: Phase, number: int) -> float:
         torch.manual_seed(seed + number)
         phase.apply(net)
-        _recalibrate(net, calibration)
+        recalibrate_batchnorm(net, calibration)
         if on_phase is not None and phase.kind == "quantize":
             on_phase("shared", net, float(evaluate(net)))
         train(net, epochs=phase.epochs, lr=phase.lr, loss=loss)
@@ -385,51 +386,6 @@ def _choose_bits(model: nn.Module, evaluate: Evaluate, limit: float) -> dict[str
                 chosen[kind] = b
                 break
     return chosen
-
-
-def _distillation(teacher: nn.Module, weight: float, temperature: float = 4.0):
-    """`loss(outputs, targets, inputs)`: the dense model's soft targets mixed with the labels
-    for a classifier, the mean squared error to its outputs otherwise (module notes)."""
-
-    def loss(outputs: torch.Tensor, targets: torch.Tensor, inputs) -> torch.Tensor:
-        with torch.no_grad():
-            soft = teacher(inputs)
-        classifier = (
-            outputs.dim() == 2 and targets is not None and not targets.is_floating_point()
-            and targets.dim() == 1
-        )  # fmt: skip
-        if not classifier:
-            return nn.functional.mse_loss(outputs, soft)
-        t = temperature
-        kl = nn.functional.kl_div(
-            torch.log_softmax(outputs / t, dim=1), torch.log_softmax(soft / t, dim=1),
-            log_target=True, reduction="batchmean",
-        )  # fmt: skip
-        return (1 - weight) * nn.functional.cross_entropy(outputs, targets) + weight * t * t * kl
-
-    return loss
-
-
-@torch.no_grad()
-def _recalibrate(model: nn.Module, batches: Iterable | None) -> None:
-    """Recompute every BatchNorm's running statistics as a plain average over `batches`."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if batches is None or not norms:
-        return
-    device = next(model.parameters()).device
-    saved = [(m.momentum, m.training) for m in norms]
-    was_training = model.training
-    model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-        m.train()
-    for batch in batches:
-        model((batch[0] if isinstance(batch, tuple | list) else batch).to(device))
-    for m, (momentum, training) in zip(norms, saved):
-        m.momentum = momentum
-        m.train(training)
-    model.train(was_training)
 
 
 def _fmt(d: dict[str, float]) -> str:
