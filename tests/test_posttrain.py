@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 import deepcompress as dc
+from deepcompress.encode import POSTTRAIN_INIT
 from deepcompress.pipeline.models import LeNet5, LeNet300100
 from deepcompress.settings import matches, resolve
 
@@ -29,7 +30,7 @@ def reference(w: torch.Tensor, sparsity: float, bits: int) -> torch.Tensor:
     flat = w.reshape(-1).double()
     order = sorted(range(len(flat)), key=lambda i: (abs(float(flat[i])), i))
     kept = sorted(order[round(sparsity * len(flat)) :])
-    c, _ = dc.kmeans_1d(flat[kept].float(), 2**bits, init="density")
+    c, _ = dc.kmeans_1d(flat[kept].float(), 2**bits, init=POSTTRAIN_INIT)
     out = torch.zeros_like(flat)
     for i in kept:
         out[i] = float(c[np.argmin(np.abs(c.astype(np.float64) - float(flat[i])))])
@@ -242,3 +243,25 @@ def test_settings_are_strict_in_encode_state_dict(tmp_path):
     r = cli("encode", str(src), "-o", str(tmp_path / "x.dcz"), "--bits-per-layer", "classifer.*=4")
     assert r.returncode == 2 and "classifer.*" in r.stderr, r.stderr
     assert not (tmp_path / "x.dcz").exists()
+
+
+def test_heavy_tailed_weights_are_shared_no_worse_than_a_uniform_grid(tmp_path):
+    """Issue 20's defect: a tensor of small weights with a few far outliers (as Resemblyzer's
+    LSTM input weights, up to |61| at std 1.4). The default post-training encode must reach at
+    least the squared error of a uniform grid of as many levels over [min, max], and keep the
+    outliers (they lost 20+ to the quantile-initialised codebook)."""
+    import numpy as np
+
+    import deepcompress as dc
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_t(2.5, size=(1024, 40)).astype(np.float32)
+    w[3, 7], w[500, 1], w[900, 30] = -61.02, 48.5, 37.25
+    t = torch.from_numpy(w)
+    dc.encode_state_dict({"w": t}, tmp_path / "w.dcz")
+    got = dc.load(tmp_path / "w.dcz")["w"].numpy()
+    grid = np.linspace(w.min(), w.max(), 256)
+    uniform = grid[np.abs(w[..., None] - grid).argmin(-1)]
+    assert ((got - w) ** 2).mean() <= ((uniform - w) ** 2).mean() * (1 + 1e-6)
+    assert np.abs(got - w).max() <= np.abs(uniform - w).max() + 1e-6
+    assert abs(float(got[3, 7]) + 61.02) < 0.3

@@ -118,7 +118,7 @@ def encode_state_dict(
             kept weights at full precision (no weight sharing).
         index_bits: width of a stored gap; None picks the smallest per tensor.
         entropy: "auto" (per stream, the smallest of the coders), "huffman", "rans" or "cabac".
-        init: k-means initialisation; "density" by default (see `encode.POSTTRAIN_INIT`).
+        init: k-means initialisation; "best" by default (see `encode.POSTTRAIN_INIT`).
         exclude: patterns of weight tensors to store losslessly as they are.
         meta: optional JSON-serialisable dict stored in the header; its keys "tied",
             "deepcompress" and "encode" are reserved.

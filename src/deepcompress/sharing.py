@@ -40,7 +40,10 @@ from .settings import plan
 from .targets import weight_groups
 
 #: Centroid initialisations (the paper's three, plus k-means++).
-INITS = ("linear", "density", "random", "kmeans++")
+CENTROID_INITS = ("linear", "density", "random", "kmeans++")
+#: What `init=` takes: one of those, or "best" (Lloyd from both "linear" and "density",
+#: keeping the lower squared error).
+INITS = (*CENTROID_INITS, "best")
 
 #: The paper's default bits: 8 for conv layers, 5 for fully connected ones. Embedding tables
 #: (which the paper does not have) get 5 like fully connected layers: an embedding is the
@@ -57,6 +60,8 @@ def init_centroids(x: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarra
     """
     if init == "linear":
         return np.linspace(x[0], x[-1], k)
+    if init == "best":
+        raise ValueError('"best" runs two initialisations: see kmeans_1d')
     if init == "density":
         return np.quantile(x, (np.arange(k) + 0.5) / k)
     rng = np.random.default_rng(seed)
@@ -71,7 +76,7 @@ def init_centroids(x: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarra
             c.append(x[i])
             d2 = np.minimum(d2, (x - x[i]) ** 2)
         return np.sort(np.asarray(c))
-    raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+    raise ValueError(f"unknown init {init!r}; choose one of {CENTROID_INITS}")
 
 
 def assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -92,7 +97,11 @@ def kmeans_1d(
     Args:
         values: the data, any shape (flattened).
         k: the number of clusters wanted; fewer are returned if there are fewer distinct values.
-        init: "linear" (the paper's default), "density", "random" or "kmeans++".
+        init: "linear" (the paper's default), "density", "random", "kmeans++", or "best":
+            both "linear" and "density", keeping the lower squared error. "density" puts the
+            levels where the values are and gives far outliers none of their own; Lloyd from
+            "linear" (a uniform grid over [min, max]) never does worse than that grid; "best"
+            is never worse than either (what post-training encoding uses).
         max_iter: Lloyd iterations at most (it stops when the assignment no longer changes).
         seed: for the random initialisations.
 
@@ -116,6 +125,11 @@ def kmeans_1d(
     n_distinct = 1 + int(np.count_nonzero(xs[1:] != xs[:-1]))
     if n_distinct <= k:
         centroids = np.unique(xs)
+    elif init == "best":
+        tries = [
+            _lloyd(xs, init_centroids(xs, k, i, seed), max_iter) for i in ("linear", "density")
+        ]
+        centroids = min(tries, key=lambda c: _sse(xs, c))
     else:
         centroids = _lloyd(xs, init_centroids(xs, k, init, seed), max_iter)
     # Round to float32 *before* the last assignment so labels match the stored codebook.
@@ -149,6 +163,12 @@ def _lloyd(xs: np.ndarray, c: np.ndarray, max_iter: int) -> np.ndarray:
         bounds = b
         c = (prefix[b[1:]] - prefix[b[:-1]]) / counts
     return np.sort(c)
+
+
+def _sse(xs: np.ndarray, c: np.ndarray) -> float:
+    """Squared error of ascending `xs` assigned to the nearest of centroids `c`."""
+    c, b = _runs(xs, np.sort(c))
+    return float(sum(((xs[b[j] : b[j + 1]] - c[j]) ** 2).sum() for j in range(len(c))))
 
 
 def _runs(xs: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
