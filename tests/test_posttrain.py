@@ -265,3 +265,22 @@ def test_heavy_tailed_weights_are_shared_no_worse_than_a_uniform_grid(tmp_path):
     assert ((got - w) ** 2).mean() <= ((uniform - w) ** 2).mean() * (1 + 1e-6)
     assert np.abs(got - w).max() <= np.abs(uniform - w).max() + 1e-6
     assert abs(float(got[3, 7]) + 61.02) < 0.3
+
+
+def test_every_bits_value_encodes_or_is_refused_clearly(tmp_path):
+    """Issue 20's defect: `--bits 16` failed inside the Huffman coder ("65517 symbols present,
+    more than 2**15 codes"). With entropy "auto" a stream goes to a coder that can take its
+    alphabet (CABAC up to 65,537 symbols); a forced coder that cannot says which can."""
+    t = torch.randn(200, 200)  # 40,000 distinct values: a 16-bit codebook keeps each
+    for bits in range(1, 17):
+        path = tmp_path / f"b{bits}.dcz"
+        dc.encode_state_dict({"w": t}, path, bits=bits)
+        got = dc.load(path)["w"]
+        assert len(got.unique()) <= 2**bits
+        if bits == 16:
+            assert torch.equal(got, t)  # every value is its own level
+    with pytest.raises(ValueError, match="entropy='huffman' cannot code this stream.*cabac"):
+        dc.encode_state_dict({"w": t}, tmp_path / "h.dcz", bits=16, entropy="huffman")
+    assert not (tmp_path / "h.dcz").exists()
+    with pytest.raises(ValueError, match="bits"):
+        dc.encode_state_dict({"w": t}, tmp_path / "x.dcz", bits=17)

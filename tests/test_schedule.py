@@ -61,8 +61,9 @@ def trained(digits, seed=0) -> Net:
 def run(net, digits, out, **kw):
     return dc.compress(
         net,
-        train=lambda m, *, epochs, lr, loss=None: fit(m, digits.train, epochs=epochs, lr=lr,
-                                                      loss=loss),  # fmt: skip
+        train=lambda m, *, epochs, lr, loss=None: fit(
+            m, digits.train, epochs=epochs, lr=lr, loss=loss
+        ),  # fmt: skip
         evaluate=lambda m: error(m, digits.val),
         out=out,
         lr=0.05,

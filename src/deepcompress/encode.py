@@ -30,7 +30,8 @@ from .targets import Slot, dedup, layer_kind, model_state, storage_key
 #: codebooks cost accuracy that nothing wins back, so nothing is pruned and codebooks have 8
 #: bits, from k-means started both on the data's quantiles ("density": levels where the
 #: weights are) and on a uniform grid ("linear": levels for far outliers too), whichever
-#: gives the lower squared error ("best"): never worse than a uniform grid of as many levels.
+#: gives the lower squared error ("best"): never worse than a uniform grid of as many levels
+#: (up to 12 bits; above, the quantiles alone).
 POSTTRAIN_SPARSITY = 0.0
 POSTTRAIN_BITS = 8
 POSTTRAIN_INIT = "best"

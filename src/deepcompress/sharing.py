@@ -44,6 +44,7 @@ CENTROID_INITS = ("linear", "density", "random", "kmeans++")
 #: What `init=` takes: one of those, or "best" (Lloyd from both "linear" and "density",
 #: keeping the lower squared error).
 INITS = (*CENTROID_INITS, "best")
+BEST_MAX_K = 4096  # "best" tries "linear" up to this many levels (12 bits)
 
 #: The paper's default bits: 8 for conv layers, 5 for fully connected ones. Embedding tables
 #: (which the paper does not have) get 5 like fully connected layers: an embedding is the
@@ -101,7 +102,8 @@ def kmeans_1d(
             both "linear" and "density", keeping the lower squared error. "density" puts the
             levels where the values are and gives far outliers none of their own; Lloyd from
             "linear" (a uniform grid over [min, max]) never does worse than that grid; "best"
-            is never worse than either (what post-training encoding uses).
+            is never worse than either up to BEST_MAX_K levels, and is "density" above
+            (what post-training encoding uses).
         max_iter: Lloyd iterations at most (it stops when the assignment no longer changes).
         seed: for the random initialisations.
 
@@ -126,9 +128,10 @@ def kmeans_1d(
     if n_distinct <= k:
         centroids = np.unique(xs)
     elif init == "best":
-        tries = [
-            _lloyd(xs, init_centroids(xs, k, i, seed), max_iter) for i in ("linear", "density")
-        ]
+        # Above BEST_MAX_K levels only "density": from a uniform grid that fine, Lloyd
+        # re-seeds thousands of empty clusters one by one (minutes on a large tensor).
+        starts = ("linear", "density") if k <= BEST_MAX_K else ("density",)
+        tries = [_lloyd(xs, init_centroids(xs, k, i, seed), max_iter) for i in starts]
         centroids = min(tries, key=lambda c: _sse(xs, c))
     else:
         centroids = _lloyd(xs, init_centroids(xs, k, init, seed), max_iter)

@@ -70,9 +70,15 @@ def bytes_tensor(data: bytes, dtype: torch.dtype, shape: tuple[int, ...]) -> tor
 
 
 def _stream_cost(hist: np.ndarray) -> int:
-    """Bits of a Huffman-coded stream with histogram `hist`, its table included."""
+    """Bits of a Huffman-coded stream with histogram `hist`, its table included; past what
+    Huffman can code (more than 2**15 symbols present), the order-0 entropy and 2 bytes a
+    symbol of table (what CABAC and a table would roughly cost)."""
     used = int(np.flatnonzero(hist).max()) + 1 if hist.any() else 0
-    lens = huffman.code_lengths(hist[:used])
+    try:
+        lens = huffman.code_lengths(hist[:used])
+    except ValueError:
+        h = hist[hist > 0].astype(np.float64)
+        return int(np.ceil(-(h * np.log2(h / h.sum())).sum())) + 16 * used
     return huffman.coded_bits(hist[:used], lens) + 8 * table_bytes(used)
 
 

@@ -57,7 +57,8 @@ def _huffman_decode(table: bytes, n_sym: int, data: bytes, count: int) -> np.nda
 
 
 def rans_precision(hist: np.ndarray) -> tuple[int, np.ndarray]:
-    """The frequency precision with the fewest estimated bytes, table included."""
+    """The frequency precision with the fewest estimated bytes, table included; ValueError
+    for more symbols present than the largest precision has slots."""
     present = int(np.count_nonzero(hist))
     if present == 0:
         return 0, np.zeros(len(hist), np.int64)
@@ -67,6 +68,8 @@ def rans_precision(hist: np.ndarray) -> tuple[int, np.ndarray]:
         cost = rans.estimate_bits(hist, freqs, p) + 8 * len(rans.pack_table(freqs, p))
         if best is None or cost < best[0]:
             best = (cost, p, freqs)
+    if best is None:
+        raise ValueError(f"{present} symbols present, more than rANS's 2**{rans.MAX_PRECISION}")
     return best[1], best[2]
 
 
@@ -116,16 +119,29 @@ def check_entropy(entropy: str) -> str:
 
 def encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int, bytes, bytes]:
     """(coder, alphabet size, table, payload) of one symbol stream; with "auto", the coder
-    whose table and payload together are smallest (the first in `CODERS` on a tie)."""
+    whose table and payload together are smallest (the first in `CODERS` on a tie) among those
+    that can code it: Huffman and rANS take at most 2**15 distinct symbols, CABAC 65,537 (a
+    16-bit codebook's indices and the filler).
+
+    Raises:
+        ValueError: a coder forced by `entropy` cannot code this stream (the message says
+            which can).
+    """
     check_entropy(entropy)
     n_sym = int(symbols.max()) + 1 if len(symbols) else 0
     hist = np.bincount(symbols, minlength=n_sym)
-    best = None
+    best, refused = None, None
     for name, coder in CODERS.items():
         if entropy in ("auto", name):
-            table, payload = coder.encode(symbols, hist)
+            try:
+                table, payload = coder.encode(symbols, hist)
+            except ValueError as e:  # beyond what this coder can code
+                refused = f"entropy={name!r} cannot code this stream ({e}); 'cabac' or 'auto' can"
+                continue
             if best is None or len(table) + len(payload) < len(best[2]) + len(best[3]):
                 best = (name, n_sym, table, payload)
+    if best is None:
+        raise ValueError(refused)
     return best
 
 
