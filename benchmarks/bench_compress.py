@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from _common import cpu_name
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "compress_cnn.py"
 
@@ -30,7 +31,7 @@ def main() -> None:
     spec = importlib.util.spec_from_file_location("compress_cnn", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {platform.processor()}")
+    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu_name()}")
     print("| seed | val error dense -> file | test error dense -> file | bytes | ratio | s |")
     print("| --- | --- | --- | --- | --- | --- |")
     for seed in args.seeds:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_name  # noqa: E402
 from bench_scale import random_state  # noqa: E402
 
 CHILD = """
@@ -41,13 +42,6 @@ for path in sys.argv[1:]:
 out["numba imported"] = "numba" in sys.modules
 print(json.dumps(out))
 """
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def make_files(tmp: Path, unpruned_m: int) -> tuple[Path, Path]:

@@ -45,6 +45,7 @@ import time
 import numpy as np
 import scipy.sparse
 import torch
+from _common import cpu_name
 
 from deepcompress.runtime import simd
 from deepcompress.runtime.layouts import CompressedMatrix
@@ -102,17 +103,6 @@ def interleaved(calls: dict, repeats: int, before=None, block: int = 5) -> dict:
 def baselines(t: dict) -> tuple[float, float]:
     """(dense, torch.sparse_csr) seconds, each its fastest form."""
     return min(t["dense"], t.get("dense mv", np.inf)), min(t["csr"], t.get("csr mv", np.inf))
-
-
-def cpu_name() -> str:
-    """The CPU's model name, as /proc/cpuinfo gives it (the platform's processor elsewhere)."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -270,13 +270,12 @@ def decode_shared(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -
     numel = int(np.prod(shape, dtype=np.int64))
     gaps, wsym = _shared_streams(params, parts, numel)
     table = np.concatenate([np.zeros(1, np.float32), np.frombuffer(parts[0], dtype="<f4")])
-    if _native.lib() is not None:
-        # one pass over the entries, no temporaries. torch.zeros, not numpy's calloc: numpy
-        # asks for transparent huge pages, which made a new process's first load 3x slower
-        out = torch.zeros(numel, dtype=torch.float32)
+    # torch.zeros, not numpy's calloc: numpy asks for transparent huge pages, which made a
+    # new process's first load 3x slower
+    out = torch.zeros(numel, dtype=torch.float32)
+    if _native.lib() is not None:  # one pass over the entries, no temporaries
         _native.scatter_shared(gaps, wsym, table, out.numpy())
     else:
-        out = torch.zeros(numel, dtype=torch.float32)
         out[torch.from_numpy(decode_positions(gaps))] = torch.from_numpy(table[wsym])
     return out.reshape(shape).to(dtype)
 
