@@ -20,7 +20,7 @@ LAYERS = [
     ["coding"],  # sparse index, entropy coders, per-tensor codecs: arrays only
     ["format"],  # container, reader, writer, config files, inspect
     ["parametrizations", "targets", "settings", "distributed"],  # what the stages share
-    ["pruning", "sharing"],  # the two lossy stages
+    ["pruning", "sharing", "ecsq"],  # the lossy stages (ecsq: rate-distortion sharing)
     ["encode", "checkpoint", "analysis", "retrain"],
     ["runtime"],  # the last stage: running from the compressed form
     ["api"],  # the model-level verbs that touch files

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .encode import POSTTRAIN_BITS, POSTTRAIN_INIT, POSTTRAIN_SPARSITY, model_records, state_records
+from .encode import POSTTRAIN_INIT, model_records, state_records
 from .format import reader
 from .format.container import DEFAULT_MAX_ELEMENTS
-from .format.writer import write_records
+from .format.writer import file_bytes, write_records
 from .parametrizations import strip_
+from .settings import UNSET
 
 __all__ = ["__version__", "encode_state_dict", "load", "load_bytes", "save", "strip_", "warmup"]
 
@@ -83,8 +84,10 @@ def encode_state_dict(
     state: Mapping[str, torch.Tensor],
     path: str | os.PathLike,
     *,
-    sparsity: Spec = POSTTRAIN_SPARSITY,
-    bits: Spec = POSTTRAIN_BITS,
+    sparsity: Spec = UNSET,
+    bits: Spec = UNSET,
+    quality: Spec = UNSET,
+    size: int | None = None,
     index_bits: int | None = None,
     entropy: str = "auto",
     init: str = POSTTRAIN_INIT,
@@ -95,10 +98,14 @@ def encode_state_dict(
     """Compress a state dict's weights without retraining and write one file, atomically.
 
     Every floating-point tensor of two or more dimensions (the weights of Linear, Conv and
-    Embedding layers) that `exclude` does not name is pruned to `sparsity` by magnitude and
-    its kept weights are shared through a `2**bits`-entry k-means codebook. Everything else
-    (biases, norms, buffers, integer tensors) is stored losslessly, so `load(path)` returns
-    every key of `state`. The header's `meta["encode"]` records the settings each weight got.
+    Embedding layers) that `exclude` does not name is compressed; everything else (biases,
+    norms, buffers, integer tensors) is stored losslessly, so `load(path)` returns every key of
+    `state`. By default each weight tensor gets rate-distortion weight sharing (`ecsq`) at one
+    common slope, near-lossless (`encode.POSTTRAIN_QUALITY`); `quality` moves that slope and
+    `size` picks the best quality that fits. A tensor that `sparsity` or `bits` reaches is
+    instead pruned by magnitude and its kept weights shared through a `2**bits`-entry k-means
+    codebook, as in the paper. The header's `meta["encode"]` records the settings each weight
+    got.
 
     Tensors of `state` that are one and the same memory (same storage pointer, shape, strides
     and dtype: the tied weights of `model.state_dict()`, e.g. an LM's input embedding and
@@ -114,8 +121,13 @@ def encode_state_dict(
             (a tensor's or layer's exact name wins, else the first matching pattern;
             unmatched tensors are not pruned). Patterns are globs on the tensor or layer name,
             or `re:<regex>`; every key must reach a weight tensor.
-        bits: codebook bits (1..16), an int or `{pattern: int}` (unmatched: 8); None keeps the
-            kept weights at full precision (no weight sharing).
+        bits: codebook bits (1..16), an int or `{pattern: int}` (8 where only `sparsity`
+            reaches a tensor); None keeps the kept weights at full precision (no sharing).
+        quality: rate-distortion quality (-8..24) of the tensors that neither `sparsity` nor
+            `bits` reaches, a number or `{pattern: number}` (unmatched: the default or the
+            `size`'s; None: stored as is). About the bits of precision below the model's RMS
+            weight: each +1 halves the error, costs about a bit a weight (`encode.py`).
+        size: the most bytes the file may take: the highest common quality that fits.
         index_bits: width of a stored gap; None picks the smallest per tensor.
         entropy: "auto" (per stream, the smallest of the coders), "huffman", "rans" or "cabac".
         init: k-means initialisation; "best" by default (see `encode.POSTTRAIN_INIT`).
@@ -130,22 +142,30 @@ def encode_state_dict(
     Raises:
         ValueError: NaN or infinite values, a setting out of range, a key or exclude pattern
             that reaches no weight tensor (or a kind key: a state dict has no layer kinds),
-            different settings for one tied tensor, a reserved `meta` key, or an unknown
-            init/entropy.
+            different settings for one tied tensor, a reserved `meta` key, an unknown
+            init/entropy, or a `size` that even the lowest quality cannot meet.
         TypeError: a value of `state` that is not a tensor.
     """
     _check_meta(meta, reserved=("tied", "deepcompress", "encode"))
+    extra = meta or {}
+
+    def measure(records, settings, tied) -> int:
+        return len(file_bytes(records, {"encode": settings, **extra}, tied))
+
     records, tied, settings = state_records(
         state,
         sparsity=sparsity,
         bits=bits,
+        quality=quality,
+        size=size,
+        measure=measure,
         index_bits=index_bits,
         entropy=entropy,
         init=init,
         exclude=exclude,
         progress=progress,
     )
-    return write_records(records, path, {"encode": settings, **(meta or {})}, tied)
+    return write_records(records, path, {"encode": settings, **extra}, tied)
 
 
 def _check_meta(meta: dict | None, reserved: tuple[str, ...] = ("tied", "deepcompress")) -> None:

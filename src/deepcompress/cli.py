@@ -23,8 +23,8 @@ EXAMPLES = {
     "decode": "example: deepcompress decode model.dcz -o model.safetensors",
     "warmup": "example: pip install deepcompress && deepcompress warmup",
     "encode": (
-        "example: deepcompress encode model.safetensors -o model.dcz --sparsity 0.5 --bits 6 \\\n"
-        "           --sparsity-per-layer 'classifier.*=0.9' --exclude 'embed*'\n"
+        "example: deepcompress encode model.safetensors -o model.dcz --size 2000000\n"
+        "         deepcompress encode model.safetensors -o model.dcz --sparsity 0.5 --bits 6\n"
         "Without retraining, pruning and few bits cost accuracy: measure it on your data."
     ),
     "inspect": "example: deepcompress inspect model.dcz --json",
@@ -102,10 +102,17 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, help="the .dcz file to write")
     e.add_argument(
         "--config",
-        help="settings from a JSON or YAML file (keys: sparsity, bits, index_bits, exclude, "
-        "entropy, init; values or {pattern: value}); the flags below override it",
+        help="settings from a JSON or YAML file (keys: quality, size, sparsity, bits, index_bits, "
+        "exclude, entropy, init; values or {pattern: value}); the flags below override it",
     )
-    e.add_argument("--sparsity", type=float, help="fraction pruned (default 0)")
+    e.add_argument(
+        "--quality",
+        type=float,
+        help="rate-distortion quality, -8..24: about the bits of precision below the model's RMS "
+        "weight (default: near-lossless, deepcompress.encode.POSTTRAIN_QUALITY)",
+    )
+    e.add_argument("--size", type=int, help="the best quality whose file is at most SIZE bytes")
+    e.add_argument("--sparsity", type=float, help="fraction pruned, then --bits k-means")
     e.add_argument(
         "--sparsity-per-layer",
         nargs="+",
@@ -114,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         help="per-layer sparsity by glob (or re:REGEX) on tensor or layer names; an exact name "
         "wins, else the first matching pattern",
     )
-    e.add_argument("--bits", type=int, help="codebook bits per weight (default 8)")
+    e.add_argument("--bits", type=int, help="k-means codebook bits (default 8 with --sparsity)")
     e.add_argument("--bits-per-layer", nargs="+", default=[], metavar="PATTERN=B")
     e.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="store as is")
     e.add_argument(
@@ -286,44 +293,11 @@ def _sensitivity(args) -> int:
     return 0
 
 
-def _pairs(items: list[str], cast, what: str) -> dict:
-    out = {}
-    for item in items:
-        pattern, sep, value = item.rpartition("=")
-        try:
-            if not sep or not pattern:
-                raise ValueError
-            out[pattern] = cast(value)
-        except ValueError:
-            raise ValueError(f"{what} wants PATTERN=VALUE, got {item!r}") from None
-    return out
-
-
-def merged(cfg_value, flag, per_layer: dict):
-    """One setting from the command line: the per-layer flags' patterns first, then the
-    config file's (a mapping) without its catch-all "*", then the catch-all: the scalar flag
-    if given, else the file's "*" or its plain value. None when nothing was given (the API's
-    default applies); a plain value when there are no patterns."""
-    spec = dict(per_layer)
-    catch_all = flag
-    if isinstance(cfg_value, dict):
-        spec.update({k: v for k, v in cfg_value.items() if k not in spec and k != "*"})
-        if catch_all is None:
-            catch_all = cfg_value.get("*")
-    elif catch_all is None:
-        catch_all = cfg_value
-    if not spec:
-        return catch_all
-    if catch_all is not None:
-        spec["*"] = catch_all  # last: an earlier pattern wins over it
-    return spec
-
-
 def _encode(args) -> int:
     from safetensors.torch import load_file
 
     from .api import encode_state_dict
-    from .format.config import load_config
+    from .format.config import load_config, merged, pairs
 
     src, dst = _paths(args)
     try:
@@ -335,13 +309,16 @@ def _encode(args) -> int:
     for key, flag, per_layer, cast in (
         ("sparsity", args.sparsity, args.sparsity_per_layer, float),
         ("bits", args.bits, args.bits_per_layer, int),
+        ("quality", args.quality, [], float),
     ):
-        value = merged(cfg.get(key), flag, _pairs(per_layer, cast, f"--{key}-per-layer"))
+        value = merged(cfg.get(key), flag, pairs(per_layer, cast, f"--{key}-per-layer"))
         if value is not None:
             kw[key] = value
-    for key in ("index_bits", "init"):
+    for key in ("index_bits", "init", "size"):
         if key in cfg:
             kw[key] = cfg[key]
+    if args.size is not None:
+        kw["size"] = args.size
     size = encode_state_dict(
         state,
         dst,

@@ -11,18 +11,20 @@ encode`) walk their tensors, resolve each one's settings through the one strict 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
 from ._progress import bar
 from .coding import codec
 from .coding.coders import check_entropy
+from .ecsq import QUALITY_RANGE, check_quality, lam_for_quality, quantize, rms
 from .format.container import Record
 from .parametrizations import Masked, Shared
 from .pruning import kept_positions
-from .settings import assign, plan
+from .settings import UNSET, assign, plan
 from .sharing import INITS, kmeans_1d
 from .targets import Slot, dedup, layer_kind, model_state, storage_key
 
@@ -35,6 +37,10 @@ from .targets import Slot, dedup, layer_kind, model_state, storage_key
 POSTTRAIN_SPARSITY = 0.0
 POSTTRAIN_BITS = 8
 POSTTRAIN_INIT = "best"
+#: Rate-distortion sharing (`ecsq`): a tensor that no `bits` or `sparsity` reaches gets a
+#: quality (`ecsq.lam_for_quality`, `scale` the RMS of all the state's weight tensors). The
+#: default is near-lossless (chosen on the fidelity sets of `benchmarks/bench_posttrain.py`).
+POSTTRAIN_QUALITY = 8.0
 
 
 def encode_tensor(
@@ -45,6 +51,7 @@ def encode_tensor(
     sparsity: float = 0.0,
     bits: int | None = None,
     init: str = POSTTRAIN_INIT,
+    lam: float | None = None,
     index_bits: int | None = None,
     entropy: str = "auto",
     raw_dtype: torch.dtype | None = None,
@@ -53,6 +60,8 @@ def encode_tensor(
 
     - `held` a `Shared` parametrization: codec `shared`, its codebook and indices as they are.
     - `held` a `Masked` one: codec `sparse`, the non-zeros of `t` in full precision.
+    - else, with `lam`: rate-distortion sharing at that slope (`ecsq.ecsq`), zero one of its
+      levels (`shared`, the zeros as pruned entries).
     - else, with `sparsity > 0` or `bits`: `kept_positions(t, sparsity)`, then the kept
       values shared through a `2**bits` k-means codebook (`shared`) or kept as they are
       (`sparse`, when `bits` is None).
@@ -75,6 +84,18 @@ def encode_tensor(
     elif isinstance(held, Masked):
         params, parts = codec.encode_sparse(t, index_bits, entropy)
         kind = "sparse"
+    elif lam is not None:
+        q = quantize(t.detach().reshape(-1).cpu().float(), lam)
+        positions = np.flatnonzero(q.symbols)
+        params, parts = codec.encode_shared_entries(
+            positions,
+            q.symbols[positions],
+            torch.from_numpy(q.codebook),
+            index_bits,
+            entropy,
+            grid=q.step,
+        )
+        kind = "shared"
     elif sparsity > 0 or bits is not None:
         positions = kept_positions(t, sparsity)
         flat = t.detach().reshape(-1).cpu()
@@ -133,8 +154,11 @@ def model_records(
 def state_records(
     state: Mapping[str, torch.Tensor],
     *,
-    sparsity=POSTTRAIN_SPARSITY,
-    bits=POSTTRAIN_BITS,
+    sparsity=UNSET,
+    bits=UNSET,
+    quality=UNSET,
+    size: int | None = None,
+    measure: Callable[[list[Record], dict, dict], int] | None = None,
     index_bits: int | None = None,
     entropy: str = "auto",
     init: str = POSTTRAIN_INIT,
@@ -143,14 +167,23 @@ def state_records(
     progress: bool = False,
 ) -> tuple[list[Record], dict[str, str], dict[str, dict]]:
     """The records of a state dict compressed post-training (see `encode_state_dict`), its
-    tied names, and the settings each compressed tensor got (`{name: {"sparsity", "bits"}}`).
-    Everything is checked before any tensor is encoded."""
+    tied names, and the settings each compressed tensor got (`{name: {"sparsity", "bits"}}`
+    or `{name: {"quality", "lam"}}`). Everything is checked before any tensor is encoded.
+
+    A weight tensor that `bits` or `sparsity` reaches is pruned and k-means-shared as they say
+    (bits 8 where only `sparsity` reaches it); every other one gets rate-distortion sharing at
+    its `quality` (a value or mapping; unmatched: `POSTTRAIN_QUALITY`; None: stored as is).
+    With `size`, the common quality of those is the highest whose file, as `measure(records,
+    settings, tied)` counts it, is at most `size` bytes.
+    """
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
     check_entropy(entropy)
     for name, t in state.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name!r} is a {type(t).__name__}, not a tensor")
+    if size is not None and (quality is not UNSET and not isinstance(quality, Mapping)):
+        raise ValueError("give a size or a quality for all tensors, not both")
     groups, tied = dedup((n, storage_key(t)) for n, t in state.items())
     weights = [
         [Slot(None, name, None, names)]
@@ -158,30 +191,86 @@ def state_records(
         if state[name].is_floating_point() and state[name].dim() >= 2 and state[name].numel()
     ]
     kw = {"exclude": exclude, "what": "weight tensor", "others": list(state)}
-    sparsities = assign(weights, sparsity, default=POSTTRAIN_SPARSITY, **kw)
-    codebook_bits = assign(weights, bits, default=POSTTRAIN_BITS, **kw)
-    settings = {}
-    for (group, s), (_, b) in zip(sparsities, codebook_bits):
-        name, s = group[0].tname, float(s or 0.0)
-        if not 0.0 <= s <= 1.0:
-            raise ValueError(f"sparsity for {name!r} must be in [0, 1], got {s}")
-        if b is not None and not 1 <= int(b) <= 16:
-            raise ValueError(f"bits for {name!r} must be in 1..16 or None, got {b}")
-        if s > 0 or b is not None:
-            settings[name] = {"sparsity": s, "bits": b}
-    records = []
-    for name in bar(list(groups), desc="encode", unit="tensor", enabled=progress):
-        s = settings.get(name, {"sparsity": 0.0, "bits": None})
-        records.append(
-            encode_tensor(
-                name,
-                state[name],
-                sparsity=s["sparsity"],
-                bits=s["bits"],
-                init=init,
-                index_bits=index_bits,
-                entropy=entropy,
-                raw_dtype=raw_dtype,
+    given = {}
+    for key, setting in (("sparsity", sparsity), ("bits", bits), ("quality", quality)):
+        pairs = assign(weights, None if setting is UNSET else setting, default=UNSET, **kw)
+        given[key] = {g[0].tname: (UNSET if setting is UNSET else v) for g, v in pairs}
+    settings, qualities = {}, {}
+    for name in given["bits"]:
+        s, b, q = (given[k][name] for k in ("sparsity", "bits", "quality"))
+        if s is not UNSET or b is not UNSET:
+            s = float(s or 0.0) if s is not UNSET else 0.0
+            b = POSTTRAIN_BITS if b is UNSET else b
+            if not 0.0 <= s <= 1.0:
+                raise ValueError(f"sparsity for {name!r} must be in [0, 1], got {s}")
+            if b is not None and not 1 <= int(b) <= 16:
+                raise ValueError(f"bits for {name!r} must be in 1..16 or None, got {b}")
+            if s > 0 or b is not None:
+                settings[name] = {"sparsity": s, "bits": b}
+        elif q is not None:
+            if q is not UNSET:
+                check_quality(q, name)
+            qualities[name] = q  # UNSET: the common quality
+    scale = rms([state[g[0].tname] for g in weights])
+
+    def encode_at(common: float) -> tuple[list[Record], dict[str, dict]]:
+        chosen = dict(settings)
+        for name, q in qualities.items():
+            q = common if q is UNSET else float(q)
+            chosen[name] = {"quality": q, "lam": lam_for_quality(q, scale)}
+        out = []
+        for name in bar(list(groups), desc="encode", unit="tensor", enabled=progress):
+            st = chosen.get(name, {})
+            out.append(
+                encode_tensor(
+                    name,
+                    state[name],
+                    sparsity=st.get("sparsity", 0.0),
+                    bits=st.get("bits"),
+                    lam=st.get("lam"),
+                    init=init,
+                    index_bits=index_bits,
+                    entropy=entropy,
+                    raw_dtype=raw_dtype,
+                )
             )
+        return out, chosen
+
+    if size is None:
+        records, chosen = encode_at(POSTTRAIN_QUALITY if quality is UNSET else _common(quality))
+        return records, tied, chosen
+    if measure is None:
+        raise ValueError("a size target needs a way to measure the file (measure=)")
+    if not any(q is UNSET for q in qualities.values()):
+        raise ValueError(
+            "a size target needs weight tensors that no bits, sparsity or quality reaches"
         )
-    return records, tied, settings
+    records, chosen = _fit(encode_at, lambda r, c: measure(r, c, tied), int(size), *QUALITY_RANGE)
+    return records, tied, chosen
+
+
+def _fit(encode_at, measure, size: int, lo: float, hi: float, probes: int = 10):
+    """`encode_at`'s result at the highest common quality in [lo, hi] (to 2**-probes of the
+    range) whose file is at most `size` bytes: bisection, the file's size falling with it."""
+    best = encode_at(lo)
+    if measure(*best) > size:
+        raise ValueError(f"no file of at most {size} bytes: {measure(*best)} at quality {lo:g}")
+    top = encode_at(hi)
+    if measure(*top) <= size:
+        return top
+    for _ in range(probes):
+        mid = (lo + hi) / 2
+        found = encode_at(mid)
+        if measure(*found) <= size:
+            lo, best = mid, found
+        else:
+            hi = mid
+    return best
+
+
+def _common(quality) -> float:
+    """The quality of tensors no key reaches: a plain value, else the default."""
+    if isinstance(quality, Mapping):
+        return POSTTRAIN_QUALITY
+    check_quality(quality, "every tensor")
+    return float(quality)

@@ -28,6 +28,7 @@ from torch.nn.utils import parametrize
 
 from ._progress import bar
 from .distributed import broadcast_
+from .ecsq import check_quality, ecsq, lam_for_quality, rms
 from .parametrizations import (
     Shared,
     current_mask,
@@ -185,6 +186,7 @@ def quantize_(
     model: nn.Module,
     bits: int | Mapping[str, int | None] | None = None,
     *,
+    quality: float | Mapping[str, float | None] | None = None,
     init: str = "linear",
     max_iter: int = 300,
     seed: int = 0,
@@ -206,6 +208,11 @@ def quantize_(
             `DEFAULT_BITS`, `{"conv": 8, "linear": 5, "embedding": 5}`. An exact name wins over
             a pattern, the first matching pattern over a kind; tensors no key reaches, or given
             None, are left alone (see `prune_`).
+        quality: instead of `bits`, rate-distortion sharing (`ecsq`): each layer's weights
+            quantized at one common slope for the whole model (that of `encode`'s quality:
+            a step of 2**-quality times the RMS of all the layers' weights), as many levels as
+            pay for themselves once entropy-coded, and zero one of them: the weights it takes
+            are pruned (they stay zero through fine-tuning). A number or a mapping as `bits`.
         init: centroid initialisation, one of `INITS` ("linear" by default, as in the paper).
         max_iter: k-means iterations at most.
         seed: for the random initialisations.
@@ -226,17 +233,24 @@ def quantize_(
     """
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+    if quality is not None and bits is not None:
+        raise ValueError("give bits or quality, not both")
+    setting = bits if quality is None else quality
+    if quality is not None and not isinstance(quality, Mapping):
+        setting = dict.fromkeys(DEFAULT_BITS, quality)
     plan_ = plan(
         weight_groups(model),
-        DEFAULT_BITS if bits is None else bits,
+        DEFAULT_BITS if setting is None else setting,
         exclude,
         what="layer",
-        strict=bits is not None,
+        strict=quality is not None and isinstance(quality, Mapping) or bits is not None,
     )
     for group, b in plan_:
         owner = group[0]
-        if not 1 <= int(b) <= 16:
+        if quality is None and not 1 <= int(b) <= 16:
             raise ValueError(f"bits for {owner.names[0]!r} must be in 1..16, got {b}")
+        if quality is not None:
+            check_quality(b, repr(owner.names[0]))
         if shared_parts(owner.module, owner.tname) is not None:
             raise ValueError(f"layer {owner.names[0].rpartition('.')[0]!r} is already quantized")
         if parametrize.is_parametrized(owner.module, owner.tname):
@@ -247,24 +261,50 @@ def quantize_(
                 raise ValueError(
                     f"{owner.names[0]} has parametrizations of its own; remove them first"
                 )
+    scale = rms([_kept(g[0].module, g[0].tname) for g, _ in plan_]) if quality is not None else 0
     for group, b in bar(plan_, desc="k-means", unit="layer", enabled=progress):
         owner = group[0]
-        _quantize_layer(owner.module, int(b), init, max_iter, seed, tname=owner.tname)
+        if quality is None:
+            _quantize_layer(owner.module, int(b), init, max_iter, seed, tname=owner.tname)
+        else:
+            lam = lam_for_quality(float(b), scale)
+            _quantize_layer(owner.module, 0, init, max_iter, seed, owner.tname, lam=lam)
         tie_(owner, group[1:])
     return model
 
 
+def _kept(module: nn.Module, tname: str) -> torch.Tensor:
+    """A layer's weights that its mask keeps (all of them when it has none)."""
+    weight = getattr(module, tname).detach()
+    mask = current_mask(module, tname)
+    return weight if mask is None else weight[mask]
+
+
 def _quantize_layer(
-    module: nn.Module, bits: int, init: str, max_iter: int, seed: int, tname: str = "weight"
+    module: nn.Module,
+    bits: int,
+    init: str,
+    max_iter: int,
+    seed: int,
+    tname: str = "weight",
+    lam: float | None = None,
 ) -> None:
+    """k-means with 2**bits levels, or with `lam` rate-distortion sharing (symbol 0: pruned)."""
     weight = getattr(module, tname).detach()
     mask = current_mask(module, tname)
     if mask is None:
         mask = torch.ones_like(weight, dtype=torch.bool)
     mask = mask.clone()
-    centroids, labels = kmeans_1d(weight[mask], 2**bits, init=init, max_iter=max_iter, seed=seed)
+    if lam is None:
+        centroids, labels = kmeans_1d(
+            weight[mask], 2**bits, init=init, max_iter=max_iter, seed=seed
+        )
+        symbols = labels + 1
+    else:
+        q = ecsq(weight[mask].float(), lam)
+        centroids, symbols = q.codebook, q.symbols
     idx = torch.zeros(weight.shape, dtype=index_dtype(len(centroids)))
-    idx[mask.cpu()] = torch.from_numpy(labels + 1).to(idx.dtype)
+    idx[mask.cpu()] = torch.from_numpy(symbols).to(idx.dtype)
     codebook = torch.from_numpy(centroids).to(dtype=weight.dtype, device=weight.device)
     # Under torch.distributed every rank takes rank 0's clustering (sizes first: k may differ).
     k = broadcast_(torch.tensor([len(codebook)]))

@@ -9,13 +9,16 @@ The layouts are specified in docs/FORMAT.md.
 
 - raw:    the tensor's bytes, little-endian, row-major.
 - sparse: a pruned tensor kept in full precision: gap stream + float values.
-- shared: a weight-shared tensor: codebook (float32) + cluster-index stream (symbol 0 = filler
-          zero, 1..k = centroid) + gap stream.
+- shared: a weight-shared tensor: codebook (float32, or on a grid: `step` times integers, coded
+          compactly) + cluster-index stream (symbol 0 = filler zero, 1..k = centroid) + gap
+          stream.
 
 Each stream is entropy-coded by Huffman, rANS or CABAC, whichever is smallest (or as asked).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -23,6 +26,7 @@ import torch
 from ..errors import FormatError
 from . import _native, huffman
 from ._checks import field_int
+from .codebook import codebook, encode_grid, grid_values
 from .coders import CODERS, DEFAULT, decode_stream, encode_stream
 from .coders import huffman_table_bytes as table_bytes
 from .sparse_index import decode_positions, encode_positions, max_gap, raw_gaps
@@ -159,10 +163,13 @@ def encode_shared_entries(
     codebook: torch.Tensor,
     index_bits: int | None = None,
     entropy: str = "auto",
+    grid: float | None = None,
 ) -> tuple[dict, list[bytes]]:
     """`shared` given the kept flat `positions` (ascending) and their cluster `symbols` (1..k).
 
-    Memory and time grow with the number of kept weights only, not with the tensor's size.
+    With `grid` (a step), the codebook is stored as integers m with codebook = float32(m *
+    grid) (`grid_values`; ValueError if it is not). Memory and time grow with the number of
+    kept weights only, not with the tensor's size.
     """
     k = int(codebook.numel())
     symbols = np.asarray(symbols, dtype=np.int64)
@@ -175,6 +182,15 @@ def encode_shared_entries(
     w_coder, w_n, w_table, w_bits = encode_stream(wsym, entropy)
     g_coder, g_n, g_table, g_bits = encode_stream(gaps, entropy)
     cb = codebook.detach().cpu().to(torch.float32)
+    if grid is not None:
+        if not (math.isfinite(grid) and grid > 0):
+            raise ValueError(f"a grid step must be a positive number, got {grid}")
+        m = np.rint(cb.numpy().astype(np.float64) / grid).astype(np.int64)
+        if not np.array_equal(grid_values(m, grid), cb.numpy()):
+            raise ValueError("the codebook is not on the grid")
+        cb_part = encode_grid(m)
+    else:
+        cb_part = tensor_bytes(cb)
     params = {
         "k": k,
         "index_bits": ib,
@@ -183,7 +199,9 @@ def encode_shared_entries(
         "gap_symbols": g_n,
     }
     params.update(_coder_params(weight=w_coder, gap=g_coder))
-    return params, [tensor_bytes(cb), w_table, w_bits, g_table, g_bits]
+    if grid is not None:
+        params["grid"] = float(grid)
+    return params, [cb_part, w_table, w_bits, g_table, g_bits]
 
 
 def recode_shared(params: dict, parts: list[bytes], numel: int, entropy: str = "auto"):
@@ -191,9 +209,9 @@ def recode_shared(params: dict, parts: list[bytes], numel: int, entropy: str = "
     same codebook, gap width and entries, so the decoded tensor is bit-identical."""
     positions, symbols = shared_entries(params, parts, numel)
     real = symbols > 0
-    codebook = bytes_tensor(parts[0], torch.float32, (params["k"],))
+    values = torch.from_numpy(codebook(params, parts).copy())
     return encode_shared_entries(
-        positions[real], symbols[real], codebook, params["index_bits"], entropy
+        positions[real], symbols[real], values, params["index_bits"], entropy, params.get("grid")
     )
 
 
@@ -241,9 +259,8 @@ def _shared_streams(params: dict, parts: list[bytes], numel: int):
     none above k). A codebook that is not finite is refused too (a writer never stores one:
     `save` refuses NaN weights), so that the dense decoder and the compressed runtime refuse
     the same files."""
-    cb, w_table, w_bits, g_table, g_bits = parts
-    if not np.isfinite(np.frombuffer(cb, dtype="<f4")).all():
-        raise FormatError("the codebook holds NaN or infinity")
+    _, w_table, w_bits, g_table, g_bits = parts
+    codebook(params, parts)  # checked here, so that every reader refuses the same files
     k = params["k"]
     if params["weight_symbols"] > k + 1:
         raise FormatError(f"cluster-index alphabet {params['weight_symbols']} exceeds k+1={k + 1}")
@@ -269,7 +286,7 @@ def shared_entries(params: dict, parts: list[bytes], numel: int) -> tuple[np.nda
 def decode_shared(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> torch.Tensor:
     numel = int(np.prod(shape, dtype=np.int64))
     gaps, wsym = _shared_streams(params, parts, numel)
-    table = np.concatenate([np.zeros(1, np.float32), np.frombuffer(parts[0], dtype="<f4")])
+    table = np.concatenate([np.zeros(1, np.float32), codebook(params, parts)])
     # torch.zeros, not numpy's calloc: numpy asks for transparent huge pages, which made a
     # new process's first load 3x slower
     out = torch.zeros(numel, dtype=torch.float32)
@@ -305,6 +322,13 @@ def check_params(codec: str, entry: dict, dtype: str, numel: int, where: str) ->
         params["k"] = field_int(entry, "k", where, 0, 1 << 16)
         params["weight_symbols"] = field_int(entry, "weight_symbols", where, 0, params["k"] + 1)
         _coder_field(entry, "weight_coder", where, params)
+        if "grid" in entry:
+            step = entry["grid"]
+            if isinstance(step, bool) or not isinstance(step, (int, float)):
+                raise FormatError(f"{where}: 'grid' must be a number, got {step!r}")
+            if not (math.isfinite(step) and step > 0):
+                raise FormatError(f"{where}: 'grid' must be positive and finite, got {step!r}")
+            params["grid"] = float(step)
     return params
 
 
@@ -329,7 +353,8 @@ def expected_part_sizes(codec: str, params: dict, dtype: torch.dtype, numel: int
     gap_table = _table_size(params, "gap")
     if codec == "sparse":
         return [params["entries"] * item, gap_table, None]
-    return [4 * params["k"], _table_size(params, "weight"), None, gap_table, None]
+    cb = None if "grid" in params else 4 * params["k"]
+    return [cb, _table_size(params, "weight"), None, gap_table, None]
 
 
 def _table_size(params: dict, stream: str) -> int | None:

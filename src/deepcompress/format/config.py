@@ -1,4 +1,5 @@
-"""Settings files for `deepcompress encode --config`: JSON, or YAML with the `config` extra."""
+"""Settings files for `deepcompress encode --config` (JSON, or YAML with the `config` extra),
+and how the command line merges them with its flags."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from .._optional import require
 
 #: Keys a configuration file may hold (each as for `encode_state_dict`).
-CONFIG_KEYS = ("sparsity", "bits", "index_bits", "exclude", "entropy", "init")
+CONFIG_KEYS = ("quality", "size", "sparsity", "bits", "index_bits", "exclude", "entropy", "init")
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -43,3 +44,37 @@ def load_config(path: str | os.PathLike) -> dict:
     if unknown:
         raise ValueError(f"{str(path)!r}: unknown settings {unknown}; known: {list(CONFIG_KEYS)}")
     return cfg
+
+
+def pairs(items: list[str], cast, what: str) -> dict:
+    """`{pattern: cast(value)}` from command-line items `PATTERN=VALUE`."""
+    out = {}
+    for item in items:
+        pattern, sep, value = item.rpartition("=")
+        try:
+            if not sep or not pattern:
+                raise ValueError
+            out[pattern] = cast(value)
+        except ValueError:
+            raise ValueError(f"{what} wants PATTERN=VALUE, got {item!r}") from None
+    return out
+
+
+def merged(cfg_value, flag, per_layer: dict):
+    """One setting from the command line: the per-layer flags' patterns first, then the
+    config file's (a mapping) without its catch-all "*", then the catch-all: the scalar flag
+    if given, else the file's "*" or its plain value. None when nothing was given (the API's
+    default applies); a plain value when there are no patterns."""
+    spec = dict(per_layer)
+    catch_all = flag
+    if isinstance(cfg_value, dict):
+        spec.update({k: v for k, v in cfg_value.items() if k not in spec and k != "*"})
+        if catch_all is None:
+            catch_all = cfg_value.get("*")
+    elif catch_all is None:
+        catch_all = cfg_value
+    if not spec:
+        return catch_all
+    if catch_all is not None:
+        spec["*"] = catch_all  # last: an earlier pattern wins over it
+    return spec

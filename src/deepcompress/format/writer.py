@@ -53,13 +53,18 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
-def write_records(records: list[Record], path, meta: dict, tied: dict[str, str]) -> int:
-    """Write a whole `.dcz` file atomically: `records`, and a header `meta` made of the
-    writer's version, `meta` and (when there are aliases) `tied`. Returns its size."""
+def file_bytes(records: list[Record], meta: dict, tied: dict[str, str]) -> bytes:
+    """A whole `.dcz` file: `records`, and a header `meta` made of the writer's version,
+    `meta` and (when there are aliases) `tied`."""
     header = {"deepcompress": __version__, **meta}
     if tied:
         header["tied"] = tied
-    data = to_bytes(records, header)
+    return to_bytes(records, header)
+
+
+def write_records(records: list[Record], path, meta: dict, tied: dict[str, str]) -> int:
+    """Write `file_bytes(records, meta, tied)` atomically to `path`; returns its size."""
+    data = file_bytes(records, meta, tied)
     write_atomic(path, data)
     return len(data)
 

@@ -151,7 +151,7 @@ def matrix_from_record(rec) -> CompressedMatrix:
         positions, symbols = codec.shared_entries(rec.params, rec.parts, numel)
     except FormatError as e:
         raise FormatError(f"tensor {rec.name!r}: {e}") from None
-    codebook = np.frombuffer(rec.parts[0], dtype="<f4")
+    codebook = codec.codebook(rec.params, rec.parts)
     rows = rec.shape[0]
     return CompressedMatrix.from_positions(
         (rows, numel // max(1, rows)), positions, symbols, codebook
