@@ -172,6 +172,40 @@ def ours_encode(state, path, setting):
     dc.encode_state_dict(state, path, **parse_kwargs(setting))
 
 
+def ours_data_encode(state, path, setting):
+    """Ours with data-aware distortion: `dc.importance` on the calibration inputs (a set
+    disjoint from the fidelity set), computed once per run."""
+    import deepcompress as dc
+
+    dc.encode_state_dict(state, path, importance=CALIBRATION["importance"],
+                         **parse_kwargs(setting))
+
+
+#: filled by main() with --calibration: the importance of the original weights
+CALIBRATION: dict = {}
+
+
+def calibrate(net: str, n: int, seed: int) -> dict:
+    """`dc.importance` of the original model on n inputs drawn with a seed of their own."""
+    import deepcompress as dc
+
+    from realnets import build, crepe_frames, load_state, resemblyzer_mels
+
+    inputs = crepe_frames(n, seed)[0] if net.startswith("crepe") else resemblyzer_mels(n, seed)
+    model = build(net, load_state(net))
+    t0 = time.perf_counter()
+    h = dc.importance(model, [x for x in inputs.split(32)])
+    CALIBRATION["seconds"] = time.perf_counter() - t0
+    h = {k: v for k, v in h.items() if v.dim() >= 2}
+    how = os.environ.get("IMPORTANCE_POOL", "element")
+    if how == "tensor":
+        h = {k: v.mean().expand(v.shape) for k, v in h.items()}
+    elif how == "row":
+        h = {k: v.mean(dim=tuple(range(1, v.dim())), keepdim=True).expand(v.shape)
+             for k, v in h.items()}
+    return h
+
+
 def ours_decode(path):
     import deepcompress as dc
 
@@ -183,6 +217,7 @@ CODECS = {
     "int8zstd": (int8zstd_encode, int8zstd_decode, ".bin.zst"),
     "nncodec": (nncodec_encode, nncodec_decode, ".nnc"),
     "ours": (ours_encode, ours_decode, ".dcz"),
+    "ours-data": (ours_data_encode, ours_decode, ".dcz"),
 }
 
 
@@ -264,6 +299,11 @@ def main(argv=None) -> None:
     p.add_argument("--ours", nargs="+", help="deepcompress settings, e.g. 'bits=6'")
     p.add_argument("--float16", nargs="+", default=["all", "keep-fp32"],
                    choices=["all", "keep-fp32"])
+    p.add_argument("--ours-data", nargs="+", help="settings of ours-data (default: --ours)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the fidelity set (0: the one settings are chosen on)")
+    p.add_argument("--calibration", type=int, default=64,
+                   help="inputs for ours-data's importance (drawn with seed 1000 + --seed)")
     p.add_argument("--json", help="write the rows and the reference here")
     p.add_argument("--plot", help="write a PNG of bytes against fidelity here")
     p.add_argument("--replot", nargs="+", metavar="JSON",
@@ -279,9 +319,12 @@ def main(argv=None) -> None:
         "nncodec": args.qp or DEFAULT_QP[args.net],
         "ours": args.ours or DEFAULT_OURS.get(args.net, DEFAULT_OURS_ANY),
     }
+    settings["ours-data"] = args.ours_data or settings["ours"]
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    fid = Fidelity(args.net)
+    fid = Fidelity(args.net, seed=args.seed)
+    if "ours-data" in args.codecs:
+        CALIBRATION["importance"] = calibrate(args.net, args.calibration, 1000 + args.seed)
     floats = {k: v.float() for k, v in fid.original.items() if v.is_floating_point()}
     others = sorted(k for k in fid.original if k not in floats)
     n_params = sum(v.numel() for v in floats.values())
@@ -291,7 +334,10 @@ def main(argv=None) -> None:
           f"({4 * n_params} bytes as float32); left out of every file: {others or 'nothing'}")
     print(f"# deepcompress from {source_state()}")
     print(f"# {len(fid.inputs)} inputs; original: {fid.reference}; one evaluation "
-          f"{fid.seconds:.1f} s (setup {time.perf_counter() - t0:.1f} s)")
+          f"{fid.seconds:.1f} s (setup {time.perf_counter() - t0:.1f} s); fidelity seed "
+          f"{args.seed}" + (f"; ours-data: importance on {args.calibration} inputs of seed "
+                            f"{1000 + args.seed}, {CALIBRATION['seconds']:.1f} s"
+                            if CALIBRATION else ""))
     print(f"| codec | setting | bytes | ratio | enc s | dec s | {' | '.join(metric_names)} "
           "| levels met |")
     print("| --- " * (7 + len(metric_names)) + "|")

@@ -357,3 +357,59 @@ def test_quantize_with_quality_prunes_by_rate_distortion_and_fine_tunes(tmp_path
         dc.quantize_(torch.nn.Linear(3, 3), bits=4, quality=3)
     with pytest.raises(ValueError, match="quality"):
         dc.quantize_(torch.nn.Sequential(torch.nn.Linear(3, 3)), quality=99)
+
+
+def test_rd_zero_is_plain_rounding_and_rd_moves_toward_ecsq(tmp_path):
+    rng = np.random.default_rng(6)
+    x = rng.laplace(size=30000) * 0.05
+    lam = E.lam_for_step(0.02)
+    s = E.step(lam)
+    q0 = E.quantize(x, lam, rd=0)
+    ref = (np.rint(x / s) * s).astype(np.float32)  # the slow reference: round to the grid
+    np.testing.assert_array_equal(levels_of(q0.codebook)[q0.symbols].astype(np.float32), ref)
+    zeros = [np.mean(E.quantize(x, lam, rd=r).symbols == 0) for r in (0, 0.5, 1)]
+    assert zeros[0] < zeros[1] < zeros[2]  # the dead zone grows with the rate's weight
+    with pytest.raises(ValueError, match="rd"):
+        E.quantize(x, lam, rd=1.5)
+    sd = state()
+    sizes = [dc.encode_state_dict(sd, tmp_path / f"r{r}.dcz", quality=4, rd=r) for r in (0, 1)]
+    assert sizes[1] < sizes[0]
+    assert reader.read(tmp_path / "r1.dcz").meta["encode"]["a.weight"]["rd"] == 1
+    with pytest.raises(ValueError, match="rd"):
+        dc.encode_state_dict(sd, tmp_path / "x.dcz", rd=-0.1)
+
+
+def test_importance_estimates_the_output_gauss_newton_diagonal(tmp_path):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(5, 3)
+    xs = [torch.randn(8, 5) * torch.tensor([0.1, 1.0, 2.0, 0.5, 3.0]) for _ in range(4)]
+    h = dc.importance(lin, xs, projections=300)
+    # d y_bk / d W_ij = x_bj when k = i: the exact diagonal is the mean over batches of the
+    # batch's sum of x_j**2, the same for every row i; the bias's is the batch size
+    exact = torch.stack([(x**2).sum(0) for x in xs]).mean(0).expand(3, 5)
+    torch.testing.assert_close(h["weight"], exact, rtol=0.2, atol=0)
+    torch.testing.assert_close(h["bias"], torch.full((3,), 8.0), rtol=0.2, atol=0)
+    assert lin.training  # its mode is restored
+    sd = {"weight": lin.weight.detach().clone(), "bias": lin.bias.detach().clone()}
+    dc.encode_state_dict(
+        sd, tmp_path / "i.dcz", quality=2, rd=1, importance={"weight": h["weight"]}
+    )
+    with pytest.raises(ValueError, match="not weight tensors"):
+        dc.encode_state_dict(sd, tmp_path / "x.dcz", importance={"bias": h["bias"]})
+    with pytest.raises(ValueError, match="broadcastable"):
+        dc.encode_state_dict(sd, tmp_path / "x.dcz", importance={"weight": torch.ones(4)})
+    with pytest.raises(ValueError, match="at least one batch"):
+        dc.importance(lin, [])
+
+
+def test_importance_moves_bits_to_the_weights_that_matter(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    sd = {
+        "a.weight": torch.randn(100, 100, generator=g),
+        "b.weight": torch.randn(100, 100, generator=g),
+    }
+    h = {"a.weight": torch.full((100, 100), 100.0), "b.weight": torch.ones(100, 100)}
+    dc.encode_state_dict(sd, tmp_path / "h.dcz", quality=3, importance=h)
+    out = dc.load(tmp_path / "h.dcz")
+    err = {k: relative_error(out, sd, k) for k in sd}
+    assert err["a.weight"] * 20 < err["b.weight"]  # 100x the weight: about 100x less error

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .encode import POSTTRAIN_INIT, model_records, state_records
+from .encode import POSTTRAIN_INIT, POSTTRAIN_RD, model_records, state_records
 from .format import reader
 from .format.container import DEFAULT_MAX_ELEMENTS
 from .format.writer import file_bytes, write_records
@@ -88,6 +88,8 @@ def encode_state_dict(
     bits: Spec = UNSET,
     quality: Spec = UNSET,
     size: int | None = None,
+    importance: Mapping[str, torch.Tensor] | None = None,
+    rd: float = POSTTRAIN_RD,
     index_bits: int | None = None,
     entropy: str = "auto",
     init: str = POSTTRAIN_INIT,
@@ -128,6 +130,13 @@ def encode_state_dict(
             `size`'s; None: stored as is). About the bits of precision below the model's RMS
             weight: each +1 halves the error, costs about a bit a weight (`encode.py`).
         size: the most bytes the file may take: the highest common quality that fits.
+        importance: data-aware distortion, `{weight name: tensor}` broadcastable to it, e.g.
+            `dc.importance(model, batches)`: each weight's error in the rate-distortion sharing
+            counts this much (relative to the others). None: all alike (data-free).
+        rd: how much the rate counts when a weight picks its level, 0..1: 0 (the default,
+            `encode.POSTTRAIN_RD`) rounds to the nearest level of the quality's grid, 1 is
+            entropy-constrained quantization (`ecsq`: fewer bytes at equal squared error, with
+            a dead zone around zero).
         index_bits: width of a stored gap; None picks the smallest per tensor.
         entropy: "auto" (per stream, the smallest of the coders), "huffman", "rans" or "cabac".
         init: k-means initialisation; "best" by default (see `encode.POSTTRAIN_INIT`).
@@ -158,6 +167,8 @@ def encode_state_dict(
         bits=bits,
         quality=quality,
         size=size,
+        importance=importance,
+        rd=rd,
         measure=measure,
         index_bits=index_bits,
         entropy=entropy,

@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         "weight (default: near-lossless, deepcompress.encode.POSTTRAIN_QUALITY)",
     )
     e.add_argument("--size", type=int, help="the best quality whose file is at most SIZE bytes")
+    e.add_argument(
+        "--rd",
+        type=float,
+        help="rate's weight when a weight picks its level: 0 nearest (default), 1 entropy-"
+        "constrained (smaller at equal squared error, with a dead zone)",
+    )
     e.add_argument("--sparsity", type=float, help="fraction pruned, then --bits k-means")
     e.add_argument(
         "--sparsity-per-layer",
@@ -314,11 +320,12 @@ def _encode(args) -> int:
         value = merged(cfg.get(key), flag, pairs(per_layer, cast, f"--{key}-per-layer"))
         if value is not None:
             kw[key] = value
-    for key in ("index_bits", "init", "size"):
+    for key in ("index_bits", "init", "size", "rd"):
         if key in cfg:
             kw[key] = cfg[key]
-    if args.size is not None:
-        kw["size"] = args.size
+    for key in ("size", "rd"):
+        if getattr(args, key) is not None:
+            kw[key] = getattr(args, key)
     size = encode_state_dict(
         state,
         dst,

@@ -174,13 +174,28 @@ class Quantized:
     cost: float
 
 
-def quantize(values, lam: float, weights=None) -> Quantized:
-    """The better (lower J) of `ecsq` on a grid and with free levels: a grid codebook costs a
-    few bits a level, free levels 32 but sit at their members' means (which pays at few
-    levels, at low rate)."""
-    on_grid = ecsq(values, lam, weights, grid=True)
+def quantize(values, lam: float, weights=None, rd: float = 1.0) -> Quantized:
+    """Quantization on the grid of `lam`'s step (`step`, for the mean weight), with the rate
+    priced at `rd * lam` in the assignment: `rd` = 1 is `ecsq` proper (the better, lower J,
+    of grid and free levels: a grid codebook costs a few bits a level, free levels 32 but sit
+    at their members' means, which pays at few levels), `rd` = 0 rounds each value to its
+    nearest grid level (uniform reconstruction, no dead zone), values between move the dead
+    zone and the levels part of the way."""
+    if not 0.0 <= rd <= 1.0:
+        raise ValueError(f"rd must be in [0, 1], got {rd}")
+    w = _weights(weights, np.shape(values) if weights is not None else None, _numel(values))
+    s = step(lam, float(w.mean()) or 1.0)
+    if rd == 0:
+        return ecsq(values, lam, weights, grid=True, step_=s, rate=0.0)
+    on_grid = ecsq(values, lam, weights, grid=True, step_=s, rate=rd)
+    if rd < 1:
+        return on_grid
     free = ecsq(values, lam, weights, grid=False)
     return on_grid if on_grid.cost <= free.cost else free
+
+
+def _numel(values) -> int:
+    return int(values.numel()) if isinstance(values, torch.Tensor) else int(np.size(values))
 
 
 def ecsq(
@@ -189,6 +204,8 @@ def ecsq(
     weights: np.ndarray | torch.Tensor | None = None,
     *,
     grid: bool = False,
+    step_: float | None = None,
+    rate: float = 1.0,
     max_iter: int = 30,
     tol: float = 1e-4,
 ) -> Quantized:
@@ -201,6 +218,10 @@ def ecsq(
             diagonal second-order estimate of its effect on the output; None weighs all alike.
         grid: keep the levels on the uniform grid they start from (a level then costs
             GRID_LEVEL_BITS, not CODEBOOK_BITS); else each moves to its members' mean.
+        step_: the grid's step; None: `step(lam)` for the mean weight.
+        rate: the share of the rate's price in the assignment (and in dropping levels): 1 is
+            the Lagrangian; 0 assigns each value to its nearest level (then no level is
+            dropped and nothing iterates: the uniform quantizer of that step).
         max_iter: iterations at most; it stops earlier when J falls by less than `tol` of it.
 
     Returns:
@@ -223,24 +244,23 @@ def ecsq(
     # A uniform grid through zero at the high-rate step for the mean weight, only the levels
     # some value is nearest to (at most one per value). No finer than 2**-22 of the largest
     # value: the integers stay below 2**22, so float32(m * s) are distinct for distinct m.
-    s = max(step(lam, float(w.mean()) or 1.0), float(np.abs(x).max()) * 2.0**-22, 1e-37)
+    s = step(lam, float(w.mean()) or 1.0) if step_ is None else step_
+    s = max(s, float(np.abs(x).max()) * 2.0**-22, 1e-37)
     mult = np.union1d(np.rint(x / s), [0.0]).astype(np.int64)
     levels = _grid_values(mult, s)
     cost = np.zeros(len(levels))
     best, previous = None, np.inf
-    for _ in range(max_iter):
+    for _ in range(max_iter if rate > 0 else 1):
         labels, regret = assign(x, w, levels, cost)
-        keep = _keep(levels, labels, regret, lam * level_bits)
+        keep = _keep(levels, labels, regret, rate * lam * level_bits)
         levels, labels, mult = _subset(levels, labels, mult, keep)
         counts = np.bincount(labels, minlength=len(levels))
-        with np.errstate(divide="ignore"):  # the zero level may be empty: never chosen then
-            cost = lam * -np.log2(counts / len(x))
+        cost = rate * lam * _lengths(counts)
         if not grid:
             levels, labels = _means(x, w, levels, labels, counts)
             mult = None  # off the grid
             counts = np.bincount(labels, minlength=len(levels))
-            with np.errstate(divide="ignore"):
-                cost = lam * -np.log2(counts / len(x))
+            cost = rate * lam * _lengths(counts)
         j = lagrangian(x, w, levels, labels, lam, level_bits)[2]
         if best is None or j < best[2]:
             best = (levels, labels, j, mult, cost)
@@ -256,6 +276,11 @@ def ecsq(
     symbols = np.where(labels < zero, labels + 1, labels)
     symbols[labels == zero] = 0
     return Quantized(np.delete(levels, zero).astype(np.float32), symbols, s if grid else None, j)
+
+
+def _lengths(counts: np.ndarray) -> np.ndarray:
+    """Ideal code lengths from counts; an empty level (zero can be) as if half a value had it."""
+    return -np.log2(np.maximum(counts, 0.5) / counts.sum())
 
 
 def _grid_values(mult: np.ndarray, s: float) -> np.ndarray:

@@ -41,6 +41,12 @@ POSTTRAIN_INIT = "best"
 #: quality (`ecsq.lam_for_quality`, `scale` the RMS of all the state's weight tensors). The
 #: default is near-lossless (chosen on the fidelity sets of `benchmarks/bench_posttrain.py`).
 POSTTRAIN_QUALITY = 8.0
+#: How much the rate counts when a weight picks its level (`ecsq.quantize`'s `rd`): 0 rounds to
+#: the nearest level of the quality's grid. On the benchmark networks' fidelity sets (CREPE's
+#: pitch, Resemblyzer's embeddings) the entropy-constrained assignment (1) saved bytes at equal
+#: squared error but lost more fidelity than it saved: its dead zone pulls the many small
+#: weights to zero, a bias that a deep network accumulates (benchmarks/RESULTS.md, issue 20).
+POSTTRAIN_RD = 0.0
 
 
 def encode_tensor(
@@ -52,6 +58,8 @@ def encode_tensor(
     bits: int | None = None,
     init: str = POSTTRAIN_INIT,
     lam: float | None = None,
+    weights: torch.Tensor | None = None,
+    rd: float = POSTTRAIN_RD,
     index_bits: int | None = None,
     entropy: str = "auto",
     raw_dtype: torch.dtype | None = None,
@@ -60,7 +68,8 @@ def encode_tensor(
 
     - `held` a `Shared` parametrization: codec `shared`, its codebook and indices as they are.
     - `held` a `Masked` one: codec `sparse`, the non-zeros of `t` in full precision.
-    - else, with `lam`: rate-distortion sharing at that slope (`ecsq.ecsq`), zero one of its
+    - else, with `lam`: rate-distortion sharing at that slope (`ecsq.quantize`), each value's
+      error weighted by `weights` (broadcastable to `t`; None: all alike), zero one of the
       levels (`shared`, the zeros as pruned entries).
     - else, with `sparsity > 0` or `bits`: `kept_positions(t, sparsity)`, then the kept
       values shared through a `2**bits` k-means codebook (`shared`) or kept as they are
@@ -85,7 +94,7 @@ def encode_tensor(
         params, parts = codec.encode_sparse(t, index_bits, entropy)
         kind = "sparse"
     elif lam is not None:
-        q = quantize(t.detach().reshape(-1).cpu().float(), lam)
+        q = quantize(t.detach().cpu().float(), lam, weights, rd)
         positions = np.flatnonzero(q.symbols)
         params, parts = codec.encode_shared_entries(
             positions,
@@ -158,6 +167,8 @@ def state_records(
     bits=UNSET,
     quality=UNSET,
     size: int | None = None,
+    importance: Mapping[str, torch.Tensor] | None = None,
+    rd: float = POSTTRAIN_RD,
     measure: Callable[[list[Record], dict, dict], int] | None = None,
     index_bits: int | None = None,
     entropy: str = "auto",
@@ -174,10 +185,14 @@ def state_records(
     (bits 8 where only `sparsity` reaches it); every other one gets rate-distortion sharing at
     its `quality` (a value or mapping; unmatched: `POSTTRAIN_QUALITY`; None: stored as is).
     With `size`, the common quality of those is the highest whose file, as `measure(records,
-    settings, tied)` counts it, is at most `size` bytes.
+    settings, tied)` counts it, is at most `size` bytes. `importance` weighs each value's error
+    in the rate-distortion sharing (`importance.importance`), scaled so that its mean over all
+    the weights it covers is 1 (so a quality means about the same with it as without).
     """
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+    if isinstance(rd, bool) or not isinstance(rd, (int, float)) or not 0 <= rd <= 1:
+        raise ValueError(f"rd must be a number in [0, 1], got {rd!r}")
     check_entropy(entropy)
     for name, t in state.items():
         if not isinstance(t, torch.Tensor):
@@ -212,12 +227,13 @@ def state_records(
                 check_quality(q, name)
             qualities[name] = q  # UNSET: the common quality
     scale = rms([state[g[0].tname] for g in weights])
+    errw = _error_weights(importance, state, [g[0].tname for g in weights])
 
     def encode_at(common: float) -> tuple[list[Record], dict[str, dict]]:
         chosen = dict(settings)
         for name, q in qualities.items():
             q = common if q is UNSET else float(q)
-            chosen[name] = {"quality": q, "lam": lam_for_quality(q, scale)}
+            chosen[name] = {"quality": q, "lam": lam_for_quality(q, scale), "rd": rd}
         out = []
         for name in bar(list(groups), desc="encode", unit="tensor", enabled=progress):
             st = chosen.get(name, {})
@@ -228,6 +244,8 @@ def state_records(
                     sparsity=st.get("sparsity", 0.0),
                     bits=st.get("bits"),
                     lam=st.get("lam"),
+                    weights=errw.get(name) if "lam" in st else None,
+                    rd=rd,
                     init=init,
                     index_bits=index_bits,
                     entropy=entropy,
@@ -266,6 +284,34 @@ def _fit(encode_at, measure, size: int, lo: float, hi: float, probes: int = 10):
         else:
             hi = mid
     return best
+
+
+def _error_weights(importance, state, names: list[str]) -> dict[str, torch.Tensor]:
+    """`importance` checked (a tensor broadcastable to each named weight's shape, finite,
+    >= 0; names it has that are not weight tensors refused) and scaled to mean 1 over all the
+    weights it gives."""
+    if not importance:
+        return {}
+    unknown = sorted(set(importance) - set(names))
+    if unknown:
+        raise ValueError(f"importance for {unknown}, which are not weight tensors of the state")
+    out = {}
+    for name, h in importance.items():
+        h = torch.as_tensor(h).detach().cpu().double()
+        try:
+            h = torch.broadcast_to(h, state[name].shape)
+        except RuntimeError:
+            raise ValueError(
+                f"importance of {name!r} has shape {tuple(h.shape)}, not "
+                f"broadcastable to {tuple(state[name].shape)}"
+            ) from None
+        if not torch.isfinite(h).all() or (h < 0).any():
+            raise ValueError(f"importance of {name!r} must be finite and >= 0")
+        out[name] = h
+    total = sum(float(h.sum()) for h in out.values())
+    count = sum(h.numel() for h in out.values())
+    mean = total / count if total > 0 else 1.0
+    return {n: h / mean for n, h in out.items()}
 
 
 def _common(quality) -> float:

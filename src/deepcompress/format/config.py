@@ -10,7 +10,17 @@ from pathlib import Path
 from .._optional import require
 
 #: Keys a configuration file may hold (each as for `encode_state_dict`).
-CONFIG_KEYS = ("quality", "size", "sparsity", "bits", "index_bits", "exclude", "entropy", "init")
+CONFIG_KEYS = (
+    "quality",
+    "size",
+    "rd",
+    "sparsity",
+    "bits",
+    "index_bits",
+    "exclude",
+    "entropy",
+    "init",
+)
 
 
 def load_config(path: str | os.PathLike) -> dict:
