@@ -47,8 +47,11 @@ from _common import cpu_name
 from realnets import LEVELS, NAMES, Fidelity
 
 FP16_MAX = 65504.0
-DEFAULT_QP = {"crepe-full": [-10, -8, -6, -5, -4, -2, 0], "crepe-tiny": [-12, -8, -6, -4],
-              "resemblyzer": [-44, -42, -40, -38, -36, -34, -32, -30]}
+DEFAULT_QP = {
+    "crepe-full": [-10, -8, -6, -5, -4, -2, 0],
+    "crepe-tiny": [-12, -8, -6, -4],
+    "resemblyzer": [-44, -42, -40, -38, -36, -34, -32, -30],
+}
 DEFAULT_OURS = {"resemblyzer": ["bits=8", "bits=10", "bits=12", "bits=14", "defaults"]}
 DEFAULT_OURS_ANY = ["bits=8", "bits=6", "bits=5", "bits=4", "bits=3", "bits=2"]
 
@@ -73,8 +76,9 @@ def float16_encode(state, path, setting):
     from safetensors.torch import save_file
 
     keep = setting == "keep-fp32"
-    save_file({k: v if keep and v.abs().max() > FP16_MAX else v.half() for k, v in state.items()},
-              path)
+    save_file(
+        {k: v if keep and v.abs().max() > FP16_MAX else v.half() for k, v in state.items()}, path
+    )
 
 
 def float16_decode(path):
@@ -177,8 +181,7 @@ def ours_data_encode(state, path, setting):
     disjoint from the fidelity set), computed once per run."""
     import deepcompress as dc
 
-    dc.encode_state_dict(state, path, importance=CALIBRATION["importance"],
-                         **parse_kwargs(setting))
+    dc.encode_state_dict(state, path, importance=CALIBRATION["importance"], **parse_kwargs(setting))
 
 
 #: filled by main() with --calibration: the importance of the original weights
@@ -187,9 +190,9 @@ CALIBRATION: dict = {}
 
 def calibrate(net: str, n: int, seed: int) -> dict:
     """`dc.importance` of the original model on n inputs drawn with a seed of their own."""
-    import deepcompress as dc
-
     from realnets import build, crepe_frames, load_state, resemblyzer_mels
+
+    import deepcompress as dc
 
     inputs = crepe_frames(n, seed)[0] if net.startswith("crepe") else resemblyzer_mels(n, seed)
     model = build(net, load_state(net))
@@ -201,8 +204,10 @@ def calibrate(net: str, n: int, seed: int) -> dict:
     if how == "tensor":
         h = {k: v.mean().expand(v.shape) for k, v in h.items()}
     elif how == "row":
-        h = {k: v.mean(dim=tuple(range(1, v.dim())), keepdim=True).expand(v.shape)
-             for k, v in h.items()}
+        h = {
+            k: v.mean(dim=tuple(range(1, v.dim())), keepdim=True).expand(v.shape)
+            for k, v in h.items()
+        }
     return h
 
 
@@ -236,8 +241,16 @@ def run_point(fid, floats, codec, setting, tmp):
         raise RuntimeError(f"{codec} {setting}: decoded tensors differ in names or shapes")
     state = {**fid.original, **{k: dec[k] for k in floats}}
     metrics = fid.measure(state)
-    return {"codec": codec, "setting": str(setting), "bytes": size, "encode_s": t_enc,
-            "decode_s": t_dec, "eval_s": fid.seconds, **metrics, **fid.levels(metrics)}
+    return {
+        "codec": codec,
+        "setting": str(setting),
+        "bytes": size,
+        "encode_s": t_enc,
+        "decode_s": t_dec,
+        "eval_s": fid.seconds,
+        **metrics,
+        **fid.levels(metrics),
+    }
 
 
 def plot(rows, net, path):
@@ -254,8 +267,14 @@ def plot(rows, net, path):
     for i, series in enumerate(dict.fromkeys(_series(r) for r in rows)):
         pts = sorted((r["bytes"], r[metric]) for r in rows if _series(r) == series)
         x, y = np.array(pts).T
-        (line,) = ax.plot(x, np.maximum(y, bottom), "-" if len(x) > 1 else "", label=series,
-                          marker="osDP^X*"[i % 7], markevery=list(np.flatnonzero(y >= bottom)))
+        (line,) = ax.plot(
+            x,
+            np.maximum(y, bottom),
+            "-" if len(x) > 1 else "",
+            label=series,
+            marker="osDP^X*"[i % 7],
+            markevery=list(np.flatnonzero(y >= bottom)),
+        )
         ax.plot(x[y < bottom], np.full((y < bottom).sum(), bottom), "v", c=line.get_color())
     ax.axhline(near, ls="--", c="grey", lw=0.8, label="near-lossless")
     if not crepe:
@@ -263,8 +282,11 @@ def plot(rows, net, path):
     ax.set_xscale("log")
     ax.set_ylim(bottom - 0.02 * (1 - bottom), 1 + 0.02 * (1 - bottom))
     ax.set_xlabel("file bytes")
-    ax.set_ylabel("share of frames within 10 cents of the original" if crepe
-                  else "mean cosine to the original embeddings")
+    ax.set_ylabel(
+        "share of frames within 10 cents of the original"
+        if crepe
+        else "mean cosine to the original embeddings"
+    )
     ax.set_title(f"{net}: post-training compression, weights decoded from the file")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -287,8 +309,11 @@ def source_state() -> str:
     diff = git("diff", "HEAD", "--", "src")
     for f in git("ls-files", "--others", "--exclude-standard", "src").decode().split():
         diff += f.encode() + (repo / f).read_bytes()
-    return head + (f" + uncommitted src/ edits (diff sha1 {hashlib.sha1(diff).hexdigest()[:10]})"
-                   if diff else "")
+    return head + (
+        f" + uncommitted src/ edits (diff sha1 {hashlib.sha1(diff).hexdigest()[:10]})"
+        if diff
+        else ""
+    )
 
 
 def main(argv=None) -> None:
@@ -297,17 +322,30 @@ def main(argv=None) -> None:
     p.add_argument("--codecs", nargs="+", choices=list(CODECS), default=list(CODECS))
     p.add_argument("--qp", type=int, nargs="+", help="NNCodec qp values (default per net)")
     p.add_argument("--ours", nargs="+", help="deepcompress settings, e.g. 'bits=6'")
-    p.add_argument("--float16", nargs="+", default=["all", "keep-fp32"],
-                   choices=["all", "keep-fp32"])
+    p.add_argument(
+        "--float16", nargs="+", default=["all", "keep-fp32"], choices=["all", "keep-fp32"]
+    )
     p.add_argument("--ours-data", nargs="+", help="settings of ours-data (default: --ours)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the fidelity set (0: the one settings are chosen on)")
-    p.add_argument("--calibration", type=int, default=64,
-                   help="inputs for ours-data's importance (drawn with seed 1000 + --seed)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the fidelity set (0: the one settings are chosen on)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=int,
+        default=64,
+        help="inputs for ours-data's importance (drawn with seed 1000 + --seed)",
+    )
     p.add_argument("--json", help="write the rows and the reference here")
     p.add_argument("--plot", help="write a PNG of bytes against fidelity here")
-    p.add_argument("--replot", nargs="+", metavar="JSON",
-                   help="only draw --plot from the rows of these --json files (no run)")
+    p.add_argument(
+        "--replot",
+        nargs="+",
+        metavar="JSON",
+        help="only draw --plot from the rows of these --json files (no run)",
+    )
     args = p.parse_args(argv)
     if args.replot:
         runs = [json.loads(Path(f).read_text()) for f in args.replot]
@@ -329,17 +367,27 @@ def main(argv=None) -> None:
     others = sorted(k for k in fid.original if k not in floats)
     n_params = sum(v.numel() for v in floats.values())
     metric_names = list(fid.reference)
-    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu_name()}, torch "
-          f"{torch.__version__}; {args.net}: {len(floats)} float tensors, {n_params} params "
-          f"({4 * n_params} bytes as float32); left out of every file: {others or 'nothing'}")
+    print(
+        f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu_name()}, torch "
+        f"{torch.__version__}; {args.net}: {len(floats)} float tensors, {n_params} params "
+        f"({4 * n_params} bytes as float32); left out of every file: {others or 'nothing'}"
+    )
     print(f"# deepcompress from {source_state()}")
-    print(f"# {len(fid.inputs)} inputs; original: {fid.reference}; one evaluation "
-          f"{fid.seconds:.1f} s (setup {time.perf_counter() - t0:.1f} s); fidelity seed "
-          f"{args.seed}" + (f"; ours-data: importance on {args.calibration} inputs of seed "
-                            f"{1000 + args.seed}, {CALIBRATION['seconds']:.1f} s"
-                            if CALIBRATION else ""))
-    print(f"| codec | setting | bytes | ratio | enc s | dec s | {' | '.join(metric_names)} "
-          "| levels met |")
+    print(
+        f"# {len(fid.inputs)} inputs; original: {fid.reference}; one evaluation "
+        f"{fid.seconds:.1f} s (setup {time.perf_counter() - t0:.1f} s); fidelity seed "
+        f"{args.seed}"
+        + (
+            f"; ours-data: importance on {args.calibration} inputs of seed "
+            f"{1000 + args.seed}, {CALIBRATION['seconds']:.1f} s"
+            if CALIBRATION
+            else ""
+        )
+    )
+    print(
+        f"| codec | setting | bytes | ratio | enc s | dec s | {' | '.join(metric_names)} "
+        "| levels met |"
+    )
     print("| --- " * (7 + len(metric_names)) + "|")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -351,15 +399,24 @@ def main(argv=None) -> None:
                 rows.append(r)
                 met = ", ".join(lv for lv in LEVELS if r[lv]) or "-"
                 ratio = 4 * n_params / r["bytes"]
-                print(f"| {codec} | {r['setting']} | {r['bytes']} | {ratio:.2f}x | "
-                      f"{r['encode_s']:.1f} | {r['decode_s']:.2f} | "
-                      + " | ".join(f"{r[m]:.4f}" for m in metric_names) + f" | {met} |",
-                      flush=True)
+                print(
+                    f"| {codec} | {r['setting']} | {r['bytes']} | {ratio:.2f}x | "
+                    f"{r['encode_s']:.1f} | {r['decode_s']:.2f} | "
+                    + " | ".join(f"{r[m]:.4f}" for m in metric_names)
+                    + f" | {met} |",
+                    flush=True,
+                )
     print("\n| level | " + " | ".join(args.codecs) + " | ours / nncodec |")
     print("| --- " * (len(args.codecs) + 2) + "|")
     for lv in LEVELS:
-        best = {c: min((r for r in rows if r["codec"] == c and r[lv]), key=lambda r: r["bytes"],
-                       default=None) for c in args.codecs}
+        best = {
+            c: min(
+                (r for r in rows if r["codec"] == c and r[lv]),
+                key=lambda r: r["bytes"],
+                default=None,
+            )
+            for c in args.codecs
+        }
         cells = [f"{b['bytes']} ({b['setting']})" if b else "none" for b in best.values()]
         ours, nnc = best.get("ours"), best.get("nncodec")
         ratio = f"{ours['bytes'] / nnc['bytes']:.2f}x" if ours and nnc else "-"
@@ -368,9 +425,18 @@ def main(argv=None) -> None:
     if notes:
         print("\nNNCodec said:\n" + "\n".join(f"  {n}" for n in notes))
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"net": args.net, "params": n_params, "inputs": len(fid.inputs),
-             "reference": fid.reference, "rows": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "net": args.net,
+                    "params": n_params,
+                    "inputs": len(fid.inputs),
+                    "reference": fid.reference,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
     if args.plot:
         plot(rows, args.net, args.plot)
 

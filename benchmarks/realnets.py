@@ -63,8 +63,17 @@ def fetch(name: str) -> Path:
     wheels = [p for p in CACHE.glob("*.whl") if p.name.lower().startswith(prefix)]
     if not wheels:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-             "--dest", str(CACHE), requirement],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--dest",
+                str(CACHE),
+                requirement,
+            ],
             check=True,
         )
         wheels = [p for p in CACHE.glob("*.whl") if p.name.lower().startswith(prefix)]
@@ -216,8 +225,10 @@ def resemblyzer_mels(n: int = RESEMBLYZER_PARTIALS, seed: int = 0) -> torch.Tens
     out = np.empty((n, 160, 40), dtype=np.float32)
     for i in range(n):
         base = math.exp(rng.uniform(math.log(80), math.log(280)))
-        f0 = base * 2 ** (0.2 * np.sin(2 * np.pi * rng.uniform(0.3, 1) * t + rng.uniform(0, 6))
-                          + 0.02 * np.sin(2 * np.pi * rng.uniform(4, 7) * t))
+        f0 = base * 2 ** (
+            0.2 * np.sin(2 * np.pi * rng.uniform(0.3, 1) * t + rng.uniform(0, 6))
+            + 0.02 * np.sin(2 * np.pi * rng.uniform(4, 7) * t)
+        )
         phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
         formants = np.sort(rng.uniform([250, 800, 2000, 3200], [900, 2400, 3200, 4500]))
         widths = rng.uniform(60, 250, 4)
@@ -302,5 +313,7 @@ if __name__ == "__main__":
         t0 = time.perf_counter()
         fid = Fidelity(net)
         n = sum(v.numel() for v in fid.original.values() if v.is_floating_point())
-        print(f"{net}: {n} float params, {len(fid.inputs)} inputs, reference {fid.reference}, "
-              f"setup {time.perf_counter() - t0:.1f} s, forward {fid.seconds:.1f} s")
+        print(
+            f"{net}: {n} float params, {len(fid.inputs)} inputs, reference {fid.reference}, "
+            f"setup {time.perf_counter() - t0:.1f} s, forward {fid.seconds:.1f} s"
+        )

@@ -87,6 +87,23 @@ def rms(tensors: list[torch.Tensor]) -> float:
 
 
 @njit(cache=True, nogil=True)
+def _scan(xi, wi, c, cost, cmin, j, direction, best, second, bj):  # pragma: no cover - compiled
+    """`_assign`'s walk from level j in `direction` (-1 down, +1 up) while a level can still
+    beat the second best; returns the updated (best, second, index of best)."""
+    while 0 <= j < len(c):
+        d = wi * (xi - c[j]) ** 2
+        if d + cmin >= second:
+            break
+        v = d + cost[j]
+        if v < best:
+            second, best, bj = best, v, j
+        elif v < second:
+            second = v
+        j += direction
+    return best, second, bj
+
+
+@njit(cache=True, nogil=True)
 def _assign(x, w, c, cost, labels, regret):  # pragma: no cover - compiled
     """For each x[i]: the level j (of ascending values c) of least w[i] (x[i] - c[j])**2 +
     cost[j] into labels[i], and what the second-best level would cost more into regret[i].
@@ -107,29 +124,8 @@ def _assign(x, w, c, cost, labels, regret):  # pragma: no cover - compiled
                 lo = mid + 1
             else:
                 hi = mid
-        best, second, bj = np.inf, np.inf, -1
-        j = lo - 1
-        while j >= 0:
-            d = wi * (xi - c[j]) ** 2
-            if d + cmin >= second:
-                break
-            v = d + cost[j]
-            if v < best:
-                second, best, bj = best, v, j
-            elif v < second:
-                second = v
-            j -= 1
-        j = lo
-        while j < k:
-            d = wi * (xi - c[j]) ** 2
-            if d + cmin >= second:
-                break
-            v = d + cost[j]
-            if v < best:
-                second, best, bj = best, v, j
-            elif v < second:
-                second = v
-            j += 1
+        best, second, bj = _scan(xi, wi, c, cost, cmin, lo - 1, -1, np.inf, np.inf, -1)
+        best, second, bj = _scan(xi, wi, c, cost, cmin, lo, 1, best, second, bj)
         labels[i] = bj
         regret[i] = second - best
 
