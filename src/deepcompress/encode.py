@@ -179,7 +179,7 @@ def state_records(
 ) -> tuple[list[Record], dict[str, str], dict[str, dict]]:
     """The records of a state dict compressed post-training (see `encode_state_dict`), its
     tied names, and the settings each compressed tensor got (`{name: {"sparsity", "bits"}}`
-    or `{name: {"quality", "lam"}}`). Everything is checked before any tensor is encoded.
+    or `{name: {"quality", "lam", "rd"}}`). Everything is checked before any tensor is encoded.
 
     A weight tensor that `bits` or `sparsity` reaches is pruned and k-means-shared as they say
     (bits 8 where only `sparsity` reaches it); every other one gets rate-distortion sharing at
