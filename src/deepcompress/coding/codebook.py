@@ -52,7 +52,8 @@ def _unvarints(raw: bytes, count: int) -> np.ndarray:
 
 def grid_values(multiples: np.ndarray, step: float) -> np.ndarray:
     """A grid codebook's float32 values: float32(m * step), m computed in float64."""
-    return (multiples.astype(np.float64) * step).astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32: inf, which `codebook` refuses
+        return (multiples.astype(np.float64) * step).astype(np.float32)
 
 
 def encode_grid(multiples: np.ndarray) -> bytes:
