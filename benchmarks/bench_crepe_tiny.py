@@ -22,12 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import deepcompress as dc
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_name  # noqa: E402
-from realnets import CENTS_BIN0, CENTS_PER_BIN, Fidelity, build, crepe_cents  # noqa: E402
-from realnets import crepe_frames, load_state  # noqa: E402
-
-import deepcompress as dc  # noqa: E402
+from realnets import (  # noqa: E402
+    CENTS_BIN0,
+    CENTS_PER_BIN,
+    Fidelity,
+    build,
+    crepe_cents,
+    crepe_frames,
+    load_state,
+)
 
 
 def targets(f0: np.ndarray) -> torch.Tensor:
