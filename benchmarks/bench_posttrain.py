@@ -294,8 +294,14 @@ def plot(rows, net, path):
 
 
 def _series(row):
-    swept = row["codec"] in ("nncodec", "ours")
-    return row["codec"] if swept else f"{row['codec']} {row['setting']}"
+    """One line per codec swept over one knob: NNCodec's qp; ours and ours-data over quality,
+    a line per other setting (such as rd=1); float16 and int8zstd a point per setting."""
+    if row["codec"] == "nncodec":
+        return "nncodec"
+    if row["codec"].startswith("ours"):
+        rest = [kv for kv in row["setting"].split(",") if not kv.startswith("quality=")]
+        return " ".join([row["codec"], *rest])
+    return f"{row['codec']} {row['setting']}"
 
 
 def source_state() -> str:
