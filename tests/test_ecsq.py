@@ -14,7 +14,6 @@ from safetensors.torch import save_file
 
 import deepcompress as dc
 from deepcompress import ecsq as E
-from deepcompress.ecsq import QUALITY_RANGE
 from deepcompress.encode import POSTTRAIN_QUALITY
 from deepcompress.format import reader
 
@@ -233,9 +232,11 @@ def test_size_gives_the_best_quality_that_fits(tmp_path):
     size = dc.encode_state_dict(sd, tmp_path / "s.dcz", size=target)
     assert size <= target and (tmp_path / "s.dcz").stat().st_size == size
     q = reader.read(tmp_path / "s.dcz").meta["encode"]["a.weight"]["quality"]
-    step = (QUALITY_RANGE[1] - QUALITY_RANGE[0]) / 2**10
+    step = 2 / 2**6  # the search's resolution: quality steps of 2, halved 6 times
     assert dc.encode_state_dict(sd, tmp_path / "t.dcz", quality=q) == size  # the same file
     assert dc.encode_state_dict(sd, tmp_path / "u.dcz", quality=q + 2 * step) > target
+    dc.encode_state_dict(sd, tmp_path / "big.dcz", size=10**9)  # everything fits: the top
+    assert reader.read(tmp_path / "big.dcz").meta["encode"]["a.weight"]["quality"] == 24
     with pytest.raises(ValueError, match="at most 100 bytes"):
         dc.encode_state_dict(sd, tmp_path / "x.dcz", size=100)
     with pytest.raises(ValueError, match="not both"):

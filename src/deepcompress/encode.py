@@ -263,26 +263,45 @@ def state_records(
         raise ValueError(
             "a size target needs weight tensors that no bits, sparsity or quality reaches"
         )
-    records, chosen = _fit(encode_at, lambda r, c: measure(r, c, tied), int(size), *QUALITY_RANGE)
+    common = POSTTRAIN_QUALITY if quality is UNSET else _common(quality)
+    records, chosen = _fit(
+        encode_at, lambda r, c: measure(r, c, tied), int(size), *QUALITY_RANGE, common
+    )
     return records, tied, chosen
 
 
-def _fit(encode_at, measure, size: int, lo: float, hi: float, probes: int = 10):
-    """`encode_at`'s result at the highest common quality in [lo, hi] (to 2**-probes of the
-    range) whose file is at most `size` bytes: bisection, the file's size falling with it."""
-    best = encode_at(lo)
-    if measure(*best) > size:
-        raise ValueError(f"no file of at most {size} bytes: {measure(*best)} at quality {lo:g}")
-    top = encode_at(hi)
-    if measure(*top) <= size:
-        return top
+def _fit(encode_at, measure, size: int, lo: float, hi: float, start: float, probes: int = 6):
+    """`encode_at`'s result at the highest common quality in [lo, hi] whose file is at most
+    `size` bytes, to 2**-probes of a quality step of 2: steps of 2 from `start` until the size
+    is bracketed (the file's size falls with the quality), then bisection."""
+
+    def fits(q: float):
+        found = encode_at(q)
+        return found if measure(*found) <= size else None
+
+    q = start
+    best = fits(q)
+    if best is not None:  # climb while it fits
+        while q < hi and (above := fits(min(q + 2, hi))) is not None:
+            q, best = min(q + 2, hi), above
+        if q >= hi:
+            return best
+        low, high = q, min(q + 2, hi)
+    else:  # descend until it fits
+        while best is None:
+            if q <= lo:
+                smallest = measure(*encode_at(lo))
+                raise ValueError(f"no file of at most {size} bytes: {smallest} at quality {lo:g}")
+            q = max(q - 2, lo)
+            best = fits(q)
+        low, high = q, min(q + 2, hi)
     for _ in range(probes):
-        mid = (lo + hi) / 2
-        found = encode_at(mid)
-        if measure(*found) <= size:
-            lo, best = mid, found
+        mid = (low + high) / 2
+        found = fits(mid)
+        if found is not None:
+            low, best = mid, found
         else:
-            hi = mid
+            high = mid
     return best
 
 
