@@ -25,6 +25,12 @@ until J stops falling. Assignment and update never raise J; a drop prices its me
 exactly (their second-best costs) but not the change of the other code lengths, so the loop
 keeps the best J it has seen. `tests/test_ecsq.py` checks it against an exhaustive search.
 
+The levels either stay on the starting grid (`grid=True`: the file stores them as integers,
+about a bit a level) or move to their members' means (32 bits a level); `quantize` keeps the
+better. Its `rd` scales the rate's price in the assignment only: 0 rounds every value to the
+nearest grid level (what `encode` does by default: on the benchmark networks the dead zone of
+the full Lagrangian cost more output fidelity than the bytes it saved, RESULTS.md, issue 20).
+
 `lam` is in units of weighted squared error per bit: one `lam` for all tensors of a model is
 the allocation of bits that minimises the total (weighted) error for the total size (equal
 slopes), which is what `encode`'s `quality` uses.
