@@ -199,16 +199,7 @@ def calibrate(net: str, n: int, seed: int) -> dict:
     t0 = time.perf_counter()
     h = dc.importance(model, [x for x in inputs.split(32)])
     CALIBRATION["seconds"] = time.perf_counter() - t0
-    h = {k: v for k, v in h.items() if v.dim() >= 2}
-    how = os.environ.get("IMPORTANCE_POOL", "element")
-    if how == "tensor":
-        h = {k: v.mean().expand(v.shape) for k, v in h.items()}
-    elif how == "row":
-        h = {
-            k: v.mean(dim=tuple(range(1, v.dim())), keepdim=True).expand(v.shape)
-            for k, v in h.items()
-        }
-    return h
+    return {k: v for k, v in h.items() if v.dim() >= 2}
 
 
 def ours_decode(path):

@@ -185,28 +185,28 @@ def quantize(values, lam: float, weights=None, rd: float = 1.0) -> Quantized:
     zone and the levels part of the way."""
     if not 0.0 <= rd <= 1.0:
         raise ValueError(f"rd must be in [0, 1], got {rd}")
-    w = _weights(weights, np.shape(values) if weights is not None else None, _numel(values))
+    _check_lam(lam)
+    x = _flat(values)  # each is converted once, for every run below
+    w = _weights(weights, np.shape(values) if weights is not None else None, x.size)
     s = step(lam, float(w.mean()) or 1.0)
     if rd == 0:
-        return rounded(values, lam, s, w)
-    on_grid = ecsq(values, lam, weights, grid=True, step_=s, rate=rd)
+        return _rounded(x, w, lam, s)
+    x = x.astype(np.float64)
+    on_grid = _ecsq(x, w, lam, grid=True, step_=s, rate=rd)
     if rd < 1:
         return on_grid
-    free = ecsq(values, lam, weights, grid=False)
+    free = _ecsq(x, w, lam)
     return on_grid if on_grid.cost <= free.cost else free
 
 
-def rounded(values, lam: float, s: float, w: np.ndarray | None = None) -> Quantized:
-    """Each value rounded to the nearest multiple of `s` (`ecsq` with `rate=0`, in one pass
-    and O(n) memory: no sort, no per-value costs). Its `cost` is the Lagrangian at `lam`, the
-    error weighted by `w` (one entry or one per value)."""
-    x = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
-    x = x.reshape(-1)
+def _rounded(x: np.ndarray, w: np.ndarray, lam: float, s: float) -> Quantized:
+    """Each value of flat `x` rounded to the nearest multiple of the grid's step (`ecsq` with
+    `rate=0`, in one pass and O(n) memory: no sort, no per-value costs; `x` keeps its dtype,
+    each slice goes to float64). Its `cost` is the Lagrangian at `lam`, the error weighted by
+    `w` (one entry or one per value)."""
     if x.size == 0:
         return Quantized(np.zeros(0, np.float32), np.zeros(0, np.int64), s, 0.0)
-    if not np.isfinite(x).all():
-        raise ValueError("values contain NaN or infinity")
-    s = max(s, float(np.abs(x).max()) * 2.0**-22, 1e-37)  # as `ecsq`: integers below 2**22
+    s = _grid_step(x, s)
     m = np.rint(x.astype(np.float64) / s).astype(np.int64)
     low = int(m.min())
     counts = np.bincount(m - low)
@@ -219,7 +219,6 @@ def rounded(values, lam: float, s: float, w: np.ndarray | None = None) -> Quanti
     del m
     codebook = _grid_values(mult[nonzero], s).astype(np.float32)
     levels = np.concatenate([[0.0], codebook.astype(np.float64)])
-    w = np.ones(1) if w is None else w
     d = 0.0
     for i in range(0, x.size, 1 << 20):  # the error in slices: no array as large as x
         part = slice(i, i + (1 << 20))
@@ -230,8 +229,24 @@ def rounded(values, lam: float, s: float, w: np.ndarray | None = None) -> Quanti
     return Quantized(codebook, symbols, s, d + lam * bits)
 
 
-def _numel(values) -> int:
-    return int(values.numel()) if isinstance(values, torch.Tensor) else int(np.size(values))
+def _check_lam(lam: float) -> None:
+    if not lam > 0 or not math.isfinite(lam):
+        raise ValueError(f"lam must be a positive number, got {lam}")
+
+
+def _flat(values) -> np.ndarray:
+    """`values` (array or tensor) flattened, in its own dtype; ValueError on NaN or infinity."""
+    x = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
+    x = x.reshape(-1)
+    if not np.isfinite(x).all():
+        raise ValueError("values contain NaN or infinity")
+    return x
+
+
+def _grid_step(x: np.ndarray, s: float) -> float:
+    """The grid's step: `s`, but no finer than 2**-22 of the largest value, so that the
+    integers stay below 2**22 and float32(m * s) are distinct for distinct m."""
+    return max(s, float(np.abs(x).max()) * 2.0**-22, 1e-37)
 
 
 def ecsq(
@@ -256,8 +271,8 @@ def ecsq(
             GRID_LEVEL_BITS, not CODEBOOK_BITS); else each moves to its members' mean.
         step_: the grid's step; None: `step(lam)` for the mean weight.
         rate: the share of the rate's price in the assignment (and in dropping levels): 1 is
-            the Lagrangian; 0 assigns each value to its nearest level (then no level is
-            dropped and nothing iterates: the uniform quantizer of that step).
+            the Lagrangian; 0 assigns each value to its nearest level and drops none (the
+            uniform quantizer of that step; `quantize(rd=0)` does it in one pass).
         max_iter: iterations at most; it stops earlier when J falls by less than `tol` of it.
 
     Returns:
@@ -267,26 +282,25 @@ def ecsq(
     Raises:
         ValueError: lam <= 0, NaN or infinite values, negative or non-finite weights.
     """
-    if not lam > 0 or not math.isfinite(lam):
-        raise ValueError(f"lam must be a positive number, got {lam}")
-    x = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
-    x = x.astype(np.float64).reshape(-1)
-    if not np.isfinite(x).all():
-        raise ValueError("values contain NaN or infinity")
+    _check_lam(lam)
+    x = _flat(values).astype(np.float64)
     w = _weights(weights, np.shape(values) if weights is not None else None, x.size)
+    return _ecsq(x, w, lam, grid=grid, step_=step_, rate=rate, max_iter=max_iter, tol=tol)
+
+
+def _ecsq(x, w, lam, *, grid=False, step_=None, rate=1.0, max_iter=30, tol=1e-4) -> Quantized:
+    """`ecsq` on flat float64 `x` and its checked weights `w` (`_weights`)."""
     level_bits = GRID_LEVEL_BITS if grid else CODEBOOK_BITS
     if x.size == 0:
         return Quantized(np.zeros(0, np.float32), np.zeros(0, np.int64), None, 0.0)
     # A uniform grid through zero at the high-rate step for the mean weight, only the levels
-    # some value is nearest to (at most one per value). No finer than 2**-22 of the largest
-    # value: the integers stay below 2**22, so float32(m * s) are distinct for distinct m.
-    s = step(lam, float(w.mean()) or 1.0) if step_ is None else step_
-    s = max(s, float(np.abs(x).max()) * 2.0**-22, 1e-37)
+    # some value is nearest to (at most one per value).
+    s = _grid_step(x, step(lam, float(w.mean()) or 1.0) if step_ is None else step_)
     mult = np.union1d(np.rint(x / s), [0.0]).astype(np.int64)
     levels = _grid_values(mult, s)
     cost = np.zeros(len(levels))
     best, previous = None, np.inf
-    for _ in range(max_iter if rate > 0 else 1):
+    for _ in range(max_iter):
         labels, regret = assign(x, w, levels, cost)
         keep = _keep(levels, labels, regret, rate * lam * level_bits)
         levels, labels, mult = _subset(levels, labels, mult, keep)
@@ -364,14 +378,14 @@ def _subset(levels, labels, mult, keep):
     out = new_index[labels]
     moved = ~keep[labels]
     if moved.any():
-        out[moved] = _nearest(kept, levels[labels[moved]])
+        out[moved] = nearest(levels[labels[moved]], kept)
     return kept, out, None if mult is None else mult[keep]
 
 
-def _nearest(levels: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Index of the nearest of ascending `levels` for each value."""
+def nearest(x: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Index of the nearest of the ascending `levels` for each value of `x` (ties go low)."""
     mids = (levels[1:] + levels[:-1]) / 2
-    return np.searchsorted(mids, values)
+    return np.searchsorted(mids, x, side="left")
 
 
 def _weights(weights, shape, n: int) -> np.ndarray:

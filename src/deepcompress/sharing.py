@@ -29,6 +29,7 @@ from torch.nn.utils import parametrize
 from ._progress import bar
 from .distributed import broadcast_
 from .ecsq import check_quality, ecsq, lam_for_quality, rms
+from .ecsq import nearest as assign
 from .parametrizations import (
     Shared,
     current_mask,
@@ -79,12 +80,6 @@ def init_centroids(x: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarra
             d2 = np.minimum(d2, (x - x[i]) ** 2)
         return np.sort(np.asarray(c))
     raise ValueError(f"unknown init {init!r}; choose one of {CENTROID_INITS}")
-
-
-def assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest of the ascending `centroids` for each value of `x` (ties go low)."""
-    mids = (centroids[1:] + centroids[:-1]) / 2
-    return np.searchsorted(mids, x, side="left")
 
 
 def kmeans_1d(

@@ -207,11 +207,15 @@ def encode_shared_entries(
 def recode_shared(params: dict, parts: list[bytes], numel: int, entropy: str = "auto"):
     """A `shared` section's `(params, parts)` with its streams coded again by `entropy`: the
     same codebook, gap width and entries, so the decoded tensor is bit-identical."""
-    positions, symbols = shared_entries(params, parts, numel)
+    positions, symbols, values = shared_entries(params, parts, numel)
     real = symbols > 0
-    values = torch.from_numpy(codebook(params, parts).copy())
     return encode_shared_entries(
-        positions[real], symbols[real], values, params["index_bits"], entropy, params.get("grid")
+        positions[real],
+        symbols[real],
+        torch.from_numpy(values.copy()),
+        params["index_bits"],
+        entropy,
+        params.get("grid"),
     )
 
 
@@ -255,12 +259,12 @@ def decode_sparse(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -
 
 
 def _shared_streams(params: dict, parts: list[bytes], numel: int):
-    """A `shared` section's gaps (checked by `_gaps`) and cluster symbols (0 = filler, 1..k;
-    none above k). A codebook that is not finite is refused too (a writer never stores one:
-    `save` refuses NaN weights), so that the dense decoder and the compressed runtime refuse
-    the same files."""
+    """A `shared` section's codebook (`codebook`: refused when not finite; a writer never
+    stores one, `save` refuses NaN weights), gaps (checked by `_gaps`) and cluster symbols
+    (0 = filler, 1..k; none above k): one check, so that the dense decoder and the compressed
+    runtime refuse the same files."""
     _, w_table, w_bits, g_table, g_bits = parts
-    codebook(params, parts)  # checked here, so that every reader refuses the same files
+    values = codebook(params, parts)
     k = params["k"]
     if params["weight_symbols"] > k + 1:
         raise FormatError(f"cluster-index alphabet {params['weight_symbols']} exceeds k+1={k + 1}")
@@ -273,20 +277,20 @@ def _shared_streams(params: dict, parts: list[bytes], numel: int):
         params["entries"],
         "cluster-index",
     )
-    return gaps, symbols
+    return values, gaps, symbols
 
 
-def shared_entries(params: dict, parts: list[bytes], numel: int) -> tuple[np.ndarray, np.ndarray]:
+def shared_entries(params: dict, parts: list[bytes], numel: int):
     """A `shared` section's entries, checked (`_shared_streams`): their flat positions (all <
-    numel) and their cluster symbols (0 = filler, 1..k)."""
-    gaps, symbols = _shared_streams(params, parts, numel)
-    return decode_positions(gaps), symbols
+    numel), their cluster symbols (0 = filler, 1..k), and the k codebook values (float32)."""
+    values, gaps, symbols = _shared_streams(params, parts, numel)
+    return decode_positions(gaps), symbols, values
 
 
 def decode_shared(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> torch.Tensor:
     numel = int(np.prod(shape, dtype=np.int64))
-    gaps, wsym = _shared_streams(params, parts, numel)
-    table = np.concatenate([np.zeros(1, np.float32), codebook(params, parts)])
+    values, gaps, wsym = _shared_streams(params, parts, numel)
+    table = np.concatenate([np.zeros(1, np.float32), values])
     # torch.zeros, not numpy's calloc: numpy asks for transparent huge pages, which made a
     # new process's first load 3x slower
     out = torch.zeros(numel, dtype=torch.float32)

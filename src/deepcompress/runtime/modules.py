@@ -148,10 +148,9 @@ def matrix_from_record(rec) -> CompressedMatrix:
     symbols inside the codebook), so the unchecked kernel never reads out of bounds."""
     numel = int(np.prod(rec.shape))
     try:
-        positions, symbols = codec.shared_entries(rec.params, rec.parts, numel)
+        positions, symbols, codebook = codec.shared_entries(rec.params, rec.parts, numel)
     except FormatError as e:
         raise FormatError(f"tensor {rec.name!r}: {e}") from None
-    codebook = codec.codebook(rec.params, rec.parts)
     rows = rec.shape[0]
     return CompressedMatrix.from_positions(
         (rows, numel // max(1, rows)), positions, symbols, codebook
