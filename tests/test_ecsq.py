@@ -360,7 +360,7 @@ def test_quantize_with_quality_prunes_by_rate_distortion_and_fine_tunes(tmp_path
         dc.quantize_(torch.nn.Sequential(torch.nn.Linear(3, 3)), quality=99)
 
 
-def test_rd_zero_is_plain_rounding_and_rd_moves_toward_ecsq(tmp_path):
+def test_rd_zero_is_plain_rounding_and_rd_moves_toward_ecsq(tmp_path, monkeypatch):
     rng = np.random.default_rng(6)
     x = rng.laplace(size=30000) * 0.05
     lam = E.lam_for_step(0.02)
@@ -368,6 +368,14 @@ def test_rd_zero_is_plain_rounding_and_rd_moves_toward_ecsq(tmp_path):
     q0 = E.quantize(x, lam, rd=0)
     ref = (np.rint(x / s) * s).astype(np.float32)  # the slow reference: round to the grid
     np.testing.assert_array_equal(levels_of(q0.codebook)[q0.symbols].astype(np.float32), ref)
+    assert q0.symbols.dtype == np.uint16  # what bounds encode's memory
+    slices = E._slices
+    monkeypatch.setattr(E, "_slices", lambda n: slices(n, 7))  # the two passes, by slices
+    q_sliced = E.quantize(x, lam, rd=0)
+    np.testing.assert_array_equal(q_sliced.symbols, q0.symbols)
+    np.testing.assert_array_equal(q_sliced.codebook, q0.codebook)
+    assert q_sliced.cost == pytest.approx(q0.cost, rel=1e-12)
+    monkeypatch.undo()
     zeros = [np.mean(E.quantize(x, lam, rd=r).symbols == 0) for r in (0, 0.5, 1)]
     assert zeros[0] < zeros[1] < zeros[2]  # the dead zone grows with the rate's weight
     with pytest.raises(ValueError, match="rd"):

@@ -68,3 +68,31 @@ def test_bad_positions():
         encode_positions(np.array([3, 3]), 4)
     with pytest.raises(ValueError):
         max_gap(0)
+
+
+def test_entries_and_gaps_by_slices_match_the_reference(monkeypatch):
+    """`encode_entries` and `nonzero_gaps` work by slices (to bound the encoder's memory):
+    with slices of 3, every boundary case (a filler run or a gap across a slice edge) is
+    hit, and the streams must still be the one-entry-at-a-time reference's."""
+    from deepcompress.coding import sparse_index as si
+
+    monkeypatch.setattr(si, "_CHUNK", 3)
+    rng = np.random.default_rng(1)
+    for positions in CASES + [np.flatnonzero(rng.random(200) < p).tolist() for p in (0.05, 0.6)]:
+        d = si.raw_gaps(np.array(positions, dtype=np.int64))
+        symbols = np.arange(1, len(positions) + 1, dtype=np.uint16)
+        for bits in (1, 2, 5, 16):
+            gaps, entry_symbols = si.encode_entries(d, bits, symbols)
+            ref_gaps, ref_real = reference_encode(positions, bits)
+            assert gaps.dtype == np.uint16 and gaps.tolist() == ref_gaps
+            assert entry_symbols.dtype == symbols.dtype
+            assert entry_symbols[np.array(ref_real, dtype=bool)].tolist() == symbols.tolist()
+            assert not entry_symbols[~np.array(ref_real, dtype=bool)].any()  # fillers: 0
+        flat = np.zeros(max(positions, default=-1) + 4, dtype=np.uint16)
+        flat[positions] = 7
+        for chunk in (1, 3, 1 << 20):
+            got = si.nonzero_gaps(flat, chunk=chunk)
+            assert got.tolist() == d.tolist()
+            assert got.dtype == (np.uint16 if d.max(initial=0) <= 0xFFFF else np.int32)
+    with pytest.raises(ValueError, match="ascending"):
+        si.encode_entries(np.array([2, -1]), 4, np.ones(2, bool))

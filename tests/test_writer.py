@@ -71,3 +71,23 @@ def test_a_failed_write_leaves_no_file_and_no_temporary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_atomic(tmp_path / "no" / "such" / "x", b"")
+
+
+def test_records_are_streamed_to_the_file_byte_for_byte(tmp_path):
+    """`write_records` writes the file chunk by chunk (never joined in memory): the result
+    must be exactly `to_bytes` of the same records and header, and `file_size` its size."""
+    from deepcompress.format.container import from_bytes, to_bytes
+    from deepcompress.format.reader import read
+    from deepcompress.format.writer import file_size, write_records
+    from deepcompress.testing import sample_file
+
+    records = from_bytes(sample_file())[0]
+    assert len(records) > 3 and all(len(r.parts) for r in records)
+    meta = {"note": "x" * 50}
+    tied = {"alias": records[0].name}
+    size = write_records(records, tmp_path / "m.dcz", meta, tied)
+    data = (tmp_path / "m.dcz").read_bytes()
+    header = {"deepcompress": dc.__version__, **meta, "tied": tied}
+    assert data == to_bytes(records, header)
+    assert size == len(data) == file_size(records, meta, tied)
+    assert read(tmp_path / "m.dcz").tied == tied

@@ -22,7 +22,7 @@ from ._version import __version__
 from .encode import POSTTRAIN_INIT, POSTTRAIN_RD, model_records, state_records
 from .format import reader
 from .format.container import DEFAULT_MAX_ELEMENTS
-from .format.writer import file_bytes, write_records
+from .format.writer import file_size, write_records
 from .parametrizations import strip_
 from .settings import UNSET
 
@@ -161,7 +161,7 @@ def encode_state_dict(
     extra = meta or {}
 
     def measure(records, settings, tied) -> int:
-        return len(file_bytes(records, {"encode": settings, **extra}, tied))
+        return file_size(records, {"encode": settings, **extra}, tied)
 
     records, tied, settings = state_records(
         state,

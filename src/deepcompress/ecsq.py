@@ -87,7 +87,8 @@ def check_quality(q, name: str) -> float:
 
 def rms(tensors: list[torch.Tensor]) -> float:
     """Root mean square of all the values of `tensors` together (1.0 if they are all zero)."""
-    total = sum(float(t.detach().double().pow(2).sum()) for t in tensors)
+    norms = (torch.linalg.vector_norm(t.detach(), dtype=torch.float64) for t in tensors)
+    total = sum(float(n) ** 2 for n in norms)  # no float64 copy of a tensor
     count = sum(t.numel() for t in tensors)
     return (total / count) ** 0.5 if count and total > 0 else 1.0
 
@@ -201,32 +202,44 @@ def quantize(values, lam: float, weights=None, rd: float = 1.0) -> Quantized:
 
 def _rounded(x: np.ndarray, w: np.ndarray, lam: float, s: float) -> Quantized:
     """Each value of flat `x` rounded to the nearest multiple of the grid's step (`ecsq` with
-    `rate=0`, in one pass and O(n) memory: no sort, no per-value costs; `x` keeps its dtype,
-    each slice goes to float64). Its `cost` is the Lagrangian at `lam`, the error weighted by
-    `w` (one entry or one per value)."""
+    `rate=0`), in two passes over slices of `x`: no sort, no per-value costs, and no array as
+    large as `x` but the symbols, in 16 bits where they fit (what keeps `encode`'s peak
+    memory near the tensor's size). Its `cost` is the Lagrangian at `lam`, the error weighted
+    by `w` (one entry or one per value)."""
     if x.size == 0:
-        return Quantized(np.zeros(0, np.float32), np.zeros(0, np.int64), s, 0.0)
+        return Quantized(np.zeros(0, np.float32), np.zeros(0, np.int32), s, 0.0)
     s = _grid_step(x, s)
-    m = np.rint(x.astype(np.float64) / s).astype(np.int64)
-    low = int(m.min())
-    counts = np.bincount(m - low)
+
+    def mult(part: slice) -> np.ndarray:  # the grid integer of each value of a slice
+        return np.rint(x[part].astype(np.float64) / s).astype(np.int64)
+
+    # rint(v / s) rises with v, so the extreme values give the extreme integers
+    low = int(np.rint(float(x.min()) / s))
+    counts = np.zeros(int(np.rint(float(x.max()) / s)) - low + 1, np.int64)
+    for part in _slices(x.size):
+        counts += np.bincount(mult(part) - low, minlength=len(counts))
     used = np.flatnonzero(counts)
-    mult = used + low  # ascending integers of the levels in use
-    nonzero = mult != 0
-    symbol_of = np.zeros(len(counts), np.int64)  # offset -> symbol (0: zero, 1..k: codebook)
-    symbol_of[used[nonzero]] = np.arange(1, int(nonzero.sum()) + 1)
-    symbols = symbol_of[m - low]
-    del m
-    codebook = _grid_values(mult[nonzero], s).astype(np.float32)
+    levels_m = used + low  # ascending integers of the levels in use
+    nonzero = levels_m != 0
+    k = int(nonzero.sum())  # offset -> symbol (0: zero, 1..k: codebook), in 16 bits if it can
+    symbol_of = np.zeros(len(counts), np.uint16 if k <= MAX_LEVELS else np.int32)
+    symbol_of[used[nonzero]] = np.arange(1, k + 1)
+    codebook = _grid_values(levels_m[nonzero], s).astype(np.float32)
     levels = np.concatenate([[0.0], codebook.astype(np.float64)])
+    symbols = np.empty(x.size, symbol_of.dtype)
     d = 0.0
-    for i in range(0, x.size, 1 << 20):  # the error in slices: no array as large as x
-        part = slice(i, i + (1 << 20))
+    for part in _slices(x.size):
+        symbols[part] = symbol_of[mult(part) - low]
         err = x[part].astype(np.float64) - levels[symbols[part]]
         d += float(((w[part] if len(w) > 1 else w[0]) * err * err).sum())
     c = counts[used].astype(np.float64)
     bits = float(-(c * np.log2(c / x.size)).sum()) + GRID_LEVEL_BITS * int(nonzero.sum())
     return Quantized(codebook, symbols, s, d + lam * bits)
+
+
+def _slices(n: int, size: int = 1 << 16):
+    """Consecutive slices of at most `size` covering range(n)."""
+    return (slice(i, min(i + size, n)) for i in range(0, n, size))
 
 
 def _check_lam(lam: float) -> None:
@@ -246,7 +259,7 @@ def _flat(values) -> np.ndarray:
 def _grid_step(x: np.ndarray, s: float) -> float:
     """The grid's step: `s`, but no finer than 2**-22 of the largest value, so that the
     integers stay below 2**22 and float32(m * s) are distinct for distinct m."""
-    return max(s, float(np.abs(x).max()) * 2.0**-22, 1e-37)
+    return max(s, max(-float(x.min()), float(x.max())) * 2.0**-22, 1e-37)
 
 
 def ecsq(

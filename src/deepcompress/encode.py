@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
 from ._progress import bar
 from .coding import codec
 from .coding.coders import check_entropy
+from .coding.sparse_index import nonzero_gaps
 from .ecsq import QUALITY_RANGE, check_quality, lam_for_quality, quantize, rms
 from .format.container import Record
 from .parametrizations import Masked, Shared
@@ -95,14 +95,11 @@ def encode_tensor(
         kind = "sparse"
     elif lam is not None:
         q = quantize(t.detach().cpu().float(), lam, weights, rd)
-        positions = np.flatnonzero(q.symbols)
-        params, parts = codec.encode_shared_entries(
-            positions,
-            q.symbols[positions],
-            torch.from_numpy(q.codebook),
-            index_bits,
-            entropy,
-            grid=q.step,
+        gaps, kept = nonzero_gaps(q.symbols), q.symbols[q.symbols != 0]
+        codebook, grid = torch.from_numpy(q.codebook), q.step
+        del q  # the dense symbols: what is left are int32 arrays as long as the kept weights
+        params, parts = codec.encode_shared_gaps(
+            gaps, kept, codebook, index_bits, entropy, grid=grid
         )
         kind = "shared"
     elif sparsity > 0 or bits is not None:

@@ -42,19 +42,21 @@ def symbol_count(count) -> int:
 
 
 def symbol_array(symbols, n: int) -> np.ndarray:
-    """A stream's symbols, flattened, as contiguous int64; ValueError if they are not integers
-    or one is outside [0, n) (the message names the first such position)."""
+    """A stream's symbols, flattened, as contiguous uint16, int32 or int64; ValueError if
+    they are not integers or one is outside [0, n) (the message names the first such
+    position)."""
     sym = np.asarray(symbols)
     if sym.size == 0:
         return np.zeros(0, dtype=np.int64)
     if sym.dtype.kind not in "iu":
         raise ValueError(f"symbols must have an integer dtype, got {sym.dtype}")
     sym = sym.ravel()
-    bad = np.flatnonzero((sym < 0) | (sym >= n))
-    if bad.size:
-        i = int(bad[0])
+    if sym.min() < 0 or sym.max() >= n:
+        i = int(np.flatnonzero((sym < 0) | (sym >= n))[0])
         raise ValueError(f"symbol {int(sym[i])} (at position {i}) out of range for {n} symbols")
-    return np.ascontiguousarray(sym, dtype=np.int64)
+    # uint16 and int32 are kept (the coders' kernels take them): no int64 copy of a long stream
+    kept = sym.dtype if sym.dtype in (np.uint16, np.int32) else np.int64
+    return np.ascontiguousarray(sym, dtype=kept)
 
 
 #: Largest tensor (elements) a file may declare at all.

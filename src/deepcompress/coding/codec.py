@@ -27,9 +27,9 @@ from ..errors import FormatError
 from . import _native, huffman
 from ._checks import field_int
 from .codebook import codebook, encode_grid, grid_values
-from .coders import CODERS, DEFAULT, decode_stream, encode_stream
+from .coders import CODERS, DEFAULT, decode_stream, encode_stream, histogram
 from .coders import huffman_table_bytes as table_bytes
-from .sparse_index import decode_positions, encode_positions, max_gap, raw_gaps
+from .sparse_index import decode_positions, encode_entries, encode_positions, max_gap, raw_gaps
 
 #: dtype names allowed in a file, and what they decode to. Nothing else is ever looked up.
 DTYPES: dict[str, torch.dtype] = {
@@ -93,16 +93,26 @@ def choose_index_bits(positions: np.ndarray, symbols: np.ndarray | None = None) 
     (`symbols`: each kept weight's cluster index, 1..k; None when values are stored raw, in
     which case a filler costs a raw value of 32 bits).
     """
-    d = raw_gaps(positions)
+    return _gap_width(raw_gaps(positions), symbols)
+
+
+def _gap_width(d: np.ndarray, symbols: np.ndarray | None) -> int:
+    """`choose_index_bits` given the raw gaps `d`."""
     if len(d) == 0:
         return 1
-    sym_hist = None if symbols is None else np.bincount(symbols)
+    sym_hist = None if symbols is None else histogram(symbols)
+    d_max = int(d.max())
     best, best_bits = 1, None
     for b in range(1, 13):  # wider gaps never pay: their tables alone cost more
         span = max_gap(b) + 1
-        fillers = d // span
-        n_fill = int(fillers.sum())
-        gap_hist = np.bincount(d % span, minlength=span)
+        if d_max < span:
+            n_fill, gap_hist = 0, histogram(d, span)
+        else:  # by slices: no temporary as long as d
+            n_fill, gap_hist = 0, np.zeros(span, dtype=np.int64)
+            for i in range(0, len(d), 1 << 16):
+                part = d[i : i + (1 << 16)]
+                n_fill += int((part >> b).sum())  # part // span
+                gap_hist += np.bincount(part & (span - 1), minlength=span)
         gap_hist[span - 1] += n_fill
         bits = _stream_cost(gap_hist)
         if sym_hist is None:
@@ -113,7 +123,7 @@ def choose_index_bits(positions: np.ndarray, symbols: np.ndarray | None = None) 
             bits += _stream_cost(h)
         if best_bits is None or bits < best_bits:
             best, best_bits = b, bits
-        if d.max() < span:  # wider gaps only make the table larger
+        if d_max < span:  # wider gaps only make the table larger
             break
     return best
 
@@ -171,15 +181,32 @@ def encode_shared_entries(
     grid) (`grid_values`; ValueError if it is not). Memory and time grow with the number of
     kept weights only, not with the tensor's size.
     """
+    return encode_shared_gaps(raw_gaps(positions), symbols, codebook, index_bits, entropy, grid)
+
+
+def encode_shared_gaps(
+    d: np.ndarray,
+    symbols: np.ndarray,
+    codebook: torch.Tensor,
+    index_bits: int | None = None,
+    entropy: str = "auto",
+    grid: float | None = None,
+) -> tuple[dict, list[bytes]]:
+    """`encode_shared_entries` given the kept weights' raw gaps `d` (`raw_gaps`, or
+    `nonzero_gaps` of a dense symbol array). uint16 or int32 `symbols` keep their type
+    through to the coders: the encoder's peak memory is in these arrays."""
     k = int(codebook.numel())
-    symbols = np.asarray(symbols, dtype=np.int64)
+    symbols = np.asarray(symbols).reshape(-1)
+    if symbols.dtype not in (np.uint16, np.int32):  # kept so: no int64 copy of a long array
+        symbols = symbols.astype(np.int64)
     if symbols.size and (symbols.min() < 1 or symbols.max() > k):
         raise ValueError(f"cluster indices of kept weights must be in 1..{k}")
-    ib = index_bits or choose_index_bits(positions, symbols)
-    gaps, is_real = encode_positions(positions, ib)
-    wsym = np.zeros(len(gaps), dtype=np.int64)
-    wsym[is_real] = symbols
+    if len(d) != len(symbols):
+        raise ValueError(f"{len(d)} gaps for {len(symbols)} kept weights")
+    ib = index_bits or _gap_width(d, symbols)
+    gaps, wsym = encode_entries(d, ib, symbols)
     w_coder, w_n, w_table, w_bits = encode_stream(wsym, entropy)
+    del wsym
     g_coder, g_n, g_table, g_bits = encode_stream(gaps, entropy)
     cb = codebook.detach().cpu().to(torch.float32)
     if grid is not None:

@@ -117,6 +117,16 @@ def check_entropy(entropy: str) -> str:
     return entropy
 
 
+def histogram(symbols: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """`np.bincount(symbols, minlength)` (int64 counts, length max + 1 at least) by slices:
+    bincount copies an int32 input to int64 whole, and the encoder's streams are long."""
+    n = max(minlength, int(symbols.max()) + 1 if len(symbols) else 0)
+    hist = np.zeros(n, dtype=np.int64)
+    for i in range(0, len(symbols), 1 << 16):
+        hist += np.bincount(symbols[i : i + (1 << 16)], minlength=n)
+    return hist
+
+
 def encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int, bytes, bytes]:
     """(coder, alphabet size, table, payload) of one symbol stream; with "auto", the coder
     whose table and payload together are smallest (the first in `CODERS` on a tie) among those
@@ -128,8 +138,8 @@ def encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int,
             which can).
     """
     check_entropy(entropy)
-    n_sym = int(symbols.max()) + 1 if len(symbols) else 0
-    hist = np.bincount(symbols, minlength=n_sym)
+    hist = histogram(symbols)
+    n_sym = len(hist)
     best, refused = None, None
     for name, coder in CODERS.items():
         if entropy in ("auto", name):

@@ -24,10 +24,44 @@ def max_gap(index_bits: int) -> int:
     return (1 << index_bits) - 1
 
 
+_CHUNK = 1 << 16  # elements a slice: where a whole-array temporary would be as long as the data
+
+
+def position_dtype(numel: int) -> type:
+    """The integer type of flat positions (and gaps) in a tensor of `numel` elements: int32
+    when they fit, which halves the encoder's largest arrays."""
+    return np.int32 if numel < 2**31 else np.int64
+
+
+def nonzero_gaps(flat: np.ndarray, chunk: int = _CHUNK) -> np.ndarray:
+    """`raw_gaps(np.flatnonzero(flat))` by slices, with no int64 array as long as `flat`: as
+    uint16 if they all fit (a tensor with no long run of zeros), else `position_dtype`."""
+    starts = range(0, flat.size, chunk)
+    counts = [int(np.count_nonzero(flat[i : i + chunk])) for i in starts]
+    out = np.empty(sum(counts), position_dtype(flat.size))
+    at, previous = 0, -1  # position of the last non-zero so far
+    for i, c in zip(starts, counts):
+        if c:
+            p = np.flatnonzero(flat[i : i + chunk]) + i
+            out[at] = p[0] - previous - 1
+            np.subtract(p[1:], p[:-1], out=out[at + 1 : at + c])
+            out[at + 1 : at + c] -= 1
+            at, previous = at + c, int(p[-1])
+    return out.astype(np.uint16) if out.max(initial=0) <= 0xFFFF else out
+
+
 def raw_gaps(positions: np.ndarray) -> np.ndarray:
-    """Zeros skipped before each of the ascending `positions` (int64)."""
-    positions = np.asarray(positions, dtype=np.int64)
-    return np.diff(positions, prepend=-1) - 1
+    """Zeros skipped before each of the ascending `positions` (int32 if they are, else
+    int64), with no temporary array."""
+    p = np.asarray(positions).reshape(-1)
+    if p.dtype != np.int32:
+        p = p.astype(np.int64, copy=False)
+    d = np.empty_like(p)
+    if len(p):
+        d[0] = p[0]
+        np.subtract(p[1:], p[:-1], out=d[1:])
+        d[1:] -= 1
+    return d
 
 
 def encode_positions(positions: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +72,7 @@ def encode_positions(positions: np.ndarray, index_bits: int) -> tuple[np.ndarray
         index_bits: the width of a stored gap.
 
     Returns:
-        `(gaps, is_real)`: per entry, its gap (int64 in `[0, 2**index_bits - 1]`) and whether it
+        `(gaps, is_real)`: per entry, its gap (uint16 in `[0, 2**index_bits - 1]`) and whether it
         is a real weight (False for fillers). Every real weight's entry comes right after the
         fillers that lead to it.
     """
@@ -47,17 +81,38 @@ def encode_positions(positions: np.ndarray, index_bits: int) -> tuple[np.ndarray
 
 def encode_gaps(d: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """`encode_positions` given each kept weight's raw gap `d` (zeros skipped before it)."""
+    return encode_entries(d, index_bits, np.ones(len(d), dtype=bool))
+
+
+def encode_entries(
+    d: np.ndarray, index_bits: int, symbols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The gap and symbol streams of the kept weights whose raw gaps are `d` and whose
+    symbols (any integer or bool array as long as `d`) are `symbols`: a filler (gap
+    2**index_bits - 1, symbol 0) goes before a weight for each full span its gap holds.
+
+    Returns `(gaps, entry_symbols)`: the gaps as uint16 (a width is at most 16 bits), the
+    symbols in their own dtype (`symbols` itself when no filler is needed). The work goes by
+    slices of `d`: no temporary array as long as the streams (the encoder's memory peak is
+    in them).
+    """
     span = max_gap(index_bits) + 1
-    if (d < 0).any():
+    if len(d) and d.min() < 0:
         raise ValueError("positions must be ascending, distinct and non-negative")
-    per_weight = d // span + 1
-    n = int(per_weight.sum())
-    gaps = np.full(n, span - 1, dtype=np.int64)
-    is_real = np.zeros(n, dtype=bool)
-    last = np.cumsum(per_weight) - 1  # entry index of each real weight
-    gaps[last] = d % span
-    is_real[last] = True
-    return gaps, is_real
+    chunks = range(0, len(d), _CHUNK)
+    fillers = sum(int((d[i : i + _CHUNK] >> index_bits).sum()) for i in chunks)
+    if fillers == 0:
+        return d.astype(np.uint16, copy=False), symbols
+    gaps = np.full(len(d) + fillers, span - 1, dtype=np.uint16)
+    out = np.zeros(len(gaps), dtype=symbols.dtype)
+    at = 0  # entries written so far
+    for i in chunks:
+        part = d[i : i + _CHUNK]
+        last = np.cumsum((part >> index_bits).astype(np.int64) + 1) + (at - 1)  # entry index
+        gaps[last] = part & (span - 1)
+        out[last] = symbols[i : i + _CHUNK]
+        at = int(last[-1]) + 1
+    return gaps, out
 
 
 def decode_positions(gaps: np.ndarray) -> np.ndarray:

@@ -54,9 +54,19 @@ def to_bytes(
     With `compress_header`, the JSON header is stored zlib-compressed when that is smaller
     (its keys repeat for every tensor: a LeNet header shrinks about 3x).
     """
-    entries, sections, offset = [], [], 0
+    return b"".join(to_chunks(records, meta, compress_header=compress_header))
+
+
+def to_chunks(
+    records: list[Record], meta: dict | None = None, *, compress_header: bool = True
+) -> list[bytes]:
+    """`to_bytes` as the list of byte strings whose concatenation it is (preamble and header,
+    then every record's parts as they are): a writer streams them, with no copy of the data."""
+    entries, chunks, offset = [], [], 0
     for r in records:
-        section = b"".join(r.parts)
+        crc, size = 0, 0
+        for part in r.parts:
+            crc, size = zlib.crc32(part, crc), size + len(part)
         entries.append(
             {
                 "name": r.name,
@@ -66,11 +76,11 @@ def to_bytes(
                 **r.params,
                 "parts": [len(p) for p in r.parts],
                 "offset": offset,
-                "crc": crc32(section),
+                "crc": crc & 0xFFFFFFFF,
             }
         )
-        sections.append(section)
-        offset += len(section)
+        chunks.extend(r.parts)
+        offset += size
     header = {"tensors": entries}
     if meta:
         header["meta"] = meta
@@ -81,7 +91,7 @@ def to_bytes(
         if len(packed) < len(hbytes):
             hbytes, flags = packed, FLAG_ZLIB_HEADER
     pre = PREAMBLE.pack(MAGIC, VERSION, flags, len(hbytes), crc32(hbytes))
-    return pre + hbytes + b"".join(sections)
+    return [pre + hbytes, *chunks]
 
 
 def from_bytes(buf: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[list[Record], dict]:

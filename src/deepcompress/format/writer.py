@@ -3,8 +3,9 @@
 A crash, a full disk or a kill never leaves a partial file under the target name, and a file
 that was renamed into place is on disk: the data goes to a temporary file in the same
 folder, is flushed and fsync'ed, renamed over the target, and the folder is fsync'ed so the
-rename itself survives a power cut. `write_atomic` takes bytes; `atomic_path` hands a
-temporary path to a library that writes files by name (safetensors), then does the rest.
+rename itself survives a power cut. `write_atomic` takes bytes, or a list of them written in
+turn (a `.dcz` file is never joined in memory); `atomic_path` hands a temporary path to a
+library that writes files by name (safetensors), then does the rest.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .._version import __version__
-from .container import Record, to_bytes
+from .container import Record, to_chunks
 
 
 @contextmanager
@@ -47,26 +48,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically (see `atomic_path`)."""
+def write_atomic(path: str | os.PathLike, data: bytes | list[bytes]) -> None:
+    """Write `data` (bytes, or a list of byte strings written one after another) to `path`
+    atomically (see `atomic_path`)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+        for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+            f.write(chunk)
 
 
-def file_bytes(records: list[Record], meta: dict, tied: dict[str, str]) -> bytes:
-    """A whole `.dcz` file: `records`, and a header `meta` made of the writer's version,
-    `meta` and (when there are aliases) `tied`."""
+def file_chunks(records: list[Record], meta: dict, tied: dict[str, str]) -> list[bytes]:
+    """A whole `.dcz` file as the byte strings it is made of (`container.to_chunks`):
+    `records`, and a header `meta` made of the writer's version, `meta` and (when there are
+    aliases) `tied`."""
     header = {"deepcompress": __version__, **meta}
     if tied:
         header["tied"] = tied
-    return to_bytes(records, header)
+    return to_chunks(records, header)
+
+
+def file_size(records: list[Record], meta: dict, tied: dict[str, str]) -> int:
+    """The size in bytes of the file of `file_chunks`, with no copy of its data."""
+    return sum(len(c) for c in file_chunks(records, meta, tied))
 
 
 def write_records(records: list[Record], path, meta: dict, tied: dict[str, str]) -> int:
-    """Write `file_bytes(records, meta, tied)` atomically to `path`; returns its size."""
-    data = file_bytes(records, meta, tied)
-    write_atomic(path, data)
-    return len(data)
+    """Write the file of `file_chunks(records, meta, tied)` atomically to `path`, chunk by
+    chunk (no copy of the data in memory); returns its size."""
+    chunks = file_chunks(records, meta, tied)
+    write_atomic(path, chunks)
+    return sum(len(c) for c in chunks)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -222,7 +222,7 @@ class EntryMatrix(CompressedMatrix):
         codes = np.zeros(len(gaps), dtype=np.int64)
         codes[is_real] = symbols
         row_ptr = _row_ptr(np.repeat(row, d // (1 << gap_bits) + 1), rows)
-        ent = ((gaps << code_bits) | codes).astype(dtype)
+        ent = ((gaps.astype(np.int64) << code_bits) | codes).astype(dtype)
         table = np.concatenate([[0.0], codebook.astype(np.float64)]).astype(np.float32)
         return cls(shape, row_ptr.astype(np.int32), ent, code_bits, table)
 
