@@ -292,11 +292,14 @@ def test_streams_code_alike_in_every_integer_width():
     from deepcompress.coding.coders import CODERS, encode_stream
 
     rng = np.random.default_rng(3)
-    stream = np.minimum(rng.geometric(0.3, size=5000) - 1, 40)
-    for entropy in ("auto", *CODERS):
-        ref = encode_stream(stream.astype(np.int64), entropy)
-        for dtype in (np.uint16, np.int32):
-            assert encode_stream(stream.astype(dtype), entropy) == ref
+    small = np.minimum(rng.geometric(0.3, size=5000) - 1, 40)
+    large = np.rint(np.abs(rng.normal(0, 1500, size=20000))).astype(np.int64) % 65535 + 1
+    large[::7] = 0  # a 16-bit codebook's indices and fillers: CABAC's other modes
+    for stream in (small, large):
+        for entropy in ("auto", *CODERS):
+            ref = encode_stream(stream.astype(np.int64), entropy)
+            for dtype in (np.uint16, np.int32):
+                assert encode_stream(stream.astype(dtype), entropy) == ref
 
 
 def test_quality_encode_memory_stays_near_the_tensor_size():
