@@ -97,7 +97,7 @@ def encode_tensor(
         q = quantize(t.detach().cpu().float(), lam, weights, rd)
         gaps, kept = nonzero_gaps(q.symbols), q.symbols[q.symbols != 0]
         codebook, grid = torch.from_numpy(q.codebook), q.step
-        del q  # the dense symbols: what is left are int32 arrays as long as the kept weights
+        del q  # the dense symbols: what is left is as long as the kept weights, mostly uint16
         params, parts = codec.encode_shared_gaps(
             gaps, kept, codebook, index_bits, entropy, grid=grid
         )
