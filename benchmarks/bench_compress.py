@@ -27,17 +27,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("DEEPCOMPRESS_DATA"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--sharing", choices=["kmeans", "rd"], default="kmeans")
     args = p.parse_args()
     spec = importlib.util.spec_from_file_location("compress_cnn", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu_name()}")
+    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu_name()}, {args.sharing}")
     print("| seed | val error dense -> file | test error dense -> file | bytes | ratio | s |")
     print("| --- | --- | --- | --- | --- | --- |")
     for seed in args.seeds:
         t0 = time.time()
         with tempfile.TemporaryDirectory() as tmp:
-            r = example.main(["--data", args.data, "--seed", str(seed), "--out", tmp])
+            argv = ["--data", args.data, "--seed", str(seed), "--out", tmp]
+            r = example.main([*argv, "--sharing", args.sharing])
         print(
             f"| {seed} | {r['dense_val_error']:.2f}% -> {r['val_error']:.2f}% | "
             f"{r['dense_test_error']:.2f}% -> {r['test_error']:.2f}% | {r['bytes']} | "

@@ -50,6 +50,7 @@ def main(argv=None) -> None:
     p.add_argument("--budget", type=float, default=0.3, help="validation rpa points allowed")
     p.add_argument("--steps", type=int, default=40, help="batches of 64 frames per epoch")
     p.add_argument("--lr", type=float, default=2e-4, help="CREPE's training learning rate")
+    p.add_argument("--sharing", choices=["kmeans", "rd"], default="kmeans", help="dc.compress's")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     state = load_state("crepe-tiny")
@@ -79,8 +80,9 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     path = Path(args.out) / "crepe-tiny.dcz"
     summary = dc.compress(
-        model, train=train, evaluate=evaluate, out=path, budget=args.budget, lr=args.lr
-    )
+        model, train=train, evaluate=evaluate, out=path, budget=args.budget, lr=args.lr,
+        sharing=args.sharing,
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     fid = Fidelity("crepe-tiny", seed=1)
     decoded = dc.load(path)
@@ -88,8 +90,9 @@ def main(argv=None) -> None:
     n = sum(v.numel() for v in state.values() if v.is_floating_point())
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name()}, torch {torch.__version__}")
     print(
-        f"CREPE tiny, dc.compress budget {args.budget} (validation rpa points), "
-        f"{args.steps} batches of 64 an epoch, {seconds:.0f} s"
+        f"CREPE tiny, dc.compress budget {args.budget} (validation rpa points), sharing "
+        f"{args.sharing} ({summary.quality=}, {summary.bits=}), {args.steps} batches of 64 an "
+        f"epoch, {seconds:.0f} s"
     )
     print(f"validation error {summary.dense_error:.2f} -> {summary.error:.2f} points")
     print(

@@ -68,6 +68,7 @@ def main(argv=None) -> dict:
     p.add_argument("--retrain-epochs", type=int, default=2, help="per pruning round")
     p.add_argument("--budget", type=float, default=0.1, help="points of validation error")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sharing", choices=["kmeans", "rd"], default="kmeans", help="weight sharing")
     p.add_argument("--out", default=tempfile.mkdtemp())
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -79,8 +80,9 @@ def main(argv=None) -> dict:
 
     summary = dc.compress(
         model,
-        train=lambda m, *, epochs, lr, loss=None: fit(m, data.train, epochs=epochs, lr=lr,
-                                                     loss=loss),
+        train=lambda m, *, epochs, lr, loss=None: fit(
+            m, data.train, epochs=epochs, lr=lr, loss=loss
+        ),
         evaluate=lambda m: error(m, data.val),
         out=Path(args.out) / "cnn.dcz",
         budget=args.budget,
@@ -88,6 +90,7 @@ def main(argv=None) -> dict:
         epochs=args.retrain_epochs,
         calibration=data.train.x[:2048].split(256),
         seed=args.seed,
+        sharing=args.sharing,
     )
     result = {
         "ratio": summary.ratio,

@@ -169,6 +169,39 @@ def test_plan_drives_a_users_own_loop(digits, tmp_path):
     assert phases[2].bits == {"conv": 6, "fc1": 4, "fc2": 4}
 
 
+def test_rd_sharing_takes_the_lowest_quality_within_the_budget(digits, tmp_path):
+    """`sharing="rd"` picks the lowest quality whose shared model (before fine-tuning) keeps
+    within the budget: one quality lower must break it on the pruned model; k-means bits stay
+    the default. The summary's bits are the file's index widths."""
+    from deepcompress.format.reader import read
+    from deepcompress.selection import QUALITIES
+
+    pruned = {}
+
+    def keep(stage, m, err):
+        if stage == "pruned":
+            pruned["model"] = copy.deepcopy(m)
+
+    rd = run(trained(digits), digits, tmp_path / "rd.dcz", on_phase=keep, sharing="rd")
+    first = next(h for h in rd.history if h["phase"] == "quantize")
+    assert rd.quality in QUALITIES and first["quality"] <= rd.quality and "bits" not in first
+    limit = rd.dense_error + 1.0
+    q = first["quality"]
+    assert error(dc.quantize_(copy.deepcopy(pruned["model"]), quality=q), digits.val) <= limit
+    if q > QUALITIES[0]:
+        worse = dc.quantize_(copy.deepcopy(pruned["model"]), quality=q - 1)
+        assert error(worse, digits.val) > limit
+    k = {r.name.rpartition(".")[0]: r.params["k"] for r in read(tmp_path / "rd.dcz").records
+         if r.codec == "shared"}  # fmt: skip
+    assert rd.bits == {n: max(1, v.bit_length()) for n, v in k.items()}
+    km = run(trained(digits), digits, tmp_path / "km.dcz")
+    assert km.quality is None and "bits" in km.history[-1] and km.error <= km.dense_error + 1.0
+    assert set(km.bits) == set(rd.bits) == {"conv", "fc1", "fc2"}
+    phases = dc.plan(trained(digits), evaluate=lambda m: error(m, digits.val), budget=1.0,
+                     lr=0.05, rounds=1, quality=3)  # fmt: skip
+    assert phases[-1].quality == 3 and phases[-1].bits == {}
+
+
 def test_batchnorm_is_recalibrated_on_the_given_batches():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
@@ -197,7 +230,9 @@ def test_distillation_loss():
     )
 
 
-@pytest.mark.parametrize("kw", [{"budget": -1}, {"lr": 0}, {"rounds": 0}, {"epochs": 0}])
+@pytest.mark.parametrize(
+    "kw", [{"budget": -1}, {"lr": 0}, {"rounds": 0}, {"epochs": 0}, {"sharing": "huffman"}]
+)
 def test_bad_arguments(kw, tmp_path):
     args = {"budget": 0.1, "lr": 0.1, "rounds": 3, "epochs": 1, **kw}
     with pytest.raises(ValueError):

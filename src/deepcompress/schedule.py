@@ -21,10 +21,15 @@ The schedule (`plan`):
    and retried with every layer it pruned backed off halfway to its previous kept fraction,
    up to MAX_RETRIES times (once for an extra round); then pruning stops at the last round
    that kept within it.
-3. Weight sharing: the fewest bits per kind ("conv", "linear", "embedding") whose quantized
-   model, before any fine-tuning, stays within the budget, then the codebooks fine-tuned at
-   `FINETUNE_LR x lr`; if the model decoded from the file breaks the budget, the bits go up by
-   one and sharing is redone from the pruned model (unless the pruned model was no better).
+3. Weight sharing: the fewest k-means bits per kind ("conv", "linear", "embedding") whose
+   quantized model, before any fine-tuning, stays within the budget (`sharing="kmeans"`, the
+   default), or with `sharing="rd"` the lowest rate-distortion quality (one slope for all
+   layers: `quantize_(quality=)`, as many levels as pay for themselves once entropy-coded,
+   zero among them); on CREPE tiny and the digits demo k-means gave the smaller file
+   (RESULTS.md, issue 17). Then the codebooks are fine-tuned at `FINETUNE_LR x lr`;
+   if the model decoded from the file breaks the budget, the quality (or every kind's bits)
+   goes up by one and sharing is redone from the pruned model (unless the pruned model was
+   no better).
 Retraining distils from a frozen copy of the dense model when `distill` > 0 (the default
 0.5): for a classifier ((N, C) outputs, integer targets) the loss is (1 - a) x cross-entropy +
 a x T^2 x KL at temperature T = 4; otherwise the mean squared error to the dense model's
@@ -61,6 +66,7 @@ from .checkpoint import read_meta, restore, save_checkpoint
 from .parametrizations import strip_
 from .pruning import prune_
 from .retrain import distillation_loss, recalibrate_batchnorm
+from .selection import MAX_BITS, QUALITIES, choose_bits, choose_quality, index_bits, per_layer
 from .sharing import quantize_
 from .targets import compressible_layers
 
@@ -73,8 +79,7 @@ FINETUNE_LR = 0.01  # codebook fine-tuning
 PRUNE_SHARE = 0.7  # of the budget, what pruning may use before weight sharing
 MAX_RETRIES = 3  # back-offs of one pruning round at most
 PUSH = 0.6  # an extra round's kept fraction, of the last one's
-BITS = {"conv": (4, 5, 6, 8), "linear": (3, 4, 5, 6), "embedding": (3, 4, 5, 6)}
-MAX_BITS = 8
+SHARING = ("kmeans", "rd")
 
 Train = Callable[..., None]
 Evaluate = Callable[[nn.Module], float]
@@ -89,6 +94,7 @@ class Phase:
     lr: float
     sparsity: dict[str, float] = field(default_factory=dict)  # layer -> total sparsity
     bits: dict[str, int] = field(default_factory=dict)  # layer -> bits per cluster index
+    quality: float | None = None  # rate-distortion sharing at this quality instead of bits
 
     def apply(self, model: nn.Module) -> nn.Module:
         """`prune_` to this phase's sparsities (only where they rise) or `quantize_`."""
@@ -96,6 +102,8 @@ class Phase:
             now = _sparsities(model)
             rise = {n: s for n, s in self.sparsity.items() if s > now.get(n, 0.0) + 1e-9}
             return prune_(model, sparsity=rise) if rise else model
+        if self.quality is not None:
+            return quantize_(model, quality=self.quality)
         return quantize_(model, bits=self.bits)
 
 
@@ -110,8 +118,9 @@ class Summary:
     dense_error: float
     model: nn.Module  # the decoded model, ready to run
     sparsity: dict[str, float]
-    bits: dict[str, int]
+    bits: dict[str, int]  # per layer, the bits of its codebook's index (levels + zero)
     history: list[dict]  # one entry per phase tried: its kind, settings and error
+    quality: float | None = None  # the rate-distortion sharing's quality (None: k-means)
 
 
 def plan(
@@ -123,6 +132,7 @@ def plan(
     rounds: int = 3,
     epochs: int = 2,
     bits: dict[str, int] | None = None,
+    quality: float | None = None,
     table: dict | None = None,
     progress: bool = False,
 ) -> list[Phase]:
@@ -130,16 +140,20 @@ def plan(
     per-layer targets that the sensitivity table gives (module notes), then one weight-sharing
     phase. `epochs` is the retraining length per pruning round (the last round and the
     fine-tuning get twice as many); `bits` fixes the bits per layer or kind instead of the
-    default `{"conv": 6, "linear": 4, "embedding": 4}` (`compress` chooses them by measured
-    error instead). Measures the sensitivity unless `table` is given; leaves `model` as it was.
+    default `{"conv": 6, "linear": 4, "embedding": 4}`, or `quality` makes it rate-distortion
+    sharing (`compress` chooses either by measured error instead). Measures the sensitivity
+    unless `table` is given; leaves `model` as it was.
     """
     _check(budget, lr, rounds, epochs)
     if table is None:
         table = sensitivity(model, evaluate, GRID, progress=progress)
     target = tolerated_sparsity(table, TOLERANCE * budget)
     phases = _prune_phases(target, rounds, epochs, lr)
+    if quality is not None and bits is not None:
+        raise ValueError("give bits or quality, not both")
     chosen = bits if bits is not None else {"conv": 6, "linear": 4, "embedding": 4}
-    phases.append(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, bits=_per_layer(model, chosen)))
+    share = {"quality": quality} if quality is not None else {"bits": per_layer(model, chosen)}
+    phases.append(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share))
     return phases
 
 
@@ -155,6 +169,7 @@ def compress(
     extra: int = 2,
     epochs: int = 2,
     distill: float = 0.5,
+    sharing: str = "kmeans",
     calibration: Iterable | None = None,
     resume: bool = False,
     seed: int = 0,
@@ -178,6 +193,8 @@ def compress(
         extra: rounds past the planned ones that prune further while the budget holds (each
             retrains 2 x epochs); 0 stops at the sensitivity targets.
         distill: weight of the dense model's soft targets in retraining (0: the user's loss).
+        sharing: "kmeans" (the fewest bits per kind) or "rd" (rate-distortion sharing at the
+            lowest quality within the budget).
         calibration: batches of inputs (or (inputs, ...) tuples) on which BatchNorm statistics
             are recomputed after each structural change.
         resume: continue from `out` + ".ckpt" if it holds this same run.
@@ -192,17 +209,20 @@ def compress(
         a `Summary` whose `error` is `evaluate` of the model decoded from the file.
 
     Raises:
-        ValueError: a negative budget, a non-positive lr, rounds or epochs < 1.
+        ValueError: a negative budget, a non-positive lr, rounds or epochs < 1, an unknown
+            `sharing`.
         FileNotFoundError: `out`'s folder does not exist (checked before any work).
     """
     _check(budget, lr, rounds, epochs)
+    if sharing not in SHARING:
+        raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"no such folder for the file: {str(out.parent)!r}")
     ckpt, dense_file = Path(f"{out}.ckpt"), Path(f"{out}.dense.ckpt")
     say = (lambda msg: print(f"compress: {msg}", file=sys.stderr)) if progress else (lambda m: None)
     settings = {"seed": seed, "budget": budget, "lr": lr, "rounds": rounds, "extra": extra,
-                "epochs": epochs, "distill": distill}  # fmt: skip
+                "epochs": epochs, "distill": distill, "sharing": sharing}  # fmt: skip
     state = None
     if resume and ckpt.is_file() and dense_file.is_file():
         state = read_meta(ckpt)
@@ -277,30 +297,34 @@ def compress(
         state["done"], state["pruned_error"], pruned_err, retries = r + 1, err, err, 0
         save_checkpoint(net, ckpt, state)
 
-    # weight sharing at the fewest bits whose quantized model stays within the budget; one
-    # bit more, from the pruned model again, while the decoded model breaks it
-    pruned = copy.deepcopy(net)
+    # weight sharing at the lowest quality (fewest bits) whose quantized model stays within the
+    # budget; one step more, from the pruned model again, while the decoded model breaks it
+    pruned, rd = copy.deepcopy(net), sharing == "rd"
     if on_phase is not None:
         on_phase("pruned", net, pruned_err)
-    bits = _choose_bits(net, evaluate, limit)
+    setting = choose_quality(net, evaluate, limit) if rd else choose_bits(net, evaluate, limit)
     while True:
-        phase = Phase("quantize", 2 * epochs, FINETUNE_LR * lr, bits=_per_layer(net, bits))
-        err = run(phase, rounds)
+        share = {"quality": setting} if rd else {"bits": per_layer(net, setting)}
+        err = run(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share), rounds)
+        bits = index_bits(net)
         size = api.save(net, out, entropy=entropy, progress=False)
         decoded = api.load(out, model=copy.deepcopy(dense).requires_grad_(True))
         error = float(evaluate(decoded))
-        state["history"].append({"phase": "quantize", "bits": bits, "error": error})
-        say(f"weight shared at {_fmt(bits)} bits: error {err:.4g}, from the file {error:.4g}")
+        key = "quality" if rd else "bits"
+        state["history"].append({"phase": "quantize", key: setting, "error": error})
+        shown = f"quality {setting:g}" if rd else f"{_fmt(setting)} bits"
+        say(f"weight shared at {shown}: error {err:.4g}, from the file {error:.4g}")
         # more bits cannot win back what pruning cost
-        if error <= max(limit, pruned_err) or min(bits.values()) >= MAX_BITS:
+        top = setting >= QUALITIES[-1] if rd else min(setting.values()) >= MAX_BITS
+        if error <= max(limit, pruned_err) or top:
             break
-        bits = {k: min(MAX_BITS, b + 1) for k, b in bits.items()}
+        setting = setting + 1 if rd else {k: min(MAX_BITS, b + 1) for k, b in setting.items()}
         net = copy.deepcopy(pruned)
     params = sum(p.numel() for p in dense.parameters() if p.is_floating_point())
     summary = Summary(
         path=out, bytes=size, ratio=4 * params / size, error=error,
         dense_error=state["dense_error"], model=decoded, sparsity=_sparsities(decoded),
-        bits=bits, history=state["history"],
+        bits=bits, history=state["history"], quality=setting if rd else None,
     )  # fmt: skip
     say(f"{out}: {size} bytes, {summary.ratio:.1f}x, error {error:.4g} "
         f"(dense {state['dense_error']:.4g}, budget {budget:g})")  # fmt: skip
@@ -354,38 +378,6 @@ def _sparsities(model: nn.Module) -> dict[str, float]:
         w = module.weight.detach()
         out[name] = float((w == 0).sum()) / max(1, w.numel())
     return out
-
-
-def _kind(module: nn.Module) -> str:
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return "conv"
-    return "embedding" if isinstance(module, nn.Embedding | nn.EmbeddingBag) else "linear"
-
-
-def _per_layer(model: nn.Module, bits: dict[str, int]) -> dict[str, int]:
-    """Bits per layer from bits per layer name or per kind, for the layers `bits` reaches."""
-    out = {}
-    for name, module in compressible_layers(model):
-        b = bits.get(name, bits.get(_kind(module)))
-        if b is not None:
-            out[name] = int(b)
-    return out
-
-
-def _choose_bits(model: nn.Module, evaluate: Evaluate, limit: float) -> dict[str, int]:
-    """Per kind, the fewest bits (of BITS) whose quantized model, before fine-tuning and with
-    the other kinds at their most bits, keeps `evaluate` within `limit`; leaves `model` as it
-    was."""
-    kinds = sorted({_kind(m) for _, m in compressible_layers(model)})
-    chosen = {k: BITS[k][-1] for k in kinds}
-    for kind in kinds:
-        for b in BITS[kind]:
-            trial = copy.deepcopy(model)
-            quantize_(trial, bits=_per_layer(trial, {**chosen, kind: b}))
-            if float(evaluate(trial)) <= limit:
-                chosen[kind] = b
-                break
-    return chosen
 
 
 def _fmt(d: dict[str, float]) -> str:

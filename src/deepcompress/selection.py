@@ -1,0 +1,73 @@
+"""The searches `schedule.compress` runs to share weights within an error budget: the fewest
+k-means bits per kind of layer, or the lowest rate-distortion quality, whose quantized model
+(before any fine-tuning) keeps the user's `evaluate` within a limit."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from torch import nn
+
+from .parametrizations import shared_parts
+from .sharing import quantize_
+from .targets import compressible_layers
+
+#: The k-means bits tried per kind of layer, fewest first, and the most any may get.
+BITS = {"conv": (4, 5, 6, 8), "linear": (3, 4, 5, 6), "embedding": (3, 4, 5, 6)}
+MAX_BITS = 8
+#: The rate-distortion qualities tried (`sharing.quantize_`), lowest (fewest bytes) first.
+QUALITIES = (0, 1, 2, 3, 4, 5, 6, 7, 8)
+
+Evaluate = Callable[[nn.Module], float]
+
+
+def kind_of(module: nn.Module) -> str:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv"
+    return "embedding" if isinstance(module, nn.Embedding | nn.EmbeddingBag) else "linear"
+
+
+def per_layer(model: nn.Module, bits: dict[str, int]) -> dict[str, int]:
+    """Bits per layer from bits per layer name or per kind, for the layers `bits` reaches."""
+    out = {}
+    for name, module in compressible_layers(model):
+        b = bits.get(name, bits.get(kind_of(module)))
+        if b is not None:
+            out[name] = int(b)
+    return out
+
+
+def choose_bits(model: nn.Module, evaluate: Evaluate, limit: float) -> dict[str, int]:
+    """Per kind, the fewest bits (of BITS) whose quantized model, before fine-tuning and with
+    the other kinds at their most bits, keeps `evaluate` within `limit`; leaves `model` as it
+    was."""
+    kinds = sorted({kind_of(m) for _, m in compressible_layers(model)})
+    chosen = {k: BITS[k][-1] for k in kinds}
+    for kind in kinds:
+        for b in BITS[kind]:
+            trial = copy.deepcopy(model)
+            quantize_(trial, bits=per_layer(trial, {**chosen, kind: b}))
+            if float(evaluate(trial)) <= limit:
+                chosen[kind] = b
+                break
+    return chosen
+
+
+def choose_quality(model: nn.Module, evaluate: Evaluate, limit: float) -> float:
+    """The lowest of QUALITIES whose rate-distortion shared model, before fine-tuning, keeps
+    `evaluate` within `limit` (the highest if none does); leaves `model` as it was."""
+    for q in QUALITIES:
+        if float(evaluate(quantize_(copy.deepcopy(model), quality=q))) <= limit:
+            return q
+    return QUALITIES[-1]
+
+
+def index_bits(model: nn.Module) -> dict[str, int]:
+    """Per shared layer, the bits of an index into its codebook and zero."""
+    out = {}
+    for name, module in compressible_layers(model):
+        shared = shared_parts(module, "weight")
+        if shared is not None:
+            out[name] = max(1, int(shared.codebook.numel()).bit_length())
+    return out
