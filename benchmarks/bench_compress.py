@@ -27,7 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("DEEPCOMPRESS_DATA"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--sharing", choices=["kmeans", "rd"], default="kmeans")
+    p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
     args = p.parse_args()
     spec = importlib.util.spec_from_file_location("compress_cnn", EXAMPLE)
     example = importlib.util.module_from_spec(spec)

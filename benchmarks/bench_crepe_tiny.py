@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     p.add_argument("--budget", type=float, default=0.3, help="validation rpa points allowed")
     p.add_argument("--steps", type=int, default=40, help="batches of 64 frames per epoch")
     p.add_argument("--lr", type=float, default=2e-4, help="CREPE's training learning rate")
-    p.add_argument("--sharing", choices=["kmeans", "rd"], default="kmeans", help="dc.compress's")
+    p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     state = load_state("crepe-tiny")

@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     p.add_argument("--retrain-epochs", type=int, default=2, help="per pruning round")
     p.add_argument("--budget", type=float, default=0.1, help="points of validation error")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sharing", choices=["kmeans", "rd"], default="kmeans", help="weight sharing")
+    p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
     p.add_argument("--out", default=tempfile.mkdtemp())
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -169,10 +169,11 @@ def test_plan_drives_a_users_own_loop(digits, tmp_path):
     assert phases[2].bits == {"conv": 6, "fc1": 4, "fc2": 4}
 
 
-def test_rd_sharing_takes_the_lowest_quality_within_the_budget(digits, tmp_path):
+def test_sharing_rd_kmeans_and_the_smaller_of_both(digits, tmp_path):
     """`sharing="rd"` picks the lowest quality whose shared model (before fine-tuning) keeps
-    within the budget: one quality lower must break it on the pruned model; k-means bits stay
-    the default. The summary's bits are the file's index widths."""
+    within the budget: one quality lower must break it on the pruned model. The default tries
+    k-means bits and rd and keeps the smaller file. The summary's bits are the file's index
+    widths."""
     from deepcompress.format.reader import read
     from deepcompress.selection import QUALITIES
 
@@ -194,9 +195,16 @@ def test_rd_sharing_takes_the_lowest_quality_within_the_budget(digits, tmp_path)
     k = {r.name.rpartition(".")[0]: r.params["k"] for r in read(tmp_path / "rd.dcz").records
          if r.codec == "shared"}  # fmt: skip
     assert rd.bits == {n: max(1, v.bit_length()) for n, v in k.items()}
-    km = run(trained(digits), digits, tmp_path / "km.dcz")
+    km = run(trained(digits), digits, tmp_path / "km.dcz", sharing="kmeans")
     assert km.quality is None and "bits" in km.history[-1] and km.error <= km.dense_error + 1.0
     assert set(km.bits) == set(rd.bits) == {"conv", "fc1", "fc2"}
+    # the default tries both from the same pruned model and keeps the smaller file
+    auto = run(trained(digits), digits, tmp_path / "auto.dcz")
+    smaller = min((km, rd), key=lambda s: s.bytes)
+    assert {h["sharing"] for h in auto.history if h["phase"] == "quantize"} == {"kmeans", "rd"}
+    assert (tmp_path / "auto.dcz").read_bytes() == smaller.path.read_bytes()
+    assert auto.quality == smaller.quality and auto.bytes == smaller.bytes
+    assert not list(tmp_path.glob("*.tmp"))
     phases = dc.plan(trained(digits), evaluate=lambda m: error(m, digits.val), budget=1.0,
                      lr=0.05, rounds=1, quality=3)  # fmt: skip
     assert phases[-1].quality == 3 and phases[-1].bits == {}

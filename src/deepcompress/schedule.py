@@ -22,14 +22,14 @@ The schedule (`plan`):
    up to MAX_RETRIES times (once for an extra round); then pruning stops at the last round
    that kept within it.
 3. Weight sharing: the fewest k-means bits per kind ("conv", "linear", "embedding") whose
-   quantized model, before any fine-tuning, stays within the budget (`sharing="kmeans"`, the
-   default), or with `sharing="rd"` the lowest rate-distortion quality (one slope for all
-   layers: `quantize_(quality=)`, as many levels as pay for themselves once entropy-coded,
-   zero among them); on CREPE tiny and the digits demo k-means gave the smaller file
-   (RESULTS.md, issue 17). Then the codebooks are fine-tuned at `FINETUNE_LR x lr`;
-   if the model decoded from the file breaks the budget, the quality (or every kind's bits)
-   goes up by one and sharing is redone from the pruned model (unless the pruned model was
-   no better).
+   quantized model, before any fine-tuning, stays within the budget (`sharing="kmeans"`), or
+   the lowest rate-distortion quality (`sharing="rd"`: one slope for all layers,
+   `quantize_(quality=)`, as many levels as pay for themselves once entropy-coded, zero among
+   them). The default, "auto", does both and keeps the smaller file within the budget: each
+   won on some network (RESULTS.md, issue 17). Then the codebooks are fine-tuned at
+   `FINETUNE_LR x lr`; if the model decoded from the file breaks the budget, the quality (or
+   every kind's bits) goes up by one and sharing is redone from the pruned model (unless the
+   pruned model was no better).
 Retraining distils from a frozen copy of the dense model when `distill` > 0 (the default
 0.5): for a classifier ((N, C) outputs, integer targets) the loss is (1 - a) x cross-entropy +
 a x T^2 x KL at temperature T = 4; otherwise the mean squared error to the dense model's
@@ -79,7 +79,7 @@ FINETUNE_LR = 0.01  # codebook fine-tuning
 PRUNE_SHARE = 0.7  # of the budget, what pruning may use before weight sharing
 MAX_RETRIES = 3  # back-offs of one pruning round at most
 PUSH = 0.6  # an extra round's kept fraction, of the last one's
-SHARING = ("kmeans", "rd")
+SHARING = ("auto", "kmeans", "rd")
 
 Train = Callable[..., None]
 Evaluate = Callable[[nn.Module], float]
@@ -169,7 +169,7 @@ def compress(
     extra: int = 2,
     epochs: int = 2,
     distill: float = 0.5,
-    sharing: str = "kmeans",
+    sharing: str = "auto",
     calibration: Iterable | None = None,
     resume: bool = False,
     seed: int = 0,
@@ -193,8 +193,8 @@ def compress(
         extra: rounds past the planned ones that prune further while the budget holds (each
             retrains 2 x epochs); 0 stops at the sensitivity targets.
         distill: weight of the dense model's soft targets in retraining (0: the user's loss).
-        sharing: "kmeans" (the fewest bits per kind) or "rd" (rate-distortion sharing at the
-            lowest quality within the budget).
+        sharing: "kmeans" (the fewest bits per kind), "rd" (rate-distortion sharing at the
+            lowest quality within the budget) or "auto" (both; the smaller file within it).
         calibration: batches of inputs (or (inputs, ...) tuples) on which BatchNorm statistics
             are recomputed after each structural change.
         resume: continue from `out` + ".ckpt" if it holds this same run.
@@ -203,7 +203,8 @@ def compress(
         progress: one line per phase on stderr.
         on_phase: called as `on_phase(stage, model, error)` when pruning is done ("pruned"),
             after weight sharing before fine-tuning ("shared": costs one more `evaluate`) and
-            after fine-tuning ("fine-tuned"), for reports.
+            after fine-tuning ("fine-tuned"), for reports (the last two for every sharing
+            tried).
 
     Returns:
         a `Summary` whose `error` is `evaluate` of the model decoded from the file.
@@ -297,34 +298,46 @@ def compress(
         state["done"], state["pruned_error"], pruned_err, retries = r + 1, err, err, 0
         save_checkpoint(net, ckpt, state)
 
-    # weight sharing at the lowest quality (fewest bits) whose quantized model stays within the
-    # budget; one step more, from the pruned model again, while the decoded model breaks it
-    pruned, rd = copy.deepcopy(net), sharing == "rd"
+    # weight sharing at the fewest bits (lowest quality) whose quantized model stays within the
+    # budget; one step more, from the pruned model again, while the decoded model breaks it.
+    # "auto" does both and keeps the smaller file of those within the budget.
+    pruned = copy.deepcopy(net)
     if on_phase is not None:
         on_phase("pruned", net, pruned_err)
-    setting = choose_quality(net, evaluate, limit) if rd else choose_bits(net, evaluate, limit)
-    while True:
-        share = {"quality": setting} if rd else {"bits": per_layer(net, setting)}
-        err = run(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share), rounds)
-        bits = index_bits(net)
-        size = api.save(net, out, entropy=entropy, progress=False)
-        decoded = api.load(out, model=copy.deepcopy(dense).requires_grad_(True))
-        error = float(evaluate(decoded))
-        key = "quality" if rd else "bits"
-        state["history"].append({"phase": "quantize", key: setting, "error": error})
-        shown = f"quality {setting:g}" if rd else f"{_fmt(setting)} bits"
-        say(f"weight shared at {shown}: error {err:.4g}, from the file {error:.4g}")
-        # more bits cannot win back what pruning cost
-        top = setting >= QUALITIES[-1] if rd else min(setting.values()) >= MAX_BITS
-        if error <= max(limit, pruned_err) or top:
-            break
-        setting = setting + 1 if rd else {k: min(MAX_BITS, b + 1) for k, b in setting.items()}
-        net = copy.deepcopy(pruned)
+    found = []
+    for mode in ("kmeans", "rd") if sharing == "auto" else (sharing,):
+        rd, net, path = mode == "rd", copy.deepcopy(pruned), Path(f"{out}.{mode}.tmp")
+        setting = choose_quality(net, evaluate, limit) if rd else choose_bits(net, evaluate, limit)
+        while True:
+            share = {"quality": setting} if rd else {"bits": per_layer(net, setting)}
+            err = run(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share), rounds)
+            bits = index_bits(net)
+            size = api.save(net, path, entropy=entropy, progress=False)
+            decoded = api.load(path, model=copy.deepcopy(dense).requires_grad_(True))
+            error = float(evaluate(decoded))
+            key = "quality" if rd else "bits"
+            state["history"].append({"phase": "quantize", "sharing": mode, key: setting,
+                                     "error": error})  # fmt: skip
+            shown = f"quality {setting:g}" if rd else f"{_fmt(setting)} bits"
+            say(f"weight shared at {shown}: error {err:.4g}, from the file {error:.4g}")
+            # more bits cannot win back what pruning cost
+            top = setting >= QUALITIES[-1] if rd else min(setting.values()) >= MAX_BITS
+            if error <= max(limit, pruned_err) or top:
+                break
+            setting = setting + 1 if rd else {k: min(MAX_BITS, b + 1) for k, b in setting.items()}
+            net = copy.deepcopy(pruned)
+        broke = error > max(limit, pruned_err)
+        found.append(((broke, error if broke else size), mode, path, size, error, decoded, bits,
+                      setting if rd else None))  # fmt: skip
+    _, mode, path, size, error, decoded, bits, quality = min(found, key=lambda f: f[0])
+    os.replace(path, out)
+    for f in found:
+        f[2].unlink(missing_ok=True)
     params = sum(p.numel() for p in dense.parameters() if p.is_floating_point())
     summary = Summary(
         path=out, bytes=size, ratio=4 * params / size, error=error,
         dense_error=state["dense_error"], model=decoded, sparsity=_sparsities(decoded),
-        bits=bits, history=state["history"], quality=setting if rd else None,
+        bits=bits, history=state["history"], quality=quality,
     )  # fmt: skip
     say(f"{out}: {size} bytes, {summary.ratio:.1f}x, error {error:.4g} "
         f"(dense {state['dense_error']:.4g}, budget {budget:g})")  # fmt: skip
