@@ -203,6 +203,8 @@ def test_sharing_rd_kmeans_and_the_smaller_of_both(digits, tmp_path):
     smaller = min((km, rd), key=lambda s: s.bytes)
     assert {h["sharing"] for h in auto.history if h["phase"] == "quantize"} == {"kmeans", "rd"}
     assert (tmp_path / "auto.dcz").read_bytes() == smaller.path.read_bytes()
+    tried = {h["sharing"]: h["bytes"] for h in auto.history if h["phase"] == "quantize"}
+    assert tried == {"kmeans": km.bytes, "rd": rd.bytes}
     assert auto.quality == smaller.quality and auto.bytes == smaller.bytes
     assert not list(tmp_path.glob("*.tmp"))
     phases = dc.plan(trained(digits), evaluate=lambda m: error(m, digits.val), budget=1.0,

@@ -317,9 +317,10 @@ def compress(
             error = float(evaluate(decoded))
             key = "quality" if rd else "bits"
             state["history"].append({"phase": "quantize", "sharing": mode, key: setting,
-                                     "error": error})  # fmt: skip
+                                     "error": error, "bytes": size})  # fmt: skip
             shown = f"quality {setting:g}" if rd else f"{_fmt(setting)} bits"
-            say(f"weight shared at {shown}: error {err:.4g}, from the file {error:.4g}")
+            say(f"weight shared at {shown}: error {err:.4g}, from the file {error:.4g}, "
+                f"{size} bytes")  # fmt: skip
             # more bits cannot win back what pruning cost
             top = setting >= QUALITIES[-1] if rd else min(setting.values()) >= MAX_BITS
             if error <= max(limit, pruned_err) or top:
