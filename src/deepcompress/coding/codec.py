@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError
-from . import _native, huffman
+from . import _native, huffman, sparse_index
 from ._checks import field_int
 from .codebook import codebook, encode_grid, grid_values
 from .coders import CODERS, DEFAULT, decode_stream, encode_stream, histogram
@@ -162,9 +162,9 @@ def encode_shared(
     idx: torch.Tensor, codebook: torch.Tensor, index_bits: int | None = None, entropy="auto"
 ) -> tuple[dict, list[bytes]]:
     """A weight-shared tensor given as `idx` (0 = pruned, 1..k) and its k-entry codebook."""
-    flat = idx.detach().cpu().reshape(-1).numpy().astype(np.int64)
-    positions = np.flatnonzero(flat)
-    return encode_shared_entries(positions, flat[positions], codebook, index_bits, entropy)
+    flat = idx.detach().cpu().reshape(-1).numpy()  # as the quality path: no int64 copies
+    gaps = sparse_index.nonzero_gaps(flat)
+    return encode_shared_gaps(gaps, flat[flat != 0], codebook, index_bits, entropy)
 
 
 def encode_shared_entries(
