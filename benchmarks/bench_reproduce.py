@@ -1,7 +1,7 @@
 """Reproduce the paper's LeNet results and print one Markdown row per run.
 
 Run:  python benchmarks/bench_reproduce.py lenet-300-100 lenet-5 --seeds 0 1 2 --out runs
-      [--recipe paper|best|auto] [--budget 0.1]
+      [--recipe paper|best|auto] [--budget 0.1 | --bound 1.54]
 
 Each row: model, seed, validation and test error of the reference and of the model decoded
 from the compressed file, file size, ratio (4 bytes per parameter over the file's size on
@@ -34,6 +34,9 @@ def main() -> None:
     p.add_argument("--out", default="runs")
     p.add_argument("--recipe", default="paper", choices=["paper", "best", "auto"])
     p.add_argument("--budget", type=float, default=0.1, help="--recipe auto's error budget")
+    p.add_argument(
+        "--bound", type=float, help="--recipe auto: the validation error (%%) the file may reach"
+    )
     args = p.parse_args()
     print(
         f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, "
@@ -54,6 +57,7 @@ def main() -> None:
                 quiet=True,
                 recipe=args.recipe,
                 budget=args.budget,
+                bound=args.bound,
             )
             print(
                 f"| {model} | {seed} | {r['reference_val_error']:.2f} / "

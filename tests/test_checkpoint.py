@@ -87,3 +87,20 @@ def test_tied_weights_are_checkpointed_once_and_tied_again(tmp_path):
     torch.testing.assert_close(fresh(x), net(x))
     # still one tensor: a training step on the codebook moves both names
     assert fresh.head.parametrizations.weight is fresh.embed.parametrizations.weight
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
+def test_restore_puts_masks_and_codebooks_on_the_models_device(tmp_path):
+    # "meta" stands in for a GPU: a device other than the CPU that the checkpoint's tensors
+    # (read on the CPU) must be moved to, or registering them on the weights fails
+    torch.manual_seed(0)
+    net = arch()
+    dc.prune_(net, sparsity=0.5)
+    dc.quantize_(net, bits={"0": 2})
+    save_checkpoint(net, tmp_path / "c.ckpt", {})
+    fresh = arch().to("meta")
+    restore(fresh, tmp_path / "c.ckpt")
+    held = [b for m in fresh.modules() for b in m.buffers(recurse=False)]
+    held.append(shared_parts(fresh[0]).codebook)
+    assert len(held) == 4 and {b.device.type for b in held} == {"meta"}  # idx, 2 masks, codebook
+    assert fresh[2].weight.device.type == "meta"

@@ -166,3 +166,13 @@ def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
         timeout=300,
     )
     assert r.stdout.startswith(str(tmp_path / "m.dcz")) and r.stderr == ""
+
+
+def test_a_device_this_machine_lacks_is_one_line_before_any_work(tmp_path):
+    r = cli("demo", "--out", str(tmp_path), "--device", "cuda:99")
+    assert r.returncode == 2 and "cuda:99" in r.stderr and "not available" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and not list(tmp_path.iterdir())
+    # several processes train on the CPU only: refused before they start
+    args = ("--out", str(tmp_path), "--nproc", "2", "--device", "meta")
+    r = cli("reproduce", "lenet-300-100", *args)
+    assert r.returncode == 2 and "--nproc 2 trains on the CPU" in r.stderr

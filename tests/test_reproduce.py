@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from plots import assert_plot_png
 
@@ -112,3 +113,15 @@ def test_best_lenet5_distills_from_the_dense_model(tmp_path, mnist_dir, monkeypa
     teacher = compression[0][1]
     assert teacher is not None and all(t is teacher for _, t in compression)
     assert not any(p.requires_grad and p.grad is not None for p in teacher.parameters())
+
+
+def test_recipe_auto_takes_its_budget_from_a_bound(tmp_path):
+    with pytest.raises(ValueError, match="already at the bound"):
+        reproduce.run("digits-mlp", tmp_path, quiet=True, epochs_scale=0.2, recipe="auto", bound=0)
+    assert not (tmp_path / "demo.dcz").exists()
+    rep = reproduce.run(
+        "digits-mlp", tmp_path, quiet=True, epochs_scale=0.2, recipe="auto", bound=6.0
+    )
+    budget = rep["recipe"]["auto"]["budget"]
+    assert budget == pytest.approx(6.0 - rep["reference_val_error"]) and budget > 0
+    assert rep["val_error"] <= 6.0 + 1e-9  # the decoded file keeps within the bound

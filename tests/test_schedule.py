@@ -250,6 +250,25 @@ def test_bad_arguments(kw, tmp_path):
     assert not (tmp_path / "x.dcz").exists()
 
 
+@pytest.mark.parametrize("device", ["gpu0", "cuda:99"])
+def test_a_device_this_machine_lacks_is_refused_before_any_work(device, tmp_path):
+    calls, net = [], nn.Linear(3, 3)
+    with pytest.raises(ValueError, match="device"):
+        dc.compress(net, train=None, evaluate=lambda m: calls.append(1) or 0.0,
+                    out=tmp_path / "x.dcz", budget=0.1, lr=0.1, device=device)  # fmt: skip
+    assert calls == [] and net.weight.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+def test_compress_on_a_gpu_stays_there_and_writes_the_cpu_runs_file_size(digits, tmp_path):
+    data = copy.copy(digits)
+    data.train = type(digits.train)(digits.train.x.cuda(), digits.train.y.cuda())
+    data.val = type(digits.val)(digits.val.x.cuda(), digits.val.y.cuda())
+    summary = run(trained(digits), data, tmp_path / "gpu.dcz", device="cuda")
+    assert {p.device.type for p in summary.model.parameters()} == {"cuda"}
+    assert summary.error <= summary.dense_error + 1.0 and summary.ratio > 10
+
+
 def test_a_missing_folder_is_refused_before_any_work(tmp_path):
     calls = []
     with pytest.raises(FileNotFoundError, match="no such folder"):

@@ -67,13 +67,16 @@ def restore(model: nn.Module, path: str | os.PathLike) -> dict:
         if key.endswith(".__mask"):
             layer, _, tname = key[: -len(".__mask")].rpartition(".")
             module = model.get_submodule(layer)
-            parametrize.register_parametrization(module, tname, Masked(mask.bool()))
+            on = getattr(module, tname).device  # the model's device, wherever it is
+            parametrize.register_parametrization(module, tname, Masked(mask.bool().to(on)))
     for key, codebook in tensors.items():
         if key.endswith(".__codebook"):
             name = key[: -len(".__codebook")]
             layer, _, tname = name.rpartition(".")
             module = model.get_submodule(layer)
-            register_shared_(module, tname, Shared(codebook, tensors[f"{name}.__idx"]))
+            on = getattr(module, tname).device
+            idx = tensors[f"{name}.__idx"].to(on)
+            register_shared_(module, tname, Shared(codebook.to(on), idx))
     for alias, target in tied.items():  # parametrized tied tensors: one list for all names
         layer, _, tname = target.rpartition(".")
         owner = model.get_submodule(layer)

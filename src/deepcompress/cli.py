@@ -84,11 +84,18 @@ def _parser() -> argparse.ArgumentParser:
         "dc.compress within --budget",
     )
     r.add_argument("--budget", type=float, default=0.1, help="--recipe auto: error rise allowed")
+    r.add_argument(
+        "--bound",
+        type=float,
+        help="--recipe auto: the validation error (%%) the file may reach, instead of --budget",
+    )
+    r.add_argument("--device", help="where to train and run: cpu (default), cuda, cuda:1, ...")
     r.add_argument("--quiet", action="store_true", help="no progress output")
 
     d = add("demo", "the whole pipeline on scikit-learn's bundled digits, offline, in seconds")
     d.add_argument("--out", default=".", help="folder for demo.dcz and report.json")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", help="where to train and run: cpu (default), cuda, ...")
     d.add_argument("--quiet", action="store_true", help="no progress output")
 
     add("warmup", "compile the numba kernels into their on-disk cache (run once after install)")
@@ -348,6 +355,8 @@ def _run_reproduce(args) -> int:
         "nproc": args.nproc,
         "recipe": args.recipe,
         "budget": args.budget,
+        "bound": args.bound,
+        "device": args.device,
     }
     return _reproduce(args, args.model, args.data, extra)
 
@@ -355,7 +364,9 @@ def _run_reproduce(args) -> int:
 #: command -> its handler
 COMMANDS = {
     "reproduce": _run_reproduce,
-    "demo": lambda args: _reproduce(args, "digits-mlp", extra={"recipe": "auto", "budget": 0.3}),
+    "demo": lambda args: _reproduce(
+        args, "digits-mlp", extra={"recipe": "auto", "budget": 0.3, "device": args.device}
+    ),
     "inspect": _inspect,
     "bench": _bench,
     "encode": _encode,

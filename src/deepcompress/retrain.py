@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from . import devices
+
 
 def distillation_loss(teacher: nn.Module, weight: float, temperature: float = 4.0):
     """`loss(outputs, targets, inputs)`: the dense model's soft targets mixed with the labels
@@ -43,7 +45,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable | None) -> None:
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if batches is None or not norms:
         return
-    device = next(model.parameters()).device
+    device = devices.of(model)
     saved = [(m.momentum, m.training) for m in norms]
     was_training = model.training
     model.eval()

@@ -63,6 +63,7 @@ from torch import nn
 from . import api
 from .analysis import sensitivity, tolerated_sparsity
 from .checkpoint import read_meta, restore, save_checkpoint
+from .devices import resolve as resolve_device
 from .parametrizations import strip_
 from .pruning import prune_
 from .retrain import distillation_loss, recalibrate_batchnorm
@@ -174,6 +175,7 @@ def compress(
     resume: bool = False,
     seed: int = 0,
     entropy: str = "auto",
+    device: str | torch.device | None = None,
     progress: bool = True,
     on_phase: Callable[[str, nn.Module, float], None] | None = None,
 ) -> Summary:
@@ -200,6 +202,8 @@ def compress(
         resume: continue from `out` + ".ckpt" if it holds this same run.
         seed: each phase starts with `torch.manual_seed(seed + phase number)`.
         entropy: the file's coder choice (see `save`).
+        device: move `model` there first ("cuda", "cuda:1"; None: leave it where it is).
+            Every phase runs on the model's device; `train` and `evaluate` get it there.
         progress: one line per phase on stderr.
         on_phase: called as `on_phase(stage, model, error)` when pruning is done ("pruned"),
             after weight sharing before fine-tuning ("shared": costs one more `evaluate`) and
@@ -211,7 +215,7 @@ def compress(
 
     Raises:
         ValueError: a negative budget, a non-positive lr, rounds or epochs < 1, an unknown
-            `sharing`.
+            `sharing`, a device this machine does not have.
         FileNotFoundError: `out`'s folder does not exist (checked before any work).
     """
     _check(budget, lr, rounds, epochs)
@@ -220,6 +224,9 @@ def compress(
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"no such folder for the file: {str(out.parent)!r}")
+    dev = resolve_device(device)
+    if dev is not None:
+        model.to(dev)
     ckpt, dense_file = Path(f"{out}.ckpt"), Path(f"{out}.dense.ckpt")
     say = (lambda msg: print(f"compress: {msg}", file=sys.stderr)) if progress else (lambda m: None)
     settings = {"seed": seed, "budget": budget, "lr": lr, "rounds": rounds, "extra": extra,

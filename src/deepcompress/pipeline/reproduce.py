@@ -12,10 +12,9 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -24,13 +23,14 @@ from .. import api
 from ..checkpoint import read_meta as read_checkpoint_meta
 from ..checkpoint import restore, save_checkpoint
 from ..coding import codec
-from ..distributed import active as distributed_active
+from ..devices import resolve as resolve_device
 from ..distributed import barrier, broadcast_, is_main, launch
 from ..format.writer import atomic_path, write_atomic
 from ..parametrizations import shared_parts
 from ..pruning import prune_
 from ..sharing import quantize_
 from ..targets import compressible_layers
+from .auto import AUTO_BUDGET, compress_auto, layer_weights
 from .data import Dataset, Split, load_digits, load_mnist
 from .models import build
 from .recipes import Recipe, recipe_for, schedule
@@ -105,10 +105,6 @@ def share_and_finetune(
     return before, error_rate(model, data.val)
 
 
-def _weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {n: m.weight.detach().cpu().numpy().copy() for n, m in compressible_layers(model)}
-
-
 def compress(
     model: torch.nn.Module,
     data: Dataset,
@@ -137,7 +133,7 @@ def compress(
         (`pruned_bytes`).
     """
     t0 = time.time()
-    trace = {"weights": {"dense": _weights(model)}}
+    trace = {"weights": {"dense": layer_weights(model)}}
     phases = [*recipe.prune_rounds, recipe.finetune]
     teacher = copy.deepcopy(model).eval() if any(c.distill > 0 for c in phases) else None
     tag = json.dumps({"recipe": asdict(recipe), "seed": seed, "n": len(data.train)})
@@ -162,13 +158,13 @@ def compress(
         model, data, recipe, seed=seed, quiet=quiet, start=start, after_round=done, teacher=teacher
     )
     stages = {"pruned_val_error": err}
-    trace["weights"]["pruned + retrained"] = _weights(model)
+    trace["weights"]["pruned + retrained"] = layer_weights(model)
     trace["pruned_bytes"] = layer_bytes(model)
     size = sum(trace["pruned_bytes"].values())
     _log(f"pruned and retrained: validation error {err:.2f}%, weight layers {size} bytes", quiet)
     before, after = share_and_finetune(model, data, recipe, seed=seed, quiet=quiet, teacher=teacher)
     stages["quantized_val_error"], stages["finetuned_val_error"] = before, after
-    trace["weights"]["shared + fine-tuned"] = _weights(model)
+    trace["weights"]["shared + fine-tuned"] = layer_weights(model)
     trace["centroids"] = {
         n: shared_parts(m).codebook.detach().cpu().numpy()
         for n, m in compressible_layers(model)
@@ -190,74 +186,6 @@ def compress(
     return stages, trace
 
 
-#: `--recipe auto`: the allowed rise of the validation error (points) over the reference;
-#: the only number `dc.compress` is given besides the reference's training rate and length.
-AUTO_BUDGET = 0.1
-
-
-def compress_auto(
-    model: torch.nn.Module,
-    data: Dataset,
-    recipe: Recipe,
-    out_file: str | os.PathLike,
-    *,
-    budget: float = AUTO_BUDGET,
-    seed: int = 0,
-    quiet: bool = False,
-    resume: bool = False,
-) -> tuple[dict, dict]:
-    """`--recipe auto`: `dc.compress` with this harness's loop and validation error, and no
-    per-layer setting written by hand (only the reference's learning rate, the retraining
-    length of the recipe's first pruning round and its number of rounds). Returns
-    `(stages, trace)` as `compress` does."""
-    from ..schedule import compress as schedule_compress
-
-    if distributed_active():
-        raise ValueError("--recipe auto runs on one process (--nproc 1)")
-    t0 = time.time()
-    template = replace(recipe.prune_rounds[0], distill=0.0)
-    trace: dict = {"weights": {"dense": _weights(model)}}
-    stages: dict = {}
-
-    def fit(m, *, epochs, lr, loss=None):
-        cfg = replace(template, epochs=epochs, lr=lr)
-        seed_ = int(torch.randint(1 << 30, ()))  # compress seeds each phase
-        train(m, data.train, cfg, seed=seed_, desc="retrain", progress=not quiet, loss=loss)
-
-    def on_phase(stage: str, m: torch.nn.Module, err: float) -> None:
-        if stage == "pruned":
-            stages["pruned_val_error"] = err
-            trace["weights"]["pruned + retrained"] = _weights(m)
-            trace["pruned_bytes"] = layer_bytes(m)
-        elif stage == "shared":
-            stages["quantized_val_error"] = err
-        else:
-            stages["finetuned_val_error"] = err
-            trace["weights"]["shared + fine-tuned"] = _weights(m)
-            trace["centroids"] = {
-                n: shared_parts(x).codebook.detach().cpu().numpy()
-                for n, x in compressible_layers(m)
-                if shared_parts(x) is not None
-            }
-
-    schedule_compress(
-        model,
-        train=fit,
-        evaluate=lambda m: error_rate(m, data.val),
-        out=out_file,
-        budget=budget,
-        lr=recipe.dense.lr,
-        rounds=len(recipe.prune_rounds),
-        epochs=recipe.prune_rounds[0].epochs,
-        seed=seed,
-        resume=resume,
-        progress=not quiet,
-        on_phase=on_phase,
-    )
-    stages["compress_seconds"] = time.time() - t0
-    return stages, trace
-
-
 def _phase_tag(cfg: TrainConfig) -> dict:
     """A training phase's identity for the reference-model cache. The distillation fields
     came later: left out while off, so caches written before them stay valid."""
@@ -269,12 +197,18 @@ def _phase_tag(cfg: TrainConfig) -> dict:
 
 
 def reference_model(
-    name: str, data: Dataset, recipe: Recipe, cache: Path | None, seed: int, quiet: bool
+    name: str,
+    data: Dataset,
+    recipe: Recipe,
+    cache: Path | None,
+    seed: int,
+    quiet: bool,
+    device: torch.device | None = None,
 ) -> tuple[torch.nn.Module, bool]:
-    """The trained dense model: read from `cache` if it is there (and matches), else trained
-    and written there. Returns `(model, reused)`."""
+    """The trained dense model on `device` (None: the CPU): read from `cache` if it is there
+    (and matches), else trained and written there. Returns `(model, reused)`."""
     torch.manual_seed(seed)
-    model = build(name)
+    model = build(name).to(device)
     tag = json.dumps({"dense": _phase_tag(recipe.dense), "seed": seed, "n": len(data.train)})
     same = False
     if cache is not None and cache.is_file():
@@ -288,7 +222,8 @@ def reference_model(
     train(model, data.train, recipe.dense, seed=seed, desc="train reference", progress=not quiet)
     if cache is not None and is_main():
         with atomic_path(cache) as tmp:
-            save_file(model.state_dict(), str(tmp), metadata={"recipe": tag})
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(tmp), metadata={"recipe": tag})
     return model.eval(), False
 
 
@@ -305,6 +240,8 @@ def run(
     after_round=None,
     recipe: str = "paper",
     budget: float = AUTO_BUDGET,
+    bound: float | None = None,
+    device: str | torch.device | None = None,
 ) -> dict:
     """`deepcompress reproduce` / `demo`: the whole pipeline; writes OUT/<name>.dcz and
     OUT/report.json and returns the report. A checkpoint is written to OUT/<name>.ckpt after
@@ -325,7 +262,12 @@ def run(
             smallest file at the paper's accuracy, chosen on the validation split) or "auto"
             (`dc.compress` chooses everything within `budget` points of validation error).
         budget: for "auto".
+        bound: for "auto", instead of `budget`: the validation error (percent) the file may
+            reach; the budget is then this bound less the reference's validation error.
+        device: where the models train and run ("cuda", "cuda:1"; None: the CPU). Checked
+            before any work; with `run_parallel`'s several processes, the CPU only.
     """
+    device = resolve_device(device)
     t0 = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -337,7 +279,7 @@ def run(
         data.train = Split(data.train.x[:train_limit], data.train.y[:train_limit])
     # The demo's reference trains in seconds: no cache file in the user's folder for it.
     cache = out / f"{name}-reference.safetensors" if name != "digits-mlp" else None
-    model, reused = reference_model(name, data, recipe, cache, seed, quiet)
+    model, reused = reference_model(name, data, recipe, cache, seed, quiet, device)
     ref_val, ref_test = error_rate(model, data.val), error_rate(model, data.test)
     _log(
         f"reference {name}: validation error {ref_val:.2f}%, test error {ref_test:.2f}%"
@@ -345,6 +287,14 @@ def run(
         quiet,
     )
     file = out / f"{'demo' if name == 'digits-mlp' else name}.dcz"
+    if auto and bound is not None:
+        budget = bound - ref_val
+        if budget <= 0:
+            raise ValueError(
+                f"the reference's validation error ({ref_val:.2f}%) is already at the bound "
+                f"({bound:g}%): nothing to spend on compression"
+            )
+        _log(f"budget {budget:.2f} points (bound {bound:g}% - reference {ref_val:.2f}%)", quiet)
     if auto:
         stages, trace = compress_auto(
             model, data, recipe, file, budget=budget, seed=seed, quiet=quiet, resume=resume
@@ -364,7 +314,7 @@ def run(
 
     if not is_main():
         return {}
-    decoded = api.load(file, model=build(name))  # accuracy is measured on the decoded file
+    decoded = api.load(file, model=build(name).to(device))  # accuracy: of the decoded file
     test_error = error_rate(decoded, data.test)
     rows, size = layer_stats(file)
     original = 4 * sum(p.numel() for p in build(name).parameters())
@@ -383,7 +333,7 @@ def run(
         "epochs_scale": epochs_scale,
         "train_images": len(data.train),
         "seconds": time.time() - t0,
-        "recipe": {"auto": {"budget": budget}} if auto else asdict(recipe),
+        "recipe": {"auto": {"budget": budget, "bound": bound}} if auto else asdict(recipe),
         "layers": rows,
     }
     write_atomic(out / "report.json", json.dumps(report, indent=2).encode())
@@ -403,6 +353,9 @@ def run_parallel(
     share of every batch; rank 0 writes the files. Returns the report, as `run` does."""
     if nproc == 1:
         return run(name, out_dir, data_dir, **kwargs)
+    device = resolve_device(kwargs.get("device"))
+    if device is not None and device.type != "cpu":
+        raise ValueError(f"--nproc {nproc} trains on the CPU (gloo); use --nproc 1 on {device}")
     launch(_run_rank, nproc, name, str(out_dir), data_dir, kwargs)
     report = json.loads((Path(out_dir) / "report.json").read_text())
     report["table"] = format_table(

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .. import distributed
+from .. import devices, distributed
 from .._progress import bar as progress_bar
 from .data import Split
 
@@ -71,6 +71,8 @@ def train(
     KL(teacher || model) on logits softened by T = `cfg.temperature` (Hinton et al. 2015): the
     dense model teaches its pruned or weight-shared self.
 
+    Batches are drawn and augmented on the CPU and moved to the model's device.
+
     Inside a torch.distributed process group, the model is wrapped in DistributedDataParallel
     and each of the N ranks trains on its 1/N of every batch of `cfg.batch_size` (all ranks
     draw the same order and augmentation), so N processes take the same steps as one.
@@ -96,6 +98,7 @@ def train(
             return cfg.lr * (step + 1) / cfg.warmup_steps
         return 0.5 * cfg.lr * (1 + math.cos(math.pi * step / total))
 
+    device = devices.of(model)
     fill = float(data.x.min())  # the normalised background value
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     model.train()
@@ -106,7 +109,7 @@ def train(
         for i in range(0, len(data), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             x, y = random_shift(data.x[idx], cfg.shift, fill, gen), data.y[idx]
-            xs, ys = x[rank::world], y[rank::world]
+            xs, ys = x[rank::world].to(device), y[rank::world].to(device)
             logits = net(xs)
             value = loss(logits, ys, xs) if loss is not None else loss_fn(logits, ys)
             if teacher is not None and cfg.distill > 0:
@@ -135,10 +138,11 @@ def train(
 
 @torch.no_grad()
 def error_rate(model: nn.Module, data: Split, batch_size: int = 2000) -> float:
-    """Top-1 error of `model` on `data`, in percent."""
+    """Top-1 error of `model` on `data`, in percent (batches moved to the model's device)."""
     model.eval()
+    device = devices.of(model)
     wrong = 0
     for i in range(0, len(data), batch_size):
-        pred = model(data.x[i : i + batch_size]).argmax(1)
+        pred = model(data.x[i : i + batch_size].to(device)).argmax(1).cpu()
         wrong += int((pred != data.y[i : i + batch_size]).sum())
     return 100.0 * wrong / max(1, len(data))

@@ -1,0 +1,92 @@
+"""`reproduce --recipe auto`: the built-in models through `dc.compress`, with this harness's
+training loop and validation error and no per-layer setting written by hand."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ..distributed import active as distributed_active
+from ..parametrizations import shared_parts
+from ..targets import compressible_layers
+from .data import Dataset
+from .recipes import Recipe
+from .report import layer_bytes
+from .train import error_rate, train
+
+
+def layer_weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """Each compressible layer's weights, as a CPU array (for the report's figures)."""
+    return {n: m.weight.detach().cpu().numpy().copy() for n, m in compressible_layers(model)}
+
+
+#: `--recipe auto`: the allowed rise of the validation error (points) over the reference;
+#: the only number `dc.compress` is given besides the reference's training rate and length.
+AUTO_BUDGET = 0.1
+
+
+def compress_auto(
+    model: torch.nn.Module,
+    data: Dataset,
+    recipe: Recipe,
+    out_file: str | os.PathLike,
+    *,
+    budget: float = AUTO_BUDGET,
+    seed: int = 0,
+    quiet: bool = False,
+    resume: bool = False,
+) -> tuple[dict, dict]:
+    """`--recipe auto`: `dc.compress` with this harness's loop and validation error, and no
+    per-layer setting written by hand (only the reference's learning rate, the retraining
+    length of the recipe's first pruning round and its number of rounds). Returns
+    `(stages, trace)` as `compress` does."""
+    from ..schedule import compress as schedule_compress
+
+    if distributed_active():
+        raise ValueError("--recipe auto runs on one process (--nproc 1)")
+    t0 = time.time()
+    template = replace(recipe.prune_rounds[0], distill=0.0)
+    trace: dict = {"weights": {"dense": layer_weights(model)}}
+    stages: dict = {}
+
+    def fit(m, *, epochs, lr, loss=None):
+        cfg = replace(template, epochs=epochs, lr=lr)
+        seed_ = int(torch.randint(1 << 30, ()))  # compress seeds each phase
+        train(m, data.train, cfg, seed=seed_, desc="retrain", progress=not quiet, loss=loss)
+
+    def on_phase(stage: str, m: torch.nn.Module, err: float) -> None:
+        if stage == "pruned":
+            stages["pruned_val_error"] = err
+            trace["weights"]["pruned + retrained"] = layer_weights(m)
+            trace["pruned_bytes"] = layer_bytes(m)
+        elif stage == "shared":
+            stages["quantized_val_error"] = err
+        else:
+            stages["finetuned_val_error"] = err
+            trace["weights"]["shared + fine-tuned"] = layer_weights(m)
+            trace["centroids"] = {
+                n: shared_parts(x).codebook.detach().cpu().numpy()
+                for n, x in compressible_layers(m)
+                if shared_parts(x) is not None
+            }
+
+    schedule_compress(
+        model,
+        train=fit,
+        evaluate=lambda m: error_rate(m, data.val),
+        out=out_file,
+        budget=budget,
+        lr=recipe.dense.lr,
+        rounds=len(recipe.prune_rounds),
+        epochs=recipe.prune_rounds[0].epochs,
+        seed=seed,
+        resume=resume,
+        progress=not quiet,
+        on_phase=on_phase,
+    )
+    stages["compress_seconds"] = time.time() - t0
+    return stages, trace
