@@ -8,6 +8,7 @@ coding) and `dc.load`, and reads each process's peak resident memory.
 
     python benchmarks/bench_scale.py                      # VGG-16, entropy auto
     python benchmarks/bench_scale.py --model alexnet --entropy huffman
+    python benchmarks/bench_scale.py --model alexnet --energy 8388608 33554432
 
 Targets (issue 4): VGG-16 encodes in < 60 s, decodes in < 2 s, peak memory < 3x dense size.
 
@@ -133,6 +134,13 @@ def main() -> None:
     ap.add_argument("--entropy", default="auto", choices=["auto", "huffman", "rans"])
     ap.add_argument("--repeat", type=int, default=3, help="decode runs (the median is shown)")
     ap.add_argument("--stages", action="store_true", help="also the paper's three sizes")
+    ap.add_argument(
+        "--energy",
+        type=int,
+        nargs="*",
+        metavar="ON_CHIP_BYTES",
+        help="also the paper's energy view (dc.energy_view) at these on-chip sizes (8 MiB)",
+    )
     args = ap.parse_args()
     from safetensors.torch import save_file
 
@@ -159,6 +167,12 @@ def main() -> None:
             (child(DECODE, str(dst)) for _ in range(args.repeat)), key=lambda d: d["seconds"]
         )
         dec = decs[len(decs) // 2]
+        if args.energy is not None:
+            import deepcompress as dc
+            from deepcompress.runtime.energy import format_energy
+
+            for on_chip in args.energy or [8 << 20]:
+                print(format_energy(dc.energy_view(dst, on_chip_bytes=on_chip)) + "\n")
     print(f"entropy coder      {args.entropy}")
     print(f"dense size         {dense / 1e6:,.1f} MB")
     print(f"file size          {enc['bytes'] / 1e6:,.2f} MB ({dense / enc['bytes']:.1f}x)")

@@ -24,6 +24,7 @@ _EXPORTS = {
     "auto_sparsity": "analysis",
     "compress": "schedule",
     "encode_state_dict": "api",
+    "energy_view": "runtime.energy",
     "importance": "importance",
     "kmeans_1d": "sharing",
     "load": "api",

@@ -7,6 +7,7 @@ import os
 from ..encode import model_records
 from ..format.inspect import describe
 from ..format.writer import write_atomic
+from ..runtime.energy import format_energy
 
 
 def layer_stats(path: str | os.PathLike) -> tuple[list[dict], int]:
@@ -176,4 +177,6 @@ def write_markdown(report: dict, trace: dict, out_dir: str | os.PathLike) -> Non
         "![weight distributions](weights.png)",
         "",
     ]
+    if "energy" in report:  # reports written before the energy view have none
+        lines += ["## Energy (the paper's view)", "", format_energy(report["energy"]), ""]
     write_atomic(out / "report.md", "\n".join(lines).encode())

@@ -28,6 +28,7 @@ from ..distributed import barrier, broadcast_, is_main, launch
 from ..format.writer import atomic_path, write_atomic
 from ..parametrizations import shared_parts
 from ..pruning import prune_
+from ..runtime.energy import energy_view
 from ..sharing import quantize_
 from ..targets import compressible_layers
 from .auto import AUTO_BUDGET, compress_auto, layer_weights
@@ -335,6 +336,7 @@ def run(
         "seconds": time.time() - t0,
         "recipe": {"auto": {"budget": budget, "bound": bound}} if auto else asdict(recipe),
         "layers": rows,
+        "energy": energy_view(file),
     }
     write_atomic(out / "report.json", json.dumps(report, indent=2).encode())
     report["table"] = format_table(rows, size, original)
