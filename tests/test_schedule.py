@@ -64,7 +64,7 @@ def run(net, digits, out, **kw):
         train=lambda m, *, epochs, lr, loss=None: fit(
             m, digits.train, epochs=epochs, lr=lr, loss=loss
         ),  # fmt: skip
-        evaluate=lambda m: error(m, digits.val),
+        evaluate=kw.pop("evaluate", lambda m: error(m, digits.val)),
         out=out,
         lr=0.05,
         **{"budget": 1.0, "epochs": 1, "progress": False, **kw},
@@ -238,6 +238,24 @@ def test_distillation_loss():
     assert loss(out, torch.randn(6, 4), x).item() == pytest.approx(
         nn.functional.mse_loss(out, teacher(x)).item(), rel=1e-6
     )
+
+
+class Boom(Exception):
+    pass
+
+
+def test_a_run_that_fails_while_sharing_leaves_no_candidate_file(digits, tmp_path):
+    out = tmp_path / "net.dcz"
+
+    def evaluate(m):
+        if list(tmp_path.glob("*.tmp")):  # a candidate file is written: fail there
+            raise Boom
+        return error(m, digits.val)
+
+    with pytest.raises(Boom):
+        run(trained(digits), digits, out, evaluate=evaluate)
+    assert not list(tmp_path.glob("*.tmp")) and not out.exists()
+    assert (tmp_path / "net.dcz.ckpt").exists()  # resume=True can still continue
 
 
 @pytest.mark.parametrize(

@@ -313,36 +313,42 @@ def compress(
     pruned = copy.deepcopy(net)
     if on_phase is not None:
         on_phase("pruned", net, pruned_err)
-    found = []
-    for mode in ("kmeans", "rd") if sharing == "auto" else (sharing,):
-        rd, net, path = mode == "rd", copy.deepcopy(pruned), Path(f"{out}.{mode}.tmp")
-        setting = choose_quality(net, evaluate, limit) if rd else choose_bits(net, evaluate, limit)
-        while True:
-            share = {"quality": setting} if rd else {"bits": per_layer(net, setting)}
-            err = run(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share), rounds)
-            bits = index_bits(net)
-            size = api.save(net, path, entropy=entropy, progress=False)
-            decoded = api.load(path, model=copy.deepcopy(dense).requires_grad_(True))
-            error = float(evaluate(decoded))
-            key = "quality" if rd else "bits"
-            state["history"].append({"phase": "quantize", "sharing": mode, key: setting,
-                                     "error": error, "bytes": size})  # fmt: skip
-            shown = f"quality {setting:g}" if rd else f"{_fmt(setting)} bits"
-            say(f"weight shared at {shown}: error {err:.4g}, from the file {error:.4g}, "
-                f"{size} bytes")  # fmt: skip
-            # more bits cannot win back what pruning cost
-            top = setting >= QUALITIES[-1] if rd else min(setting.values()) >= MAX_BITS
-            if error <= max(limit, pruned_err) or top:
-                break
-            setting = setting + 1 if rd else {k: min(MAX_BITS, b + 1) for k, b in setting.items()}
-            net = copy.deepcopy(pruned)
-        broke = error > max(limit, pruned_err)
-        found.append(((broke, error if broke else size), mode, path, size, error, decoded, bits,
-                      setting if rd else None))  # fmt: skip
-    _, mode, path, size, error, decoded, bits, quality = min(found, key=lambda f: f[0])
-    os.replace(path, out)
-    for f in found:
-        f[2].unlink(missing_ok=True)
+    found, modes = [], ("kmeans", "rd") if sharing == "auto" else (sharing,)
+    try:  # the candidates beside `out` go, whatever happens (a run that fails included)
+        for mode in modes:
+            rd, net, path = mode == "rd", copy.deepcopy(pruned), Path(f"{out}.{mode}.tmp")
+            setting = (
+                choose_quality(net, evaluate, limit) if rd else choose_bits(net, evaluate, limit)
+            )
+            while True:
+                share = {"quality": setting} if rd else {"bits": per_layer(net, setting)}
+                err = run(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share), rounds)
+                bits = index_bits(net)
+                size = api.save(net, path, entropy=entropy, progress=False)
+                decoded = api.load(path, model=copy.deepcopy(dense).requires_grad_(True))
+                error = float(evaluate(decoded))
+                key = "quality" if rd else "bits"
+                state["history"].append({"phase": "quantize", "sharing": mode, key: setting,
+                                         "error": error, "bytes": size})  # fmt: skip
+                shown = f"quality {setting:g}" if rd else f"{_fmt(setting)} bits"
+                say(f"weight shared at {shown}: error {err:.4g}, from the file {error:.4g}, "
+                    f"{size} bytes")  # fmt: skip
+                # more bits cannot win back what pruning cost
+                top = setting >= QUALITIES[-1] if rd else min(setting.values()) >= MAX_BITS
+                if error <= max(limit, pruned_err) or top:
+                    break
+                setting = (
+                    setting + 1 if rd else {k: min(MAX_BITS, b + 1) for k, b in setting.items()}
+                )
+                net = copy.deepcopy(pruned)
+            broke = error > max(limit, pruned_err)
+            found.append(((broke, error if broke else size), mode, path, size, error, decoded, bits,
+                          setting if rd else None))  # fmt: skip
+        _, mode, path, size, error, decoded, bits, quality = min(found, key=lambda f: f[0])
+        os.replace(path, out)
+    finally:
+        for m in modes:
+            Path(f"{out}.{m}.tmp").unlink(missing_ok=True)
     params = sum(p.numel() for p in dense.parameters() if p.is_floating_point())
     summary = Summary(
         path=out, bytes=size, ratio=4 * params / size, error=error,
