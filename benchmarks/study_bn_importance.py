@@ -14,17 +14,14 @@ Bytes and fidelity on the seed-0 set (the set choices are made on). Findings in 
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from realnets import Fidelity, load_state  # noqa: E402
-
-import deepcompress as dc  # noqa: E402
+from study_importance_proxies import sweep  # noqa: E402
 
 EPS = 1e-3  # CREPE's BatchNorm eps
 
@@ -68,16 +65,7 @@ def main(argv=None) -> None:
     kinds, qualities = argv[0].split(","), [float(q) for q in argv[1:]]
     state = load_state("crepe-full")
     fid = Fidelity("crepe-full", seed=0)
-    print("| weighting | quality | bytes | fidelity |\n| --- | --- | --- | --- |")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "x.dcz")
-        for kind in kinds:
-            imp = weighting(state, kind)
-            for q in qualities:
-                size = dc.encode_state_dict(state, path, quality=q, importance=imp)
-                m = fid.measure(dc.load(path))
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
-                print(f"| {kind} | {q:g} | {size} | {shown} |", flush=True)
+    sweep(state, fid, {kind: weighting(state, kind) for kind in kinds}, qualities)
 
 
 if __name__ == "__main__":

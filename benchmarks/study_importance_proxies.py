@@ -35,6 +35,20 @@ def proxy(weights: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor
     return out
 
 
+def sweep(state: dict, fidelity: Fidelity, kinds: dict, qualities: list[float]) -> None:
+    """Print one Markdown row per weighting (`{name: importance or None}`) and quality: the
+    file's bytes and the fidelity of the weights decoded from it."""
+    print("| weighting | quality | bytes | fidelity |\n| --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "x.dcz")
+        for kind, importance in kinds.items():
+            for q in qualities:
+                size = dc.encode_state_dict(state, path, quality=q, importance=importance)
+                m = fidelity.measure(dc.load(path))
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
+                print(f"| {kind} | {q:g} | {size} | {shown} |", flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--net", default="resemblyzer")
@@ -52,15 +66,7 @@ def main(argv=None) -> None:
         **{k: proxy(weights, k) for k in ("tensor", "row", "col")},
         "calibrated": {k: v for k, v in calibrated.items() if k in weights},
     }
-    print("| weighting | quality | bytes | fidelity |\n| --- | --- | --- | --- |")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "x.dcz")
-        for kind, importance in kinds.items():
-            for q in args.quality:
-                size = dc.encode_state_dict(state, path, quality=q, importance=importance)
-                m = fidelity.measure(dc.load(path))
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
-                print(f"| {kind} | {q:g} | {size} | {shown} |", flush=True)
+    sweep(state, fidelity, kinds, args.quality)
 
 
 if __name__ == "__main__":
