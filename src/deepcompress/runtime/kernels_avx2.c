@@ -4,7 +4,10 @@
  * - Codebook look-up in registers for k <= 32: vpermps picks from one 8-float quarter by the
  *   low 3 bits of the code, and blends on bits 3 and 4 choose the quarter (1, 2 or 4 permutes
  *   for k <= 8, 16, 32); larger codebooks are gathered from `table`.
- * - "index": x gathered by column (vgatherdps), 16 kept weights per step in two sums.
+ * - "index": x picked by column with eight scalar loads per vector rather than vgatherdps,
+ *   16 kept weights per step in two sums. On Zen 4 the kernel runs 1.3x faster so (a gather
+ *   issues as a long uop sequence there, as on Zen 2/3 and on Intel cores since the 2023 GDS
+ *   microcode fix); benchmarks/RESULTS.md, issue 18, has the measurement.
  * - "bitmap": AVX2 has no vcompressps, so each byte of a row's mask picks a permutation from a
  *   256-entry table (8 kB, built once at load) that packs the kept x values of 8 columns to the
  *   front; they are stored at the running count (as the AVX-512 kernel does with vcompressps)
@@ -63,10 +66,12 @@ DC_AVX2 static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
 }
 
-#define LOAD16(p) _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p)))
-#define LOAD32(p) _mm256_loadu_si256((const __m256i *)(p))
+/* x at the 8 columns c[0..7], by scalar loads (see the notes at the top). */
+#define PICK8(x, c)                                                                            \
+    _mm256_setr_ps(x[(c)[0]], x[(c)[1]], x[(c)[2]], x[(c)[3]], x[(c)[4]], x[(c)[5]], x[(c)[6]], \
+                   x[(c)[7]])
 
-#define INDEX_MV(NAME, CT, LOADCOLS)                                                           \
+#define INDEX_MV(NAME, CT)                                                                     \
     DC_AVX2 static void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const void *pos,      \
                              int64_t nb, const uint8_t *codes, const float *table, int64_t k,  \
                              const float *x, int64_t nbatch, float *out) {                     \
@@ -78,13 +83,12 @@ DC_AVX2 static inline float hsum(__m256 v) {
             int64_t j = ptr[r], end = ptr[r + 1];                                              \
             __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                         \
             for (; j + 16 <= end; j += 16) {                                                   \
-                __m256 x0 = _mm256_i32gather_ps(x, LOADCOLS(cols + j), 4);                     \
-                __m256 x1 = _mm256_i32gather_ps(x, LOADCOLS(cols + j + 8), 4);                 \
+                __m256 x0 = PICK8(x, cols + j), x1 = PICK8(x, cols + j + 8);                   \
                 a0 = _mm256_fmadd_ps(lookup(codes8(codes + j), t, table, k), x0, a0);          \
                 a1 = _mm256_fmadd_ps(lookup(codes8(codes + j + 8), t, table, k), x1, a1);      \
             }                                                                                  \
             if (j + 8 <= end) {                                                                \
-                __m256 x0 = _mm256_i32gather_ps(x, LOADCOLS(cols + j), 4);                     \
+                __m256 x0 = PICK8(x, cols + j);                                                \
                 a0 = _mm256_fmadd_ps(lookup(codes8(codes + j), t, table, k), x0, a0);          \
                 j += 8;                                                                        \
             }                                                                                  \
@@ -93,8 +97,8 @@ DC_AVX2 static inline float hsum(__m256 v) {
             out[r] = s;                                                                        \
         }                                                                                      \
     }
-INDEX_MV(index16_mv, uint16_t, LOAD16)
-INDEX_MV(index32_mv, int32_t, LOAD32)
+INDEX_MV(index16_mv, uint16_t)
+INDEX_MV(index32_mv, int32_t)
 
 enum { SEGMENT = 16 }; /* 64-column blocks per pass: a 4 kB buffer that stays in L1 */
 

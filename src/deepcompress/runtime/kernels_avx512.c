@@ -1,8 +1,13 @@
 /* The "avx512" level (F, BW, VL, DQ): see _kernels.h for the layouts and the signature.
  *
  * Codebooks of k <= 32 values are looked up in registers (vpermps / vpermi2ps over one or two
- * 16-float halves), larger ones gathered from `table`; x is gathered by column ("index") or its
+ * 16-float halves), larger ones gathered from `table`; x is picked by column ("index") or its
  * kept values packed under the row's bit mask with vcompressps ("bitmap").
+ *
+ * "index" picks x with scalar loads (16 per vector, in two 8-float halves), not vgatherdps,
+ * except in a row's last, partial vector: 1.8x the kernel's speed on Zen 4, whose gathers issue
+ * as long uop sequences, as do Intel's since the 2023 GDS microcode fix (the AVX2 kernel does
+ * the same; benchmarks/RESULTS.md, issue 18).
  */
 #include "_kernels.h"
 
@@ -17,6 +22,12 @@ DC_AVX512 static inline __m512 lookup(__m512i idx, __m512 lo, __m512 hi, const f
     if (k <= 32) return _mm512_permutex2var_ps(lo, idx, hi);
     return _mm512_i32gather_ps(idx, table, 4);
 }
+
+/* x at the 16 columns c[0..15], by scalar loads. */
+#define PICK8(x, c)                                                                            \
+    _mm256_setr_ps(x[(c)[0]], x[(c)[1]], x[(c)[2]], x[(c)[3]], x[(c)[4]], x[(c)[5]], x[(c)[6]], \
+                   x[(c)[7]])
+#define PICK16(x, c) _mm512_insertf32x8(_mm512_castps256_ps512(PICK8(x, c)), PICK8(x, (c) + 8), 1)
 
 /* The first n of 16 lanes (none for n <= 0). */
 DC_AVX512 static inline __mmask16 lanes(int64_t n) {
@@ -42,20 +53,19 @@ DC_AVX512 static inline void load_table(const float *table, int64_t k, __m512 *l
             int64_t j = ptr[r], end = ptr[r + 1];                                              \
             __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();                         \
             for (; j + 32 <= end; j += 32) {                                                   \
-                __m512i i0 = LOADCOLS(0xFFFF, cols + j), i1 = LOADCOLS(0xFFFF, cols + j + 16); \
                 __m512i c0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)(codes + j))); \
                 __m512i c1 =                                                                   \
                     _mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)(codes + j + 16)));     \
-                a0 = _mm512_fmadd_ps(lookup(c0, lo, hi, table, k),                             \
-                                     _mm512_i32gather_ps(i0, x, 4), a0);                       \
-                a1 = _mm512_fmadd_ps(lookup(c1, lo, hi, table, k),                             \
-                                     _mm512_i32gather_ps(i1, x, 4), a1);                       \
+                a0 = _mm512_fmadd_ps(lookup(c0, lo, hi, table, k), PICK16(x, cols + j), a0);    \
+                a1 = _mm512_fmadd_ps(lookup(c1, lo, hi, table, k), PICK16(x, cols + j + 16),    \
+                                     a1);                                                      \
             }                                                                                  \
             for (; j < end; j += 16) {                                                         \
                 __mmask16 m = lanes(end - j);                                                  \
-                __m512i i0 = LOADCOLS(m, cols + j);                                            \
                 __m512i c0 = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, codes + j));         \
-                __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, i0, x, 4);        \
+                __m512 xv = m == 0xFFFF ? PICK16(x, cols + j)                                  \
+                                        : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m,     \
+                                                                   LOADCOLS(m, cols + j), x, 4); \
                 a0 = _mm512_fmadd_ps(_mm512_maskz_mov_ps(m, lookup(c0, lo, hi, table, k)), xv, \
                                      a0);                                                      \
             }                                                                                  \
