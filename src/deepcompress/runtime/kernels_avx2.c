@@ -5,9 +5,9 @@
  *   low 3 bits of the code, and blends on bits 3 and 4 choose the quarter (1, 2 or 4 permutes
  *   for k <= 8, 16, 32); larger codebooks are gathered from `table`.
  * - "index": x picked by column with eight scalar loads per vector rather than vgatherdps,
- *   16 kept weights per step in two sums. On Zen 4 the kernel runs 1.3x faster so (a gather
+ *   16 kept weights per step in two sums. On Zen 4 the kernel runs 1.5x faster so (a gather
  *   issues as a long uop sequence there, as on Zen 2/3 and on Intel cores since the 2023 GDS
- *   microcode fix); benchmarks/RESULTS.md, issue 18, has the measurement.
+ *   microcode fix): benchmarks/bench_kernels.py and gather_vs_loads.c, RESULTS.md issue 18.
  * - "bitmap": AVX2 has no vcompressps, so each byte of a row's mask picks a permutation from a
  *   256-entry table (8 kB, built once at load) that packs the kept x values of 8 columns to the
  *   front; they are stored at the running count (as the AVX-512 kernel does with vcompressps)

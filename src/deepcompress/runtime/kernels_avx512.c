@@ -5,7 +5,7 @@
  * kept values packed under the row's bit mask with vcompressps ("bitmap").
  *
  * "index" picks x with scalar loads (16 per vector, in two 8-float halves), not vgatherdps,
- * except in a row's last, partial vector: 1.8x the kernel's speed on Zen 4, whose gathers issue
+ * except in a row's last, partial vector: 1.5x the kernel's speed on Zen 4, whose gathers issue
  * as long uop sequences, as do Intel's since the 2023 GDS microcode fix (the AVX2 kernel does
  * the same; benchmarks/RESULTS.md, issue 18).
  */

@@ -21,7 +21,7 @@
 
 /* out[r] = sum_j table[codes[j]] * x[cols[j]]: four partial sums, so that the additions do not
  * wait on each other, and eight codes read in one 8-byte load (memcpy), which takes a load per
- * weight off the ports that bound this loop: 1.3x on Zen 4. */
+ * weight off the ports that bound this loop: 1.15x on Zen 4 (benchmarks/bench_kernels.py). */
 #define INDEX_MV(NAME, CT)                                                                     \
     static void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const void *pos, int64_t nb,  \
                      const uint8_t *codes, const float *table, int64_t k, const float *x,      \
