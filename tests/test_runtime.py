@@ -208,7 +208,10 @@ def test_autotune_picks_the_faster_mode_and_keeps_the_outputs(tmp_path, monkeypa
 
         return wrapper
 
-    for kind in {type(m.weight_c) for m in layers.values()}:
+    for kind in {type(m.weight_c) for m in layers.values()} | {
+        layouts.IndexMatrix,  # the layouts autotune_ converts to take the same time
+        layouts.BitmapMatrix,
+    }:
         monkeypatch.setattr(kind, "matmul_t", timed(kind.matmul_t, "compressed"))
         monkeypatch.setattr(kind, "dense", timed(kind.dense, "dense"))
     plans = autotune_(comp, torch.randn(2, 1, 28, 28), batch_sizes=(1, 64), repeats=2)
@@ -266,6 +269,59 @@ def test_autotune_chooses_the_faster_thread_count(tmp_path, monkeypatch, fast_th
     with torch.no_grad():
         comp(torch.randn(8, 1, 28, 28))
     assert seen == [want] * len(layers)
+
+
+@pytest.mark.skipif(not simd.available(), reason="needs the C kernels")
+@pytest.mark.parametrize("fast", ["index", "bitmap"])
+def test_autotune_keeps_each_weight_in_the_faster_layout(tmp_path, monkeypatch, fast):
+    """The same clock trick on the layouts: one layout's kernel made 50x slower than the
+    other's, the dense path slower still. Whatever layout load chose, autotune must leave every
+    weight in the fast one, run it, and the outputs must stay those of the dense model."""
+    path = lenet_file(tmp_path, LeNet5)
+    dense = dc.load(path, model=LeNet5()).eval()
+    comp = dc.load(path, model=LeNet5(), runtime="compressed").eval()
+    clock = [0.0]
+    monkeypatch.setattr(modules, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    for kind in (layouts.IndexMatrix, layouts.BitmapMatrix):
+
+        def matmul_t(self, *args, real=kind.matmul_t, **kwargs):
+            clock[0] += 0.001 if self.layout == fast else 0.05
+            return real(self, *args, **kwargs)
+
+        def slow_dense(self, real=kind.dense):
+            clock[0] += 1.0
+            return real(self)
+
+        monkeypatch.setattr(kind, "matmul_t", matmul_t)
+        monkeypatch.setattr(kind, "dense", slow_dense)
+    plans = autotune_(comp, torch.randn(2, 1, 28, 28), batch_sizes=(1, 8), repeats=2)
+    layers = [m for m in comp.modules() if isinstance(m, (CompressedLinear, CompressedConv2d))]
+    assert len(layers) == 4 and all(p == {1: "compressed", 8: "compressed"} for p in plans.values())
+    assert {m.weight_c.layout for m in layers} == {fast}
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        assert rel_err(comp(x), dense(x)) < 1e-5
+    kept = {id(m.weight_c) for m in layers}
+    autotune_(comp, torch.randn(2, 1, 28, 28), batch_sizes=(1,), repeats=1, layouts=())
+    assert {id(m.weight_c) for m in layers} == kept  # layouts=(): the loaded layout stays
+
+
+@pytest.mark.parametrize("kept", [0.0, 0.03, 0.3, 1.0])
+def test_to_layout_keeps_the_matrix(kept):
+    """Converting between "index" and "bitmap" (and to "entries") keeps every weight: the
+    same dense matrix and the same products, at kept fractions from none to all, on a shape
+    whose columns are not a whole number of 64-bit words."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(37, 150, generator=g).round(decimals=1)
+    w[torch.rand(37, 150, generator=g) >= kept] = 0
+    x = torch.randn(5, 150, generator=g)
+    for start in ("index", "bitmap"):
+        m = CompressedMatrix.from_dense(w, start)
+        for target in ("index", "bitmap", "entries"):
+            t = m.to_layout(target)
+            assert t.layout == target and t.shape == m.shape
+            assert torch.equal(t.dense(), w)
+            assert torch.allclose(t.matmul_t(x), x @ w.T, atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,9 @@ AVX2, NEON or portable C; each matrix keeps the level it was built at, in `.leve
 of the dense size (up to 13% kept), else "bitmap"; without the C extension (or with
 DEEPCOMPRESS_SIMD=0), "entries". Memory decides, not speed: "index" runs faster than "bitmap"
 up to about 35-50% kept (`python benchmarks/bench_runtime.py --sweep`), but past 13% it holds
-more than a tenth of the dense bytes; pass layout="index" to trade memory for that speed
-(`modules.autotune_` times modes and thread counts, not layouts). Every layout has a numba
-reference kernel; the tests check every C level against them.
+more than a tenth of the dense bytes; pass layout="index" to trade memory for that speed, or
+let `modules.autotune_` time both (`CompressedMatrix.to_layout` converts between them). Every
+layout has a numba reference kernel; the tests check every C level against them.
 """
 
 from __future__ import annotations
@@ -259,6 +259,14 @@ class _CodedMatrix(CompressedMatrix):
     def _arrays(self):
         return self.ptr, self.pos, self.codes, self.table
 
+    def to_layout(self, layout: str) -> CompressedMatrix:
+        """The same matrix in `layout` (its positions, codes and codebook, rebuilt)."""
+        nnz = int(self.ptr[-1])
+        symbols = self.codes[:nnz].astype(np.int64) + 1
+        return CompressedMatrix.from_positions(
+            self.shape, self._flat_positions(), symbols, self.table, layout
+        )
+
     def matmul_t(
         self, x: torch.Tensor, use_simd: bool | None = None, level: str | None = None
     ) -> torch.Tensor:
@@ -290,6 +298,10 @@ class IndexMatrix(_CodedMatrix):
         col = positions % shape[1]
         return col.astype(np.uint16 if shape[1] <= 1 << 16 else np.int32)
 
+    def _flat_positions(self) -> np.ndarray:
+        row = np.repeat(np.arange(self.shape[0], dtype=np.int64), np.diff(self.ptr))
+        return row * self.shape[1] + self.pos
+
     def dense(self) -> torch.Tensor:
         out = np.zeros(self.shape, dtype=np.float32)
         row = np.repeat(np.arange(self.shape[0]), np.diff(self.ptr))
@@ -315,6 +327,12 @@ class BitmapMatrix(_CodedMatrix):
         bit = np.left_shift(np.uint64(1), (col % 64).astype(np.uint64))
         np.add.at(words, (row, col // 64), bit)
         return words
+
+    def _flat_positions(self) -> np.ndarray:
+        rows, nb = self.pos.shape
+        bits = np.unpackbits(self.pos.view(np.uint8), bitorder="little").reshape(rows, nb * 64)
+        row, col = np.nonzero(bits)  # row-major: ascending positions
+        return row.astype(np.int64) * self.shape[1] + col
 
     def dense(self) -> torch.Tensor:
         rows, nb = self.pos.shape

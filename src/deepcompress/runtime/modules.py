@@ -157,13 +157,25 @@ def matrix_from_record(rec) -> CompressedMatrix:
     )
 
 
+#: How much faster another layout must be for `autotune_` to convert a weight to it.
+MARGIN = 0.05
+
+
 def autotune_(
-    model: nn.Module, example: torch.Tensor, batch_sizes=(1, 8, 64), repeats: int = 5
+    model: nn.Module,
+    example: torch.Tensor,
+    batch_sizes=(1, 8, 64),
+    repeats: int = 5,
+    layouts=("index", "bitmap"),
 ) -> dict[str, dict[int, str]]:
     """Choose, per compressed layer and batch size, the fastest of "dense" and "compressed"
     (the latter on one thread and on all of numba's, where the C kernels run) by timing the
     layer on inputs like those it sees in `model(example)`, with the kernels of this machine's
-    SIMD level. Returns the plans; the thread counts go to each weight's `.threads`."""
+    SIMD level. Where the C kernels run, each weight is also tried in every layout of
+    `layouts` ("index", "bitmap") and converted to another one where its planned times,
+    summed over the batch sizes, are at least `MARGIN` less: past 13% kept, "index" can run
+    faster than the "bitmap" that `load` takes, at up to twice its bytes (`layouts=()` keeps
+    the loaded layout). Returns the plans; the thread counts go to each weight's `.threads`."""
     inputs: dict[nn.Module, torch.Tensor] = {}
     layers = {
         n: m
@@ -178,34 +190,51 @@ def autotune_(
         model(example[:1])
     for h in hooks:
         h.remove()
-    all_threads = numba.get_num_threads()
     plans = {}
     for name, m in layers.items():
         wc = m.weight_c
-        threads = (1, all_threads) if wc.level is not None and all_threads > 1 else (None,)
-        with torch.no_grad():  # the kernel's rows per input: 1, or a conv's output positions
-            rows = m(inputs[m]).numel() // max(1, wc.shape[0])
-        for bs in batch_sizes:
-            x = inputs[m].expand(bs, *inputs[m].shape[1:]).contiguous()
-            times = {}
-            for mode, nt in [("dense", None)] + [("compressed", t) for t in threads]:
-                m.plan[bs] = mode
-                if nt is not None:
-                    wc.threads[bs * rows] = nt  # the kernel sees bs * rows inputs
-                with torch.no_grad():
-                    m(x)
-                    t0 = time.perf_counter()
-                    for _ in range(repeats):
-                        m(x)
-                times[mode, nt] = time.perf_counter() - t0
-            mode, nt = min(times, key=times.get)
-            m.plan[bs] = mode
-            if nt is None:
-                wc.threads.pop(bs * rows, None)
-            else:
-                wc.threads[bs * rows] = nt
+        candidates = [wc]
+        if wc.level is not None and wc.layout in ("index", "bitmap"):
+            candidates += [wc.to_layout(lay) for lay in layouts if lay != wc.layout]
+        tuned = []
+        for cand in candidates:
+            m.weight_c = cand
+            with torch.no_grad():  # the kernel's rows per input: 1, or a conv's output positions
+                rows = m(inputs[m]).numel() // max(1, cand.shape[0])
+            tuned.append((_tune(m, inputs[m], rows, batch_sizes, repeats), dict(m.plan), cand))
+        best = tuned[0]  # another layout only where it is clearly faster (timing noise)
+        for t in tuned[1:]:
+            if t[0] < (1 - MARGIN) * best[0]:
+                best = t
+        _, m.plan, m.weight_c = best
         plans[name] = dict(m.plan)
     return plans
+
+
+def _tune(m: nn.Module, x1: torch.Tensor, rows: int, batch_sizes, repeats: int) -> float:
+    """Plan layer `m`'s mode and its weight's thread count per batch size by timing each;
+    returns the planned modes' median seconds a call, summed over the batch sizes."""
+    wc = m.weight_c
+    all_threads = numba.get_num_threads()
+    threads = (1, all_threads) if wc.level is not None and all_threads > 1 else (None,)
+    total = 0.0
+    for bs in batch_sizes:
+        x = x1.expand(bs, *x1.shape[1:]).contiguous()
+        times = {}
+        for mode, nt in [("dense", None)] + [("compressed", t) for t in threads]:
+            m.plan[bs] = mode
+            if nt is not None:
+                wc.threads[bs * rows] = nt  # the kernel sees bs * rows inputs
+            with torch.no_grad():  # the median call: a preempted one does not decide
+                times[mode, nt] = median_seconds(lambda x=x: m(x), repeats)
+        mode, nt = min(times, key=times.get)
+        total += times[mode, nt]
+        m.plan[bs] = mode
+        if nt is None:
+            wc.threads.pop(bs * rows, None)
+        else:
+            wc.threads[bs * rows] = nt
+    return total
 
 
 def median_seconds(fn, repeats: int, before=None) -> float:
