@@ -15,8 +15,8 @@ rebuilds the dense weight for that call only and uses torch's GEMM. Where each w
 7-20x on the paper's 4-9%-kept fc layers and 1.8x at 25% kept (AVX-512, Zen 4); at batch 64
 dense past about 50% kept (the paper saw its sparse kernels lose to dense at batch 64 too); on
 layers of a few thousand weights dense, as a call of ours has a fixed cost of about 6 us (2 for
-torch's). `autotune_` chooses by measured time, thread counts included, with the kernels this
-machine runs.
+torch's). `autotune_` chooses by measured time, thread counts and layouts included, with the
+kernels this machine runs.
 """
 
 from __future__ import annotations
