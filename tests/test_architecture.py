@@ -21,7 +21,7 @@ LAYERS = [
     ["format"],  # container, reader, writer, config files, inspect
     ["parametrizations", "targets", "settings", "distributed"],  # what the stages share
     ["pruning", "sharing", "ecsq"],  # the lossy stages (ecsq: rate-distortion sharing)
-    ["encode", "checkpoint", "analysis", "retrain", "importance", "selection"],
+    ["encode", "checkpoint", "analysis", "retrain", "importance", "selection", "phases"],
     ["runtime"],  # the last stage: running from the compressed form
     ["api"],  # the model-level verbs that touch files
     ["schedule"],  # the whole schedule in one call: compress, plan

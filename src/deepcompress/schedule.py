@@ -49,8 +49,6 @@ Users who keep their own loop (Lightning, Accelerate, DDP) drive the same schedu
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -65,18 +63,15 @@ from .analysis import sensitivity, tolerated_sparsity
 from .checkpoint import read_meta, restore, save_checkpoint
 from .devices import resolve as resolve_device
 from .parametrizations import strip_
-from .pruning import prune_
+from .phases import PRUNE_LR, Phase, back_off, check, fmt, prune_phases, sparsities
 from .retrain import distillation_loss, recalibrate_batchnorm
 from .runtime.energy import energy_view
 from .selection import MAX_BITS, QUALITIES, choose_bits, choose_quality, index_bits, per_layer
-from .sharing import quantize_
-from .targets import compressible_layers
 
 #: A layer's target: the largest sparsity it tolerates alone within TOLERANCE x budget.
 TOLERANCE = 4.0
 #: The sensitivity grid: finer at the high sparsities where the big layers end up.
 GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98)
-PRUNE_LR = 0.4  # retraining after pruning, as a fraction of the dense model's rate
 FINETUNE_LR = 0.01  # codebook fine-tuning
 PRUNE_SHARE = 0.7  # of the budget, what pruning may use before weight sharing
 MAX_RETRIES = 3  # back-offs of one pruning round at most
@@ -85,28 +80,6 @@ SHARING = ("auto", "kmeans", "rd")
 
 Train = Callable[..., None]
 Evaluate = Callable[[nn.Module], float]
-
-
-@dataclass
-class Phase:
-    """One step of the schedule: apply it, then train `epochs` epochs at peak rate `lr`."""
-
-    kind: str  # "prune" or "quantize"
-    epochs: int
-    lr: float
-    sparsity: dict[str, float] = field(default_factory=dict)  # layer -> total sparsity
-    bits: dict[str, int] = field(default_factory=dict)  # layer -> bits per cluster index
-    quality: float | None = None  # rate-distortion sharing at this quality instead of bits
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        """`prune_` to this phase's sparsities (only where they rise) or `quantize_`."""
-        if self.kind == "prune":
-            now = _sparsities(model)
-            rise = {n: s for n, s in self.sparsity.items() if s > now.get(n, 0.0) + 1e-9}
-            return prune_(model, sparsity=rise) if rise else model
-        if self.quality is not None:
-            return quantize_(model, quality=self.quality)
-        return quantize_(model, bits=self.bits)
 
 
 @dataclass
@@ -147,11 +120,11 @@ def plan(
     sharing (`compress` chooses either by measured error instead). Measures the sensitivity
     unless `table` is given; leaves `model` as it was.
     """
-    _check(budget, lr, rounds, epochs)
+    check(budget, lr, rounds, epochs)
     if table is None:
         table = sensitivity(model, evaluate, GRID, progress=progress)
     target = tolerated_sparsity(table, TOLERANCE * budget)
-    phases = _prune_phases(target, rounds, epochs, lr)
+    phases = prune_phases(target, rounds, epochs, lr)
     if quality is not None and bits is not None:
         raise ValueError("give bits or quality, not both")
     chosen = bits if bits is not None else {"conv": 6, "linear": 4, "embedding": 4}
@@ -220,7 +193,7 @@ def compress(
             `sharing`, a device this machine does not have.
         FileNotFoundError: `out`'s folder does not exist (checked before any work).
     """
-    _check(budget, lr, rounds, epochs)
+    check(budget, lr, rounds, epochs)
     if sharing not in SHARING:
         raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
     out = Path(out)
@@ -247,7 +220,7 @@ def compress(
         state = {"settings": settings, "dense_error": dense_error, "target": target,
                  "done": 0, "history": []}  # fmt: skip
         save_checkpoint(dense, dense_file, {})
-        say(f"dense model: error {dense_error:.4g}; targets {_fmt(target)}")
+        say(f"dense model: error {dense_error:.4g}; targets {fmt(target)}")
     else:
         dense = copy.deepcopy(model)
         strip_(dense)
@@ -281,21 +254,21 @@ def compress(
     while state["done"] < rounds + extra and not state.get("stopped"):
         r = state["done"]
         if r < rounds:
-            phase = _prune_phases(state["target"], rounds, epochs, lr)[r]
+            phase = prune_phases(state["target"], rounds, epochs, lr)[r]
         else:
             if retries == 0:  # a new extra round: push the targets
                 state["target"] = {n: 1 - (1 - t) * PUSH for n, t in state["target"].items()}
             phase = Phase("prune", 2 * epochs, PRUNE_LR * lr, sparsity=dict(state["target"]))
-        before, was = copy.deepcopy(net), _sparsities(net)
+        before, was = copy.deepcopy(net), sparsities(net)
         err = run(phase, r)
         state["history"].append({"phase": "prune", "round": r + 1, "error": err,
                                  "sparsity": phase.sparsity})  # fmt: skip
         what = f"round {r + 1}/{rounds}" if r < rounds else f"extra round {r + 1 - rounds}"
-        say(f"prune {what}: error {err:.4g} at {_fmt(phase.sparsity)}")
+        say(f"prune {what}: error {err:.4g} at {fmt(phase.sparsity)}")
         if err > state["dense_error"] + PRUNE_SHARE * budget + 1e-9:
             net = before
             limit_ = MAX_RETRIES if r < rounds else 1
-            moved = _back_off(state["target"], phase, was) if retries < limit_ else []
+            moved = back_off(state["target"], phase, was) if retries < limit_ else []
             if moved:
                 say(f"over budget: {', '.join(moved)} backed off; retrying")
                 retries += 1
@@ -330,7 +303,7 @@ def compress(
                 key = "quality" if rd else "bits"
                 state["history"].append({"phase": "quantize", "sharing": mode, key: setting,
                                          "error": error, "bytes": size})  # fmt: skip
-                shown = f"quality {setting:g}" if rd else f"{_fmt(setting)} bits"
+                shown = f"quality {setting:g}" if rd else f"{fmt(setting)} bits"
                 say(f"weight shared at {shown}: error {err:.4g}, from the file {error:.4g}, "
                     f"{size} bytes")  # fmt: skip
                 # more bits cannot win back what pruning cost
@@ -352,7 +325,7 @@ def compress(
     params = sum(p.numel() for p in dense.parameters() if p.is_floating_point())
     summary = Summary(
         path=out, bytes=size, ratio=4 * params / size, error=error,
-        dense_error=state["dense_error"], model=decoded, sparsity=_sparsities(decoded),
+        dense_error=state["dense_error"], model=decoded, sparsity=sparsities(decoded),
         bits=bits, history=state["history"], quality=quality, energy=energy_view(out),
     )  # fmt: skip
     say(f"{out}: {size} bytes, {summary.ratio:.1f}x, error {error:.4g} "
@@ -361,57 +334,6 @@ def compress(
     for f in (ckpt, dense_file):
         f.unlink(missing_ok=True)
     return summary
-
-
-# --- the pieces ------------------------------------------------------------------------------
-
-
-def _check(budget, lr, rounds, epochs) -> None:
-    if not budget >= 0:
-        raise ValueError(f"budget must be >= 0, got {budget}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if rounds < 1 or epochs < 1:
-        raise ValueError(f"rounds and epochs must be >= 1, got {rounds} and {epochs}")
-
-
-def _prune_phases(target: dict[str, float], rounds: int, epochs: int, lr: float) -> list[Phase]:
-    """Kept fractions falling geometrically to the targets over `rounds` rounds."""
-    return [
-        Phase(
-            "prune",
-            2 * epochs if r == rounds - 1 else epochs,
-            PRUNE_LR * lr,
-            sparsity={n: 1.0 - (1.0 - s) ** ((r + 1) / rounds) for n, s in target.items()},
-        )
-        for r in range(rounds)
-    ]
-
-
-def _back_off(target: dict[str, float], phase: Phase, was: dict[str, float]) -> list[str]:
-    """Set the target of every layer that `phase` pruned further than it stood (`was`)
-    halfway back, in log kept fraction, to where it stood; the layers moved (none: nothing
-    left to back off)."""
-    moved = []
-    for name, s in phase.sparsity.items():
-        if s > was.get(name, 0.0) + 1e-3:
-            kept_was, kept_target = 1.0 - was.get(name, 0.0), 1.0 - target[name]
-            target[name] = 1.0 - math.sqrt(kept_was * kept_target)
-            moved.append(name)
-    return moved
-
-
-def _sparsities(model: nn.Module) -> dict[str, float]:
-    """Each compressible layer's fraction of zero weights."""
-    out = {}
-    for name, module in compressible_layers(model):
-        w = module.weight.detach()
-        out[name] = float((w == 0).sum()) / max(1, w.numel())
-    return out
-
-
-def _fmt(d: dict[str, float]) -> str:
-    return json.dumps({k: round(v, 3) for k, v in d.items()})
 
 
 __all__ = ["Phase", "Summary", "compress", "plan"]

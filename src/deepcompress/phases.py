@@ -1,0 +1,87 @@
+"""The steps of `schedule`: a `Phase` (prune or share, then retrain) and the pure pieces the
+schedule is made of (the pruning rounds' kept fractions, backing a round off, measuring a
+model's sparsities). `schedule.compress` and `schedule.plan` put them together."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .pruning import prune_
+from .sharing import quantize_
+from .targets import compressible_layers
+
+PRUNE_LR = 0.4  # retraining after pruning, as a fraction of the dense model's rate
+
+
+@dataclass
+class Phase:
+    """One step of the schedule: apply it, then train `epochs` epochs at peak rate `lr`."""
+
+    kind: str  # "prune" or "quantize"
+    epochs: int
+    lr: float
+    sparsity: dict[str, float] = field(default_factory=dict)  # layer -> total sparsity
+    bits: dict[str, int] = field(default_factory=dict)  # layer -> bits per cluster index
+    quality: float | None = None  # rate-distortion sharing at this quality instead of bits
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """`prune_` to this phase's sparsities (only where they rise) or `quantize_`."""
+        if self.kind == "prune":
+            now = sparsities(model)
+            rise = {n: s for n, s in self.sparsity.items() if s > now.get(n, 0.0) + 1e-9}
+            return prune_(model, sparsity=rise) if rise else model
+        if self.quality is not None:
+            return quantize_(model, quality=self.quality)
+        return quantize_(model, bits=self.bits)
+
+
+def check(budget, lr, rounds, epochs) -> None:
+    if not budget >= 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if rounds < 1 or epochs < 1:
+        raise ValueError(f"rounds and epochs must be >= 1, got {rounds} and {epochs}")
+
+
+def prune_phases(target: dict[str, float], rounds: int, epochs: int, lr: float) -> list[Phase]:
+    """Kept fractions falling geometrically to the targets over `rounds` rounds."""
+    return [
+        Phase(
+            "prune",
+            2 * epochs if r == rounds - 1 else epochs,
+            PRUNE_LR * lr,
+            sparsity={n: 1.0 - (1.0 - s) ** ((r + 1) / rounds) for n, s in target.items()},
+        )
+        for r in range(rounds)
+    ]
+
+
+def back_off(target: dict[str, float], phase: Phase, was: dict[str, float]) -> list[str]:
+    """Set the target of every layer that `phase` pruned further than it stood (`was`)
+    halfway back, in log kept fraction, to where it stood; the layers moved (none: nothing
+    left to back off)."""
+    moved = []
+    for name, s in phase.sparsity.items():
+        if s > was.get(name, 0.0) + 1e-3:
+            kept_was, kept_target = 1.0 - was.get(name, 0.0), 1.0 - target[name]
+            target[name] = 1.0 - math.sqrt(kept_was * kept_target)
+            moved.append(name)
+    return moved
+
+
+def sparsities(model: nn.Module) -> dict[str, float]:
+    """Each compressible layer's fraction of zero weights."""
+    out = {}
+    for name, module in compressible_layers(model):
+        w = module.weight.detach()
+        out[name] = float((w == 0).sum()) / max(1, w.numel())
+    return out
+
+
+def fmt(d: dict[str, float]) -> str:
+    return json.dumps({k: round(v, 3) for k, v in d.items()})
