@@ -169,11 +169,43 @@ def test_plan_drives_a_users_own_loop(digits, tmp_path):
     assert phases[2].bits == {"conv": 6, "fc1": 4, "fc2": 4}
 
 
+def searched(summary, mode: str, limit: float) -> tuple[list[dict], dict]:
+    """Check `compress`'s sharing search for `mode` in `summary.history` and return its steps:
+    from the first setting (chosen before fine-tuning), one step up while the decoded model
+    broke the budget, or, if the first kept within it, one step down while the next step's
+    file was smaller and its error no higher. Returns (the steps, the one whose file was kept)."""
+    from deepcompress.selection import step
+
+    rd, key = mode == "rd", "quality" if mode == "rd" else "bits"
+    steps = [h for h in summary.history if h["phase"] == "quantize" and h["sharing"] == mode]
+    if steps[0]["error"] > limit:  # climbed: each step one up, until one kept within the budget
+        for a, b in zip(steps, steps[1:]):
+            assert a["error"] > limit and b[key] == step(a[key], rd, 1)
+        kept = steps[-1]
+    else:  # descended: each step one down, smaller and within, but for a last failed trial
+        for a, b in zip(steps, steps[1:]):
+            assert b[key] == step(a[key], rd, -1)
+        accepted = steps
+        last = steps[-1]
+        if len(steps) > 1 and (
+            last["error"] > steps[-2]["error"] or last["bytes"] >= steps[-2]["bytes"]
+        ):
+            accepted = steps[:-1]  # the trial below the kept one was worse or no smaller
+        else:
+            assert step(last[key], rd, -1) is None  # stopped at the end of the range
+        for a, b in zip(accepted, accepted[1:]):
+            assert b["bytes"] < a["bytes"] and b["error"] <= a["error"]
+        kept = accepted[-1]
+    assert kept["error"] <= limit
+    return steps, kept
+
+
 def test_sharing_rd_kmeans_and_the_smaller_of_both(digits, tmp_path):
-    """`sharing="rd"` picks the lowest quality whose shared model (before fine-tuning) keeps
-    within the budget: one quality lower must break it on the pruned model. The default tries
-    k-means bits and rd and keeps the smaller file. The summary's bits are the file's index
-    widths."""
+    """`sharing="rd"` starts at the lowest quality whose shared model (before fine-tuning)
+    keeps within the budget: one quality lower must break it on the pruned model; then it
+    steps down while the fine-tuned, decoded model is no worse in a smaller file (`searched`).
+    The same for k-means bits. The default tries k-means bits and rd and keeps
+    the smaller file. The summary's bits are the file's index widths."""
     from deepcompress.format.reader import read
     from deepcompress.selection import QUALITIES
 
@@ -184,9 +216,11 @@ def test_sharing_rd_kmeans_and_the_smaller_of_both(digits, tmp_path):
             pruned["model"] = copy.deepcopy(m)
 
     rd = run(trained(digits), digits, tmp_path / "rd.dcz", on_phase=keep, sharing="rd")
-    first = next(h for h in rd.history if h["phase"] == "quantize")
-    assert rd.quality in QUALITIES and first["quality"] <= rd.quality and "bits" not in first
     limit = rd.dense_error + 1.0
+    steps, kept = searched(rd, "rd", limit)
+    first = steps[0]
+    assert first["quality"] in QUALITIES and "bits" not in first
+    assert rd.quality == kept["quality"] and rd.bytes == kept["bytes"] and rd.error == kept["error"]
     q = first["quality"]
     assert error(dc.quantize_(copy.deepcopy(pruned["model"]), quality=q), digits.val) <= limit
     if q > QUALITIES[0]:
@@ -196,14 +230,15 @@ def test_sharing_rd_kmeans_and_the_smaller_of_both(digits, tmp_path):
          if r.codec == "shared"}  # fmt: skip
     assert rd.bits == {n: max(1, v.bit_length()) for n, v in k.items()}
     km = run(trained(digits), digits, tmp_path / "km.dcz", sharing="kmeans")
-    assert km.quality is None and "bits" in km.history[-1] and km.error <= km.dense_error + 1.0
+    _, km_kept = searched(km, "kmeans", limit)
+    assert km.quality is None and km.bytes == km_kept["bytes"] and km.error <= limit
     assert set(km.bits) == set(rd.bits) == {"conv", "fc1", "fc2"}
     # the default tries both from the same pruned model and keeps the smaller file
     auto = run(trained(digits), digits, tmp_path / "auto.dcz")
     smaller = min((km, rd), key=lambda s: s.bytes)
     assert {h["sharing"] for h in auto.history if h["phase"] == "quantize"} == {"kmeans", "rd"}
     assert (tmp_path / "auto.dcz").read_bytes() == smaller.path.read_bytes()
-    tried = {h["sharing"]: h["bytes"] for h in auto.history if h["phase"] == "quantize"}
+    tried = {mode: searched(auto, mode, limit)[1]["bytes"] for mode in ("kmeans", "rd")}
     assert tried == {"kmeans": km.bytes, "rd": rd.bytes}
     assert auto.quality == smaller.quality and auto.bytes == smaller.bytes
     assert not list(tmp_path.glob("*.tmp"))

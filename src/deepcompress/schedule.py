@@ -27,9 +27,15 @@ The schedule (`plan`):
    `quantize_(quality=)`, as many levels as pay for themselves once entropy-coded, zero among
    them). The default, "auto", does both and keeps the smaller file within the budget: each
    won on some network (RESULTS.md, issue 17). Then the codebooks are fine-tuned at
-   `FINETUNE_LR x lr`; if the model decoded from the file breaks the budget, the quality (or
-   every kind's bits) goes up by one and sharing is redone from the pruned model (unless the
-   pruned model was no better).
+   `FINETUNE_LR x lr` and the file written; if the model decoded from it breaks the budget,
+   the quality (or every kind's bits) goes up by one and sharing is redone from the pruned
+   model (unless the pruned model was no better); if it keeps within it, one step lower is
+   tried the same way (fine-tuning wins back part of what a coarser codebook costs), and kept
+   while its file is smaller and its decoded model no worse (`selection.step`: qualities down
+   to -4, bits down to the fewest of `selection.BITS`). That step spends none of the budget:
+   spending it to the edge on a validation split of a few hundred examples spends its noise
+   (the digits demo, whose validation error did not move from 3 to 2 bits, lost 0.56 test
+   points so).
 Retraining distils from a frozen copy of the dense model when `distill` > 0 (the default
 0.5): for a classifier ((N, C) outputs, integer targets) the loss is (1 - a) x cross-entropy +
 a x T^2 x KL at temperature T = 4; otherwise the mean squared error to the dense model's
@@ -66,7 +72,7 @@ from .parametrizations import strip_
 from .phases import PRUNE_LR, Phase, back_off, check, fmt, prune_phases, sparsities
 from .retrain import distillation_loss, recalibrate_batchnorm
 from .runtime.energy import energy_view
-from .selection import MAX_BITS, QUALITIES, choose_bits, choose_quality, index_bits, per_layer
+from .selection import choose_bits, choose_quality, index_bits, per_layer, step
 
 #: A layer's target: the largest sparsity it tolerates alone within TOLERANCE x budget.
 TOLERANCE = 4.0
@@ -171,7 +177,8 @@ def compress(
             retrains 2 x epochs); 0 stops at the sensitivity targets.
         distill: weight of the dense model's soft targets in retraining (0: the user's loss).
         sharing: "kmeans" (the fewest bits per kind), "rd" (rate-distortion sharing at the
-            lowest quality within the budget) or "auto" (both; the smaller file within it).
+            lowest quality within the budget) or "auto" (both; the smaller file within it);
+            either judged on the fine-tuned model decoded from the file (module notes).
         calibration: batches of inputs (or (inputs, ...) tuples) on which BatchNorm statistics
             are recomputed after each structural change.
         resume: continue from `out` + ".ckpt" if it holds this same run.
@@ -287,34 +294,48 @@ def compress(
     if on_phase is not None:
         on_phase("pruned", net, pruned_err)
     found, modes = [], ("kmeans", "rd") if sharing == "auto" else (sharing,)
+    ok = max(limit, pruned_err)  # more bits cannot win back what pruning cost
+
+    def attempt(mode: str, setting, path: Path) -> tuple:
+        """Share the pruned model at `setting`, fine-tune, write `path`, measure the file:
+        (error of the decoded model, bytes, decoded model, index bits)."""
+        nonlocal net
+        rd, net = mode == "rd", copy.deepcopy(pruned)
+        share = {"quality": setting} if rd else {"bits": per_layer(net, setting)}
+        err = run(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share), rounds)
+        bits = index_bits(net)
+        size = api.save(net, path, entropy=entropy, progress=False)
+        decoded = api.load(path, model=copy.deepcopy(dense).requires_grad_(True))
+        error = float(evaluate(decoded))
+        state["history"].append({"phase": "quantize", "sharing": mode,
+                                 "quality" if rd else "bits": setting, "error": error,
+                                 "bytes": size})  # fmt: skip
+        shown = f"quality {setting:g}" if rd else f"{fmt(setting)} bits"
+        say(f"weight shared at {shown}: error {err:.4g}, from the file {error:.4g}, "
+            f"{size} bytes")  # fmt: skip
+        return error, size, decoded, bits
+
     try:  # the candidates beside `out` go, whatever happens (a run that fails included)
         for mode in modes:
-            rd, net, path = mode == "rd", copy.deepcopy(pruned), Path(f"{out}.{mode}.tmp")
-            setting = (
-                choose_quality(net, evaluate, limit) if rd else choose_bits(net, evaluate, limit)
-            )
-            while True:
-                share = {"quality": setting} if rd else {"bits": per_layer(net, setting)}
-                err = run(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share), rounds)
-                bits = index_bits(net)
-                size = api.save(net, path, entropy=entropy, progress=False)
-                decoded = api.load(path, model=copy.deepcopy(dense).requires_grad_(True))
-                error = float(evaluate(decoded))
-                key = "quality" if rd else "bits"
-                state["history"].append({"phase": "quantize", "sharing": mode, key: setting,
-                                         "error": error, "bytes": size})  # fmt: skip
-                shown = f"quality {setting:g}" if rd else f"{fmt(setting)} bits"
-                say(f"weight shared at {shown}: error {err:.4g}, from the file {error:.4g}, "
-                    f"{size} bytes")  # fmt: skip
-                # more bits cannot win back what pruning cost
-                top = setting >= QUALITIES[-1] if rd else min(setting.values()) >= MAX_BITS
-                if error <= max(limit, pruned_err) or top:
+            rd, path = mode == "rd", Path(f"{out}.{mode}.tmp")
+            trial_path = Path(f"{out}.{mode}.trial.tmp")
+            choose = choose_quality if rd else choose_bits
+            setting = choose(copy.deepcopy(pruned), evaluate, limit)
+            # up one step while the decoded model breaks the budget ...
+            got, climbed = attempt(mode, setting, path), False
+            while got[0] > ok and (up := step(setting, rd, 1)) is not None:
+                setting, got, climbed = up, attempt(mode, up, path), True
+            # ... or, if it kept within it at once, down one step while the next one's file,
+            # fine-tuned, is smaller and its decoded model no worse: spending none of the
+            # budget, so as not to spend it on a small validation set's noise
+            while not climbed and got[0] <= ok and (down := step(setting, rd, -1)) is not None:
+                lower = attempt(mode, down, trial_path)
+                if lower[0] > got[0] or lower[1] >= got[1]:
                     break
-                setting = (
-                    setting + 1 if rd else {k: min(MAX_BITS, b + 1) for k, b in setting.items()}
-                )
-                net = copy.deepcopy(pruned)
-            broke = error > max(limit, pruned_err)
+                os.replace(trial_path, path)
+                setting, got = down, lower
+            error, size, decoded, bits = got
+            broke = error > ok
             found.append(((broke, error if broke else size), mode, path, size, error, decoded, bits,
                           setting if rd else None))  # fmt: skip
         _, mode, path, size, error, decoded, bits, quality = min(found, key=lambda f: f[0])
@@ -322,6 +343,7 @@ def compress(
     finally:
         for m in modes:
             Path(f"{out}.{m}.tmp").unlink(missing_ok=True)
+            Path(f"{out}.{m}.trial.tmp").unlink(missing_ok=True)
     params = sum(p.numel() for p in dense.parameters() if p.is_floating_point())
     summary = Summary(
         path=out, bytes=size, ratio=4 * params / size, error=error,

@@ -13,11 +13,14 @@ from .parametrizations import shared_parts
 from .sharing import quantize_
 from .targets import compressible_layers
 
-#: The k-means bits tried per kind of layer, fewest first, and the most any may get.
+#: The k-means bits tried per kind of layer, fewest first (also the fewest `step` goes to), and
+#: the most any may get.
 BITS = {"conv": (4, 5, 6, 8), "linear": (3, 4, 5, 6), "embedding": (3, 4, 5, 6)}
 MAX_BITS = 8
-#: The rate-distortion qualities tried (`sharing.quantize_`), lowest (fewest bytes) first.
+#: The rate-distortion qualities tried (`sharing.quantize_`), lowest (fewest bytes) first, and
+#: the range `step` moves in.
 QUALITIES = (0, 1, 2, 3, 4, 5, 6, 7, 8)
+MIN_QUALITY, MAX_QUALITY = -4, 8
 
 Evaluate = Callable[[nn.Module], float]
 
@@ -61,6 +64,16 @@ def choose_quality(model: nn.Module, evaluate: Evaluate, limit: float) -> float:
         if float(evaluate(quantize_(copy.deepcopy(model), quality=q))) <= limit:
             return q
     return QUALITIES[-1]
+
+
+def step(setting, rd: bool, by: int):
+    """The sharing setting one step up (`by` = 1) or down (-1) from `setting`: a quality
+    (`rd`), or every kind's bits (k-means); None where none moves (at the range's end)."""
+    if rd:
+        moved = min(MAX_QUALITY, max(MIN_QUALITY, setting + by))
+        return moved if moved != setting else None
+    moved = {k: min(MAX_BITS, max(BITS[k][0], b + by)) for k, b in setting.items()}
+    return moved if moved != setting else None
 
 
 def index_bits(model: nn.Module) -> dict[str, int]:
