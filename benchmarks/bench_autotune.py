@@ -19,17 +19,12 @@ from torch import nn
 
 import deepcompress as dc
 from deepcompress.runtime import autotune_, simd
+from deepcompress.runtime.modules import median_seconds
 
 
 def median_ms(model: nn.Module, x: torch.Tensor, calls: int = 200) -> float:
     with torch.no_grad():
-        model(x)
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-    return 1e3 * sorted(times)[calls // 2]
+        return 1e3 * median_seconds(lambda: model(x), calls)
 
 
 def main() -> None:

@@ -38,6 +38,11 @@ static inline int DC_POPCOUNT(uint64_t w) { int n = 0; for (; w; w &= w - 1) n++
 #define DC_X86 1
 extern const dc_kernel dc_avx2_kernels[DC_KINDS];
 extern const dc_kernel dc_avx512_kernels[DC_KINDS];
+/* x at the 8 columns c[0..7] by scalar loads, as an __m256 (for <immintrin.h> users): the
+ * avx2 and avx512 "index" kernels pick x so rather than with vgatherdps (kernels_avx2.c). */
+#define DC_PICK8(x, c)                                                                         \
+    _mm256_setr_ps(x[(c)[0]], x[(c)[1]], x[(c)[2]], x[(c)[3]], x[(c)[4]], x[(c)[5]], x[(c)[6]], \
+                   x[(c)[7]])
 #endif
 #if defined(__aarch64__)
 #define DC_ARM 1

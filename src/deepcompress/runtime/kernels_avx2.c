@@ -66,11 +66,6 @@ DC_AVX2 static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
 }
 
-/* x at the 8 columns c[0..7], by scalar loads (see the notes at the top). */
-#define PICK8(x, c)                                                                            \
-    _mm256_setr_ps(x[(c)[0]], x[(c)[1]], x[(c)[2]], x[(c)[3]], x[(c)[4]], x[(c)[5]], x[(c)[6]], \
-                   x[(c)[7]])
-
 #define INDEX_MV(NAME, CT)                                                                     \
     DC_AVX2 static void NAME(int64_t r0, int64_t r1, const int64_t *ptr, const void *pos,      \
                              int64_t nb, const uint8_t *codes, const float *table, int64_t k,  \
@@ -83,12 +78,12 @@ DC_AVX2 static inline float hsum(__m256 v) {
             int64_t j = ptr[r], end = ptr[r + 1];                                              \
             __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                         \
             for (; j + 16 <= end; j += 16) {                                                   \
-                __m256 x0 = PICK8(x, cols + j), x1 = PICK8(x, cols + j + 8);                   \
+                __m256 x0 = DC_PICK8(x, cols + j), x1 = DC_PICK8(x, cols + j + 8);             \
                 a0 = _mm256_fmadd_ps(lookup(codes8(codes + j), t, table, k), x0, a0);          \
                 a1 = _mm256_fmadd_ps(lookup(codes8(codes + j + 8), t, table, k), x1, a1);      \
             }                                                                                  \
             if (j + 8 <= end) {                                                                \
-                __m256 x0 = PICK8(x, cols + j);                                                \
+                __m256 x0 = DC_PICK8(x, cols + j);                                             \
                 a0 = _mm256_fmadd_ps(lookup(codes8(codes + j), t, table, k), x0, a0);          \
                 j += 8;                                                                        \
             }                                                                                  \

@@ -24,10 +24,8 @@ DC_AVX512 static inline __m512 lookup(__m512i idx, __m512 lo, __m512 hi, const f
 }
 
 /* x at the 16 columns c[0..15], by scalar loads. */
-#define PICK8(x, c)                                                                            \
-    _mm256_setr_ps(x[(c)[0]], x[(c)[1]], x[(c)[2]], x[(c)[3]], x[(c)[4]], x[(c)[5]], x[(c)[6]], \
-                   x[(c)[7]])
-#define PICK16(x, c) _mm512_insertf32x8(_mm512_castps256_ps512(PICK8(x, c)), PICK8(x, (c) + 8), 1)
+#define PICK16(x, c)                                                                           \
+    _mm512_insertf32x8(_mm512_castps256_ps512(DC_PICK8(x, c)), DC_PICK8(x, (c) + 8), 1)
 
 /* The first n of 16 lanes (none for n <= 0). */
 DC_AVX512 static inline __mmask16 lanes(int64_t n) {

@@ -259,6 +259,15 @@ class _CodedMatrix(CompressedMatrix):
     def _arrays(self):
         return self.ptr, self.pos, self.codes, self.table
 
+    def dense(self) -> torch.Tensor:
+        out = np.zeros(self.shape[0] * self.shape[1], dtype=np.float32)
+        out[self._flat_positions()] = self.table[self.codes[: self.ptr[-1]]]
+        return torch.from_numpy(out.reshape(self.shape))
+
+    def _flat_positions(self) -> np.ndarray:
+        """Row-major flat positions of the kept weights, ascending (int64)."""
+        raise NotImplementedError
+
     def to_layout(self, layout: str) -> CompressedMatrix:
         """The same matrix in `layout` (its positions, codes and codebook, rebuilt)."""
         nnz = int(self.ptr[-1])
@@ -302,12 +311,6 @@ class IndexMatrix(_CodedMatrix):
         row = np.repeat(np.arange(self.shape[0], dtype=np.int64), np.diff(self.ptr))
         return row * self.shape[1] + self.pos
 
-    def dense(self) -> torch.Tensor:
-        out = np.zeros(self.shape, dtype=np.float32)
-        row = np.repeat(np.arange(self.shape[0]), np.diff(self.ptr))
-        out[row, self.pos] = self.table[self.codes[: self.ptr[-1]]]
-        return torch.from_numpy(out)
-
     def _reference(self, xt, out):
         _index_mm_ref(self.ptr, self.pos, self.codes, self.table, xt, out)
 
@@ -333,13 +336,6 @@ class BitmapMatrix(_CodedMatrix):
         bits = np.unpackbits(self.pos.view(np.uint8), bitorder="little").reshape(rows, nb * 64)
         row, col = np.nonzero(bits)  # row-major: ascending positions
         return row.astype(np.int64) * self.shape[1] + col
-
-    def dense(self) -> torch.Tensor:
-        rows, nb = self.pos.shape
-        bits = np.unpackbits(self.pos.view(np.uint8), bitorder="little").reshape(rows, nb * 64)
-        out = np.zeros((rows, nb * 64), dtype=np.float32)
-        out[bits.astype(bool)] = self.table[self.codes[: self.ptr[-1]]]
-        return torch.from_numpy(np.ascontiguousarray(out[:, : self.shape[1]]))
 
     def _x_rows(self) -> int:
         return 64 * self.pos.shape[1]  # the kernel reads whole 64-column blocks
