@@ -127,6 +127,39 @@ def test_an_over_budget_round_is_undone_and_backed_off(tmp_path):
     assert pushed.sparsity["0"] == pytest.approx(summary.sparsity["0"])
 
 
+def test_the_held_out_check_backs_pruning_off(tmp_path):
+    """`evaluate` sees no cost in pruning, `check` (data no decision saw) does once layer 1
+    passes 95%: every round is accepted on `evaluate`, then the file is judged by `check` and
+    the schedule steps back through the accepted rounds until it keeps within the budget."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 30), nn.Linear(30, 5))
+
+    def zeros(m, i):
+        return float((m[i].weight.detach() == 0).float().mean())
+
+    def check(m):
+        return 10.0 * max(0.0, zeros(m, 1) - 0.95)
+
+    def run(**kw):
+        return dc.compress(
+            copy.deepcopy(net), train=lambda m, *, epochs, lr, loss=None: None,
+            evaluate=lambda m: 0.0, out=tmp_path / "n.dcz", budget=0.1, lr=0.1, epochs=1,
+            distill=0, sharing="kmeans", progress=False, **kw,
+        )  # fmt: skip
+
+    blind = run()  # three rounds to 98%, two extra rounds past it
+    assert blind.sparsity["1"] > 0.99 and blind.check_error is None
+    summary = run(check=check)
+    rounds = [h["sparsity"]["1"] for h in summary.history if h["phase"] == "prune"]
+    assert len(rounds) == 5 and rounds[1] < 0.95 < rounds[2]  # round 2 is the last within
+    assert [h["phase"] for h in summary.history].count("check") == 3  # from 5 back to 2
+    assert summary.sparsity["1"] == pytest.approx(rounds[1], abs=0.02)
+    assert summary.check_error == check(summary.model) == 0.0
+    assert summary.dense_check_error == 0.0
+    assert check(dc.load(tmp_path / "n.dcz", model=copy.deepcopy(net))) == 0.0
+    assert not list(tmp_path.glob("*.ckpt"))  # the rounds' models removed with the rest
+
+
 def test_resume_ends_with_the_same_file(digits, tmp_path):
     net = trained(digits)
     dense_state = copy.deepcopy(net.state_dict())

@@ -39,7 +39,7 @@ class Phase:
         return quantize_(model, bits=self.bits)
 
 
-def check(budget, lr, rounds, epochs) -> None:
+def check_arguments(budget, lr, rounds, epochs) -> None:
     if not budget >= 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     if not lr > 0:
