@@ -125,3 +125,23 @@ def test_recipe_auto_takes_its_budget_from_a_bound(tmp_path):
     budget = rep["recipe"]["auto"]["budget"]
     assert budget == pytest.approx(6.0 - rep["reference_val_error"]) and budget > 0
     assert rep["val_error"] <= 6.0 + 1e-9  # the decoded file keeps within the bound
+
+
+def test_a_recipe_with_a_quality_shares_weights_by_rate_distortion():
+    """`Recipe.quality` makes the sharing stage rate-distortion sharing (zero one of its
+    levels, so it prunes the smallest weights itself) instead of the recipe's k-means bits."""
+    from dataclasses import replace
+
+    from deepcompress.pipeline.data import load_digits
+    from deepcompress.pipeline.models import build
+
+    data = load_digits(0)
+    recipe = recipes.RECIPES["digits-mlp"].scaled(0.05)
+    zeros = {}
+    for quality in (None, 0.0):
+        torch.manual_seed(0)
+        model = build("digits-mlp")
+        reproduce.share_and_finetune(model, data, replace(recipe, quality=quality), quiet=True)
+        zeros[quality] = float((model.ip1.weight == 0).float().mean())
+    assert zeros[None] == 0.0  # k-means on an unpruned layer: no weight becomes zero
+    assert zeros[0.0] > 0.2  # rate-distortion sharing sends the many small weights to zero

@@ -92,7 +92,10 @@ def share_and_finetune(
 ) -> tuple[float, float]:
     """Stage 2: weight sharing, then codebook fine-tuning. Returns the validation errors
     before and after fine-tuning."""
-    quantize_(model, bits=bits or recipe.bits, init=recipe.init, progress=not quiet)
+    if recipe.quality is not None and bits is None:
+        quantize_(model, quality=recipe.quality, progress=not quiet)
+    else:
+        quantize_(model, bits=bits or recipe.bits, init=recipe.init, progress=not quiet)
     before = error_rate(model, data.val)
     train(
         model,
