@@ -227,3 +227,30 @@ def test_a_non_finite_codebook_is_refused_by_both_decoders(tmp_path):
     path.write_bytes(bad)
     with pytest.raises(dc.FormatError, match="codebook holds NaN"):
         dc.load(path, model=LeNet300100(), runtime="compressed")
+
+
+def test_tensors_decoded_on_threads_are_those_decoded_one_by_one():
+    """`File.decode` decodes big tensors side by side: the same tensors, in the file's order,
+    as one after the other; a damaged tensor still fails with its name, whichever thread."""
+    from deepcompress.errors import FormatError
+    from deepcompress.format.reader import PARALLEL_MIN, File
+
+    g = torch.Generator().manual_seed(0)
+    records = []
+    for i, entropy in enumerate(["cabac", "rans", "huffman", "cabac"]):
+        n = PARALLEL_MIN + 1000 * i
+        idx = torch.randint(0, 17, (n,), generator=g) * (torch.rand(n, generator=g) < 0.6)
+        records.append(shared_record(f"w{i}", idx, torch.randn(16, generator=g), None, entropy))
+    records.insert(2, shared_record("small", torch.tensor([1, 0, 2]), torch.randn(2), None))
+    file = File(records, {}, {})
+    one = file.decode(threads=1)
+    for threads in (2, 4, None):
+        many = file.decode(threads=threads)
+        assert list(many) == list(one) == ["w0", "w1", "small", "w2", "w3"]
+        assert all(torch.equal(many[k], one[k]) for k in one)
+    damaged = list(records)
+    parts = list(records[3].parts)
+    parts[2] = parts[2][: len(parts[2]) // 2]  # the cluster stream cut in half
+    damaged[3] = Record("w2", records[3].shape, "float32", "shared", records[3].params, parts)
+    with pytest.raises(FormatError, match="'w2'"):
+        File(damaged, {}, {}).decode(threads=2)

@@ -11,6 +11,7 @@ see real numba dispatchers when numba compiles them (or loads them from its cach
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -33,11 +34,15 @@ def njit(**options) -> Callable[[Callable], _Deferred]:
     return lambda fn: _Deferred(fn, options)
 
 
+_LOCK = threading.Lock()  # a file's tensors may be decoded on several threads at once
+
+
 def _bind(module_name: str) -> None:
     from numba import njit as numba_njit
 
     module = sys.modules[module_name]
-    for name, obj in list(vars(module).items()):
-        if isinstance(obj, _Deferred) and obj.compiled is None:
-            obj.compiled = numba_njit(**obj.options)(obj.fn)
-            setattr(module, name, obj.compiled)
+    with _LOCK:
+        for name, obj in list(vars(module).items()):
+            if isinstance(obj, _Deferred) and obj.compiled is None:
+                obj.compiled = numba_njit(**obj.options)(obj.fn)
+                setattr(module, name, obj.compiled)

@@ -8,6 +8,7 @@ compressed runtime all read through `read`.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import torch
 from ..coding import codec
 from ..errors import FormatError
 from .container import DEFAULT_MAX_ELEMENTS, Record, from_bytes
+
+#: A file is decoded on several threads when it holds two tensors or more of this many elements.
+PARALLEL_MIN = 1 << 16
 
 
 @dataclass
@@ -33,13 +37,30 @@ class File:
         by_name = {r.name: r for r in self.records}
         return {**by_name, **{a: by_name[t] for a, t in self.tied.items()}}
 
-    def decode(self) -> dict[str, torch.Tensor]:
+    def decode(self, threads: int | None = None) -> dict[str, torch.Tensor]:
         """`{name: dense tensor}`: the stored tensors, then each alias as its own copy (so
-        that the dict can go anywhere a state dict goes: safetensors refuses shared memory)."""
-        state = {rec.name: codec.decode_record(rec) for rec in self.records}
+        that the dict can go anywhere a state dict goes: safetensors refuses shared memory).
+
+        Tensors are decoded side by side on `threads` threads (None: torch's thread count,
+        which OMP_NUM_THREADS sets; 1: one after the other), the largest first: the decoders
+        are C loops called through ctypes and numpy/torch passes, all of which release the
+        GIL, and each tensor's stream is independent of the others'."""
+        threads = torch.get_num_threads() if threads is None else max(1, int(threads))
+        big = [r for r in self.records if _numel(r) >= PARALLEL_MIN]
+        if threads > 1 and len(big) > 1:
+            with ThreadPoolExecutor(min(threads, len(big))) as pool:
+                order = sorted(self.records, key=_numel, reverse=True)
+                futures = {r.name: pool.submit(codec.decode_record, r) for r in order}
+                state = {r.name: futures[r.name].result() for r in self.records}
+        else:
+            state = {rec.name: codec.decode_record(rec) for rec in self.records}
         for alias, target in self.tied.items():
             state[alias] = state[target].clone()
         return state
+
+
+def _numel(rec: Record) -> int:
+    return int(np.prod(rec.shape, dtype=np.int64))
 
 
 def read(source: str | os.PathLike | bytes, max_elements: int = DEFAULT_MAX_ELEMENTS) -> File:
