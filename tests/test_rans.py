@@ -760,3 +760,32 @@ def test_decode_mutated_streams_match_reference(weights, seed, n, mutation, wher
         count = max(0, n + where % 7 - 3)
     data = bytes(data)
     assert _outcome(decode, data, f, 12, count) == _outcome(ref_decode, data, f, 12, count)
+
+
+def test_auto_takes_cabac_on_a_long_stream_only_where_it_pays_for_its_time():
+    """"smallest" is the smallest coder per stream; "auto" the same, except that CABAC (bit by
+    bit, several times slower to decode) must save SLOW_GAIN on a stream of LONG symbols."""
+    from deepcompress.coding import coders
+
+    rng = np.random.default_rng(0)
+    n, p = coders.LONG, np.exp(-np.arange(64) / 6)
+    some = rng.choice(64, n, p=p / p.sum())  # a fifth of the symbols repeat the previous one:
+    again = np.flatnonzero(rng.random(n) < 0.2)  # CABAC's previous-symbol contexts gain ~1%
+    for i in again[again > 0]:
+        some[i] = some[i - 1]
+    runs = np.repeat(rng.integers(0, 64, n // 8), 8)  # CABAC far smaller
+    seen = set()
+    for stream in (some, runs, some[: n // 4]):
+        sizes = {}
+        for name in coders.CODERS:
+            _, _, table, payload = coders.encode_stream(stream, name)
+            sizes[name] = len(table) + len(payload)
+        smallest = min(sizes, key=sizes.get)
+        assert smallest == "cabac"
+        assert coders.encode_stream(stream, "smallest")[0] == "cabac"
+        fast = min(("huffman", "rans"), key=sizes.get)
+        pays = sizes["cabac"] <= (1 - coders.SLOW_GAIN) * sizes[fast]
+        want = "cabac" if len(stream) < n or pays else fast
+        assert coders.encode_stream(stream, "auto")[0] == want, sizes
+        seen.add((len(stream) < n, want))
+    assert seen == {(False, "rans"), (False, "cabac"), (True, "cabac")}  # every branch

@@ -57,8 +57,10 @@ def save(
             pattern (as `prune_`'s settings) over the pruned or weight-shared tensors; None
             (the default, or a tensor the mapping does not reach) picks, per tensor, the
             width that gives the smallest file.
-        entropy: the coder of each stream: "auto" (the smallest of those available),
-            "huffman" (the paper's), "rans" or "cabac".
+        entropy: the coder of each stream: "auto" (the smallest of those available, except
+            that CABAC, which decodes bit by bit, must save 3% on a stream of 2**20 symbols or
+            more: `coding.coders.SLOW`), "smallest" (always the smallest), "huffman" (the
+            paper's), "rans" or "cabac".
         raw_dtype: store the tensors kept as they are (biases, norms, unpruned layers) in this
             float dtype, e.g. `torch.float16` (lossy: on request only); None keeps theirs.
         meta: optional JSON-serialisable dict stored in the header (e.g. a training report);
@@ -140,7 +142,8 @@ def encode_state_dict(
             entropy-constrained quantization (`ecsq`: fewer bytes at equal squared error, with
             a dead zone around zero).
         index_bits: width of a stored gap; None picks the smallest per tensor.
-        entropy: "auto" (per stream, the smallest of the coders), "huffman", "rans" or "cabac".
+        entropy: "auto" (per stream, the smallest of the coders, CABAC on a long stream only
+            where it saves 3%), "smallest", "huffman", "rans" or "cabac" (see `save`).
         init: k-means initialisation; "best" by default (see `encode.POSTTRAIN_INIT`).
         exclude: patterns of weight tensors to store losslessly as they are.
         meta: optional JSON-serialisable dict stored in the header; its keys "tied",

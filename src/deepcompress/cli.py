@@ -140,7 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--entropy",
         choices=ENTROPY_CHOICES,
-        help="entropy coder of each stream: the smallest (auto), or one, e.g. the paper's Huffman",
+        help="entropy coder of each stream: the smallest (auto; on a stream of 2**20 symbols "
+        "or more, CABAC only where it saves 3%%: it decodes bit by bit), strictly the smallest "
+        "(smallest), or one, e.g. the paper's Huffman",
     )
     e.add_argument("--quiet", action="store_true", help="no progress output")
 

@@ -76,8 +76,8 @@ def encode_tensor(
       (`sparse`, when `bits` is None).
     - else `raw`, a floating-point tensor cast to `raw_dtype` if one is given.
 
-    `index_bits` None picks the gap width that gives the fewest bytes; `entropy` is "auto" or
-    a coder's name (`coding.coders.CODERS`).
+    `index_bits` None picks the gap width that gives the fewest bytes; `entropy` is "auto",
+    "smallest" or a coder's name (`coding.coders.ENTROPY_CHOICES`).
 
     Raises:
         ValueError: NaN or infinite values, a dtype the format cannot hold.

@@ -106,8 +106,15 @@ CODERS: dict[str, Coder] = {
 }
 #: The coder a stream has when its header names none.
 DEFAULT = "huffman"
-#: What `entropy=` accepts: a coder's name, or "auto" (the smallest, per stream).
-ENTROPY_CHOICES = ("auto", *CODERS)
+#: What `entropy=` accepts: a coder's name, "smallest" (per stream, the smallest), or "auto"
+#: (the smallest, except that a slow coder must pay for its time on a long stream, below).
+ENTROPY_CHOICES = ("auto", "smallest", *CODERS)
+#: CABAC decodes bit by bit: CREPE full's default file (quality 8, 22.2M weights) decodes at
+#: 14M weights/s with CABAC's streams and 134M with rANS's, 2.2% larger (2 threads, RESULTS.md,
+#: issue 20). So "auto" takes a SLOW coder on a stream of LONG symbols or more only where it
+#: saves SLOW_GAIN of the best fast coder's bytes; on shorter streams (a LeNet's, whose decode
+#: takes microseconds whichever coder) the smallest wins.
+SLOW, LONG, SLOW_GAIN = frozenset({"cabac"}), 1 << 20, 0.03
 
 
 def check_entropy(entropy: str) -> str:
@@ -128,10 +135,11 @@ def histogram(symbols: np.ndarray, minlength: int = 0) -> np.ndarray:
 
 
 def encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int, bytes, bytes]:
-    """(coder, alphabet size, table, payload) of one symbol stream; with "auto", the coder
+    """(coder, alphabet size, table, payload) of one symbol stream; with "smallest", the coder
     whose table and payload together are smallest (the first in `CODERS` on a tie) among those
     that can code it: Huffman and rANS take at most 2**15 distinct symbols, CABAC 65,537 (a
-    16-bit codebook's indices and the filler).
+    16-bit codebook's indices and the filler); with "auto", the same but for a slow coder on a
+    long stream, which must save `SLOW_GAIN` of the best fast coder's bytes (see `SLOW`).
 
     Raises:
         ValueError: a coder forced by `entropy` cannot code this stream (the message says
@@ -140,19 +148,25 @@ def encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int,
     check_entropy(entropy)
     hist = histogram(symbols)
     n_sym = len(hist)
-    best, refused = None, None
+    best, refused = {}, None  # the smallest fast and the smallest slow coding
     for name, coder in CODERS.items():
-        if entropy in ("auto", name):
+        if entropy in ("auto", "smallest", name):
             try:
                 table, payload = coder.encode(symbols, hist)
             except ValueError as e:  # beyond what this coder can code
                 refused = f"entropy={name!r} cannot code this stream ({e}); 'cabac' or 'auto' can"
                 continue
-            if best is None or len(table) + len(payload) < len(best[2]) + len(best[3]):
-                best = (name, n_sym, table, payload)
-    if best is None:
+            kind, size = name in SLOW, len(table) + len(payload)
+            if kind not in best or size < best[kind][0]:
+                best[kind] = (size, (name, n_sym, table, payload))
+    if not best:
         raise ValueError(refused)
-    return best
+    if len(best) == 1:
+        return next(iter(best.values()))[1]
+    (fast, fast_coded), (slow, slow_coded) = best[False], best[True]
+    if entropy == "auto" and len(symbols) >= LONG:
+        return slow_coded if slow <= (1 - SLOW_GAIN) * fast else fast_coded
+    return slow_coded if slow < fast else fast_coded
 
 
 def decode_stream(
