@@ -361,3 +361,16 @@ def test_a_missing_folder_is_refused_before_any_work(tmp_path):
         dc.compress(nn.Linear(3, 3), train=None, evaluate=lambda m: calls.append(1) or 0.0,
                     out=tmp_path / "nope" / "x.dcz", budget=0.1, lr=0.1)  # fmt: skip
     assert calls == []
+
+
+def test_the_budget_edge_allows_for_float_rounding():
+    """46 errors in 5,000 is within 0.1 points of 41 in 5,000, also when the user's error
+    rate is a float32 mean (0.92000002 against 0.82 + 0.1 = 0.91999999), but 47 is not."""
+    from deepcompress.phases import edge
+
+    def rate(n):  # as `100 * (pred != y).float().mean().item()` computes it
+        return 100.0 * (torch.arange(5000) < n).float().mean().item()
+
+    assert rate(46) > rate(41) + 0.1  # the rounding the edge allows for
+    assert rate(46) <= edge(rate(41), 0.1) and rate(47) > edge(rate(41), 0.1)
+    assert 0.8 <= edge(0.7, 0.1) < 0.8 + 1e-5

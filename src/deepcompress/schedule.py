@@ -75,7 +75,7 @@ from .analysis import sensitivity, tolerated_sparsity
 from .checkpoint import read_meta, restore, save_checkpoint
 from .devices import resolve as resolve_device
 from .parametrizations import strip_
-from .phases import PRUNE_LR, Phase, back_off, check_arguments, fmt, prune_phases, sparsities
+from .phases import PRUNE_LR, Phase, back_off, check_arguments, edge, fmt, prune_phases, sparsities
 from .retrain import distillation_loss, recalibrate_batchnorm
 from .runtime.energy import energy_view
 from .selection import choose_bits, choose_quality, index_bits, per_layer, step
@@ -250,7 +250,7 @@ def compress(
         restore(model, ckpt)
         say(f"resumed after phase {state['done']} of {rounds + 1}")
     dense.eval().requires_grad_(False)
-    limit = state["dense_error"] + budget + 1e-9  # 0.7 + 0.1 is 0.7999999999999999
+    limit = edge(state["dense_error"], budget)
     loss = distillation_loss(dense, distill) if distill > 0 else None
     net = model
 
@@ -287,7 +287,7 @@ def compress(
                                  "sparsity": phase.sparsity})  # fmt: skip
         what = f"round {r + 1}/{rounds}" if r < rounds else f"extra round {r + 1 - rounds}"
         say(f"prune {what}: error {err:.4g} at {fmt(phase.sparsity)}")
-        if err > state["dense_error"] + PRUNE_SHARE * budget + 1e-9:
+        if err > edge(state["dense_error"], PRUNE_SHARE * budget):
             net = before
             limit_ = MAX_RETRIES if r < rounds else 1
             moved = back_off(state["target"], phase, was) if retries < limit_ else []
@@ -358,7 +358,7 @@ def compress(
         checked = None
         if check is not None:  # judge the file on the held-out data; back off while it breaks
             rd, kept = mode == "rd", list(state["kept"])
-            while (checked := float(check(decoded))) > state["dense_check"] + budget + 1e-9:
+            while (checked := float(check(decoded))) > edge(state["dense_check"], budget):
                 if len(kept) > 1:
                     kept.pop()
                     pruned = copy.deepcopy(dense).requires_grad_(True)
@@ -388,7 +388,7 @@ def compress(
         f"(dense {state['dense_error']:.4g}, budget {budget:g}); weight reads "
         f"{summary.energy['saving']:.1f}x less energy (45 nm estimate)")  # fmt: skip
     if checked is not None:
-        broke = checked > state["dense_check"] + budget + 1e-9
+        broke = checked > edge(state["dense_check"], budget)
         say(
             f"held-out check {checked:.4g} (dense {state['dense_check']:.4g})"
             + (": over the budget, with nothing left to back off" if broke else "")
