@@ -16,7 +16,6 @@ import os
 import statistics
 import time
 
-import numpy as np
 import torch
 from _common import cpu_name
 
@@ -32,7 +31,7 @@ def main() -> None:
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu_name()}")
     for path in args.files:
         f = reader.read(path)
-        n = sum(int(np.prod(r.shape, dtype=np.int64)) for r in f.records)
+        n = sum(r.numel for r in f.records)
         ref, row = f.decode(threads=1), []
         for threads in [1, *args.threads]:
             times = []

@@ -763,7 +763,7 @@ def test_decode_mutated_streams_match_reference(weights, seed, n, mutation, wher
 
 
 def test_auto_takes_cabac_on_a_long_stream_only_where_it_pays_for_its_time():
-    """"smallest" is the smallest coder per stream; "auto" the same, except that CABAC (bit by
+    """ "smallest" is the smallest coder per stream; "auto" the same, except that CABAC (bit by
     bit, several times slower to decode) must save SLOW_GAIN on a stream of LONG symbols."""
     from deepcompress.coding import coders
 

@@ -41,6 +41,11 @@ class Record:
     params: dict = field(default_factory=dict)
     parts: list[bytes] = field(default_factory=list)
 
+    @property
+    def numel(self) -> int:
+        """The tensor's number of elements (a Python int: no overflow on a hostile shape)."""
+        return int(np.prod(self.shape, dtype=object)) if self.shape else 1
+
 
 def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
@@ -135,7 +140,7 @@ def from_bytes(buf: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[li
     for i, entry in enumerate(header["tensors"]):
         rec = _check_entry(entry, i)
         where = f"tensor {rec.name!r}"
-        elements += int(np.prod(rec.shape, dtype=object)) if rec.shape else 1
+        elements += rec.numel
         if elements > max_elements:
             raise FormatError(
                 f"{where}: the file declares over {max_elements} elements in all (the "

@@ -34,7 +34,7 @@ def describe(path: str | os.PathLike) -> dict:
         _, version, _, hlen, hcrc = PREAMBLE.unpack(f.read(PREAMBLE.size))
     tensors = []
     for rec in records:
-        numel = int(np.prod(rec.shape, dtype=np.int64)) if rec.shape else 1
+        numel = rec.numel
         dense = codec.decode_record(rec)
         row = {
             "name": rec.name,

@@ -46,10 +46,10 @@ class File:
         are C loops called through ctypes and numpy/torch passes, all of which release the
         GIL, and each tensor's stream is independent of the others'."""
         threads = torch.get_num_threads() if threads is None else max(1, int(threads))
-        big = [r for r in self.records if _numel(r) >= PARALLEL_MIN]
+        big = [r for r in self.records if r.numel >= PARALLEL_MIN]
         if threads > 1 and len(big) > 1:
             with ThreadPoolExecutor(min(threads, len(big))) as pool:
-                order = sorted(self.records, key=_numel, reverse=True)
+                order = sorted(self.records, key=lambda r: r.numel, reverse=True)
                 futures = {r.name: pool.submit(codec.decode_record, r) for r in order}
                 state = {r.name: futures[r.name].result() for r in self.records}
         else:
@@ -57,10 +57,6 @@ class File:
         for alias, target in self.tied.items():
             state[alias] = state[target].clone()
         return state
-
-
-def _numel(rec: Record) -> int:
-    return int(np.prod(rec.shape, dtype=np.int64))
 
 
 def read(source: str | os.PathLike | bytes, max_elements: int = DEFAULT_MAX_ELEMENTS) -> File:
@@ -97,7 +93,7 @@ def tied_names(meta: dict, records: list[Record], max_elements: int = DEFAULT_MA
     if not isinstance(tied, dict):
         raise FormatError("header meta 'tied' must be an object {alias: stored tensor name}")
     shapes = {r.name: r.shape for r in records}
-    elements = sum(int(np.prod(r.shape, dtype=object)) for r in records)
+    elements = sum(r.numel for r in records)
     for alias, target in tied.items():
         if not alias or len(alias) > 1024:
             raise FormatError("header meta 'tied': an alias must be a name of 1..1024 chars")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 
 from ..format.reader import read
@@ -56,7 +55,7 @@ def energy_view(path: str | os.PathLike, on_chip_bytes: int = ON_CHIP_BYTES) -> 
         dtype = getattr(torch, rec.dtype, None)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             continue  # integer buffers (BatchNorm's batch count) are not read by inference
-        n = int(np.prod(rec.shape, dtype=np.int64))
+        n = rec.numel
         dense = 4 * n
         if rec.codec == "shared" and len(rec.shape) >= 2:
             compressed = matrix_from_record(rec).nbytes

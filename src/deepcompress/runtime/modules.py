@@ -146,7 +146,7 @@ def matrix_from_record(rec) -> CompressedMatrix:
 
     The entries pass the same checks as when decoding to dense (positions inside the tensor,
     symbols inside the codebook), so the unchecked kernel never reads out of bounds."""
-    numel = int(np.prod(rec.shape))
+    numel = rec.numel
     try:
         positions, symbols, codebook = codec.shared_entries(rec.params, rec.parts, numel)
     except FormatError as e:
