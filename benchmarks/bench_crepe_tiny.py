@@ -10,7 +10,7 @@ more, for a finer budget: 0.25 points a frame at 400); the reported
 figure is on the held-out fidelity set (`realnets.Fidelity`, seed 1), from the decoded file.
 
     python benchmarks/bench_crepe_tiny.py --out /tmp/crepe-tiny [--budget 0.3] [--steps 40]
-        [--val-frames 400] [--sharing auto|kmeans|rd]
+        [--val-frames 400] [--sharing auto|kmeans|rd] [--resume]
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=40, help="batches of 64 frames per epoch")
     p.add_argument("--lr", type=float, default=2e-4, help="CREPE's training learning rate")
     p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
+    p.add_argument("--resume", action="store_true", help="continue a killed run (dc.compress)")
     p.add_argument("--val-frames", type=int, default=400, help="validation frames (seed 2000)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
@@ -84,7 +85,7 @@ def main(argv=None) -> None:
     path = Path(args.out) / "crepe-tiny.dcz"
     summary = dc.compress(
         model, train=train, evaluate=evaluate, out=path, budget=args.budget, lr=args.lr,
-        sharing=args.sharing,
+        sharing=args.sharing, resume=args.resume,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     fid = Fidelity("crepe-tiny", seed=1)

@@ -61,6 +61,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--qualities", type=float, nargs="+", default=[-1, 0, 1, 2, 3])
     ap.add_argument("--no-kmeans", action="store_true", help="skip the k-means variant")
+    ap.add_argument(
+        "--trainable", choices=["codebook", "weights"], default="codebook",
+        help="what the quality variants' fine-tuning trains (quantize_'s `trainable`)",
+    )  # fmt: skip
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="for a quick trial only")
     args = ap.parse_args()
     out = Path(args.out)
@@ -77,7 +81,11 @@ def main() -> None:
         pruned_val = error_rate(pruned, data.val)
         for q in variants:
             tag = "kmeans" if q is None else f"q{q:g}"
-            recipe = replace(best, quality=q)
+            if q is not None and args.trainable == "weights":
+                tag += "-w"
+            recipe = replace(
+                best, quality=q, trainable=args.trainable if q is not None else "codebook"
+            )
             model = copy.deepcopy(pruned)
             t1 = time.time()
             share_and_finetune(model, data, recipe, seed=seed, quiet=True, teacher=teacher)

@@ -50,6 +50,26 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path):
             assert torch.allclose(r0[k], one[k], atol=2e-3), k
 
 
+def snapped(out_dir):
+    """Prune, then train the weights through their rounding to a quality's grid."""
+    torch.manual_seed(0)
+    ds = load_digits()
+    model = DigitsMLP()
+    dc.prune_(model, sparsity=0.5)
+    dc.quantize_(model, quality=1, trainable="weights")
+    cfg = TrainConfig(epochs=1, lr=0.01, batch_size=64, shift=0, weight_decay=0.0)
+    train(model, ds.train, cfg, seed=3, progress=False)
+    save_checkpoint(model, out_dir / f"rank{rank()}.ckpt", {})
+
+
+def test_two_ranks_train_the_same_weights_on_the_same_grid(tmp_path):
+    launch(snapped, 2, tmp_path)
+    r0, r1 = (load_file(str(tmp_path / f"rank{r}.ckpt")) for r in (0, 1))
+    assert set(r0) == set(r1) and any(k.endswith(".__step") for k in r0)
+    for k in r0:  # the same floats, masks and grid steps on every rank
+        assert torch.equal(r0[k], r1[k]), k
+
+
 def test_reproduce_on_two_processes(tmp_path):
     from deepcompress.pipeline.reproduce import run_parallel
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import deepcompress as dc
-from deepcompress import retrain
+from deepcompress import phases, retrain
 from deepcompress.pipeline.data import load_digits
 
 
@@ -254,10 +254,12 @@ def test_sharing_rd_kmeans_and_the_smaller_of_both(digits, tmp_path):
     first = steps[0]
     assert first["quality"] in QUALITIES and "bits" not in first
     assert rd.quality == kept["quality"] and rd.bytes == kept["bytes"] and rd.error == kept["error"]
-    q = first["quality"]
-    assert error(dc.quantize_(copy.deepcopy(pruned["model"]), quality=q), digits.val) <= limit
+    q, how = first["quality"], {"trainable": phases.RD_TRAINABLE}
+    assert (
+        error(dc.quantize_(copy.deepcopy(pruned["model"]), quality=q, **how), digits.val) <= limit
+    )
     if q > QUALITIES[0]:
-        worse = dc.quantize_(copy.deepcopy(pruned["model"]), quality=q - 1)
+        worse = dc.quantize_(copy.deepcopy(pruned["model"]), quality=q - 1, **how)
         assert error(worse, digits.val) > limit
     k = {r.name.rpartition(".")[0]: r.params["k"] for r in read(tmp_path / "rd.dcz").records
          if r.codec == "shared"}  # fmt: skip
@@ -275,9 +277,10 @@ def test_sharing_rd_kmeans_and_the_smaller_of_both(digits, tmp_path):
     assert tried == {"kmeans": km.bytes, "rd": rd.bytes}
     assert auto.quality == smaller.quality and auto.bytes == smaller.bytes
     assert not list(tmp_path.glob("*.tmp"))
-    phases = dc.plan(trained(digits), evaluate=lambda m: error(m, digits.val), budget=1.0,
-                     lr=0.05, rounds=1, quality=3)  # fmt: skip
-    assert phases[-1].quality == 3 and phases[-1].bits == {}
+    planned = dc.plan(trained(digits), evaluate=lambda m: error(m, digits.val), budget=1.0,
+                      lr=0.05, rounds=1, quality=3)  # fmt: skip
+    assert planned[-1].quality == 3 and planned[-1].bits == {}
+    assert planned[-1].trainable == phases.RD_TRAINABLE  # the same sharing as compress's
 
 
 def test_batchnorm_is_recalibrated_on_the_given_batches():

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .format.writer import atomic_path
-from .parametrizations import Masked, Shared, register_shared_, tie_
+from .parametrizations import Masked, Shared, Snapped, register_shared_, tie_
 from .targets import Slot, dedup, model_state
 
 
@@ -33,13 +33,23 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict) -> No
         if name not in groups:
             continue
         tensors[name] = t.contiguous().clone()
-        if isinstance(holder, Masked):
+        if isinstance(holder, (Masked, Snapped)):
             tensors[f"{name}.__mask"] = holder.mask.to(torch.uint8).contiguous()
+        if isinstance(holder, Snapped):  # the float weights train on: keep them, not their grid
+            plist = _plist(model, name)
+            tensors[name] = plist.original.detach().contiguous().clone()
+            tensors[f"{name}.__step"] = torch.tensor(holder.step, dtype=torch.float64)
         elif isinstance(holder, Shared):
             tensors[f"{name}.__codebook"] = holder.codebook.detach().contiguous().clone()
             tensors[f"{name}.__idx"] = holder.idx.contiguous()
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "tied": json.dumps(tied)})
+
+
+def _plist(model: nn.Module, name: str):
+    """The parametrization list of tensor `name` of `model`."""
+    layer, _, tname = name.rpartition(".")
+    return model.get_submodule(layer).parametrizations[tname]
 
 
 def read_meta(path: str | os.PathLike) -> dict:
@@ -68,7 +78,12 @@ def restore(model: nn.Module, path: str | os.PathLike) -> dict:
             layer, _, tname = key[: -len(".__mask")].rpartition(".")
             module = model.get_submodule(layer)
             on = getattr(module, tname).device  # the model's device, wherever it is
-            parametrize.register_parametrization(module, tname, Masked(mask.bool().to(on)))
+            mask = mask.bool().to(on)
+            step = tensors.get(key[: -len(".__mask")] + ".__step")
+            if step is None:
+                parametrize.register_parametrization(module, tname, Masked(mask))
+            else:
+                register_shared_(module, tname, Snapped(float(step), mask))
     for key, codebook in tensors.items():
         if key.endswith(".__codebook"):
             name = key[: -len(".__codebook")]

@@ -208,7 +208,7 @@ def _rounded(x: np.ndarray, w: np.ndarray, lam: float, s: float) -> Quantized:
     by `w` (one entry or one per value)."""
     if x.size == 0:
         return Quantized(np.zeros(0, np.float32), np.zeros(0, np.int32), s, 0.0)
-    s = _grid_step(x, s)
+    s = grid_step(x, s)
 
     def mult(part: slice) -> np.ndarray:  # the grid integer of each value of a slice
         return np.rint(x[part].astype(np.float64) / s).astype(np.int64)
@@ -256,7 +256,7 @@ def _flat(values) -> np.ndarray:
     return x
 
 
-def _grid_step(x: np.ndarray, s: float) -> float:
+def grid_step(x: np.ndarray, s: float) -> float:
     """The grid's step: `s`, but no finer than 2**-22 of the largest value, so that the
     integers stay below 2**22 and float32(m * s) are distinct for distinct m."""
     return max(s, max(-float(x.min()), float(x.max())) * 2.0**-22, 1e-37)
@@ -308,7 +308,7 @@ def _ecsq(x, w, lam, *, grid=False, step_=None, rate=1.0, max_iter=30, tol=1e-4)
         return Quantized(np.zeros(0, np.float32), np.zeros(0, np.int64), None, 0.0)
     # A uniform grid through zero at the high-rate step for the mean weight, only the levels
     # some value is nearest to (at most one per value).
-    s = _grid_step(x, step(lam, float(w.mean()) or 1.0) if step_ is None else step_)
+    s = grid_step(x, step(lam, float(w.mean()) or 1.0) if step_ is None else step_)
     mult = np.union1d(np.rint(x / s), [0.0]).astype(np.int64)
     levels = _grid_values(mult, s)
     cost = np.zeros(len(levels))

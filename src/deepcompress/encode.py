@@ -22,7 +22,7 @@ from .coding.coders import check_entropy
 from .coding.sparse_index import nonzero_gaps
 from .ecsq import QUALITY_RANGE, check_quality, lam_for_quality, quantize, rms
 from .format.container import Record
-from .parametrizations import Masked, Shared
+from .parametrizations import Masked, Shared, Snapped
 from .pruning import kept_positions
 from .settings import UNSET, assign, plan
 from .sharing import INITS, kmeans_1d
@@ -67,6 +67,7 @@ def encode_tensor(
     """The record of one tensor.
 
     - `held` a `Shared` parametrization: codec `shared`, its codebook and indices as they are.
+    - `held` a `Snapped` one: codec `shared`, the grid's levels that `t` uses (as integers).
     - `held` a `Masked` one: codec `sparse`, the non-zeros of `t` in full precision.
     - else, with `lam`: rate-distortion sharing at that slope (`ecsq.quantize`), each value's
       error weighted by `weights` (broadcastable to `t`; None: all alike), zero one of the
@@ -89,6 +90,14 @@ def encode_tensor(
     dtype = codec.dtype_name(t.dtype)
     if isinstance(held, Shared):
         params, parts = codec.encode_shared(held.idx, held.codebook.detach(), index_bits, entropy)
+        kind = "shared"
+    elif isinstance(held, Snapped):  # its grid's levels in use, stored as integers
+        shared = held.frozen(t)
+        flat = shared.idx.cpu().reshape(-1).numpy()
+        params, parts = codec.encode_shared_gaps(
+            nonzero_gaps(flat), flat[flat != 0], shared.codebook.detach(), index_bits, entropy,
+            grid=held.step,
+        )  # fmt: skip
         kind = "shared"
     elif isinstance(held, Masked):
         params, parts = codec.encode_sparse(t, index_bits, entropy)

@@ -1,6 +1,7 @@
 """The parametrizations that hold a model's compression while it trains, and their life cycle.
 
-`prune_` registers `Masked` on a weight, `quantize_` replaces it by `Shared`; both are
+`prune_` registers `Masked` on a weight, `quantize_` replaces it by `Shared` (or, to train the
+weights themselves through their rounding to a grid, by `Snapped`); all are
 `torch.nn.utils.parametrize` parametrizations, so `module.weight` is *computed* from them on
 every access and any ordinary training loop respects them. `tie_` makes the other holders of a
 tied weight compute it through the owner's very same parametrizations, and `strip_` removes
@@ -9,6 +10,7 @@ them all, leaving plain dense weights. Nothing here knows how masks or codebooks
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -80,7 +82,46 @@ class Shared(nn.Module):
         return self.idx != 0
 
 
-OURS: tuple[type[nn.Module], ...] = (Masked, Shared)
+class Snapped(nn.Module):
+    """Parametrization `weight = where(mask, float32(round(original / step) * step), 0)` whose
+    backward skips the rounding (the straight-through estimator of Bengio et al. 2013): the
+    float weights stay trainable and an ordinary loop trains them *through* their rounding to
+    the uniform grid of `step`, so a weight may move to another level (or to zero and back)
+    where centroid fine-tuning (`Shared`) only moves the levels. The forward computes exactly
+    what a file's grid codebook decodes to (`float32(m * step)`, m an integer), so the model
+    trained is the model saved. `mask` holds the pruned weights at zero; `step` is a Python
+    float (not a buffer: it must not follow a `.half()` of the model).
+    """
+
+    def __init__(self, step: float, mask: torch.Tensor):
+        super().__init__()
+        if not step > 0 or not math.isfinite(step):
+            raise ValueError(f"the grid's step must be a positive number, got {step}")
+        self.step = float(step)
+        self.register_buffer("mask", mask.to(torch.bool))
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        wide = torch.float32 if original.device.type == "mps" else torch.float64  # no f64 there
+        grid = (torch.round(original.to(wide) / self.step) * self.step).to(original.dtype)
+        snapped = original + (grid - original).detach()
+        return torch.where(self.mask, snapped, torch.zeros((), dtype=original.dtype))
+
+    def extra_repr(self) -> str:
+        return f"step={self.step:.6g}"
+
+    def frozen(self, weight: torch.Tensor) -> Shared:
+        """The `Shared` equal to `weight` (what this parametrization computed): the grid's
+        levels in use as the codebook, ascending, each weight's level as its index (0: zero)."""
+        m = torch.round(weight.detach().cpu().to(torch.float64) / self.step).to(torch.int64)
+        levels, inverse = torch.unique(m, return_inverse=True)  # sorted: zero among them
+        nonzero = levels != 0
+        symbol = torch.cumsum(nonzero.to(torch.int64), 0) * nonzero  # level -> 0 or 1..k
+        codebook = (levels[nonzero].to(torch.float64) * self.step).to(torch.float32)
+        idx = symbol[inverse].reshape(weight.shape)
+        return Shared(codebook.to(weight.device, weight.dtype), idx.to(weight.device))
+
+
+OURS: tuple[type[nn.Module], ...] = (Masked, Shared, Snapped)
 
 
 def current_mask(module: nn.Module, tname: str = "weight") -> torch.Tensor | None:
@@ -94,16 +135,20 @@ def current_mask(module: nn.Module, tname: str = "weight") -> torch.Tensor | Non
 
 
 def shared_parts(module: nn.Module, tname: str = "weight") -> Shared | None:
-    """The `Shared` parametrization on `module.<tname>`, or None."""
+    """The `Shared` parametrization on `module.<tname>` (for a `Snapped` one, the `Shared`
+    it equals now: a copy, to read), or None."""
     if parametrize.is_parametrized(module, tname):
         for p in module.parametrizations[tname]:
             if isinstance(p, Shared):
                 return p
+            if isinstance(p, Snapped):
+                return p.frozen(getattr(module, tname))
     return None
 
 
 def holder(plist) -> nn.Module | None:
-    """The last `Masked`/`Shared` of a parametrization list (what holds the tensor's codes)."""
+    """The last `Masked`/`Shared`/`Snapped` of a parametrization list (what holds the
+    tensor's codes)."""
     ours = [p for p in plist if isinstance(p, OURS)]
     return ours[-1] if ours else None
 
@@ -136,22 +181,24 @@ def tie_(owner, aliases: Iterable) -> None:
         m.parametrizations[t] = plist
 
 
-def register_shared_(module: nn.Module, tname: str, shared: Shared) -> None:
-    """Put `shared` on `module.<tname>`: as its only parametrization, or in place of the
-    `Masked` it holds (torch's remove_parametrizations edits the module's generated class,
-    which copy.deepcopy shares: it would break every copy)."""
+def register_shared_(module: nn.Module, tname: str, shared: Shared | Snapped) -> None:
+    """Put `shared` (a `Shared` or a `Snapped`) on `module.<tname>`: as its only
+    parametrization, or in place of the `Masked` it holds (torch's remove_parametrizations
+    edits the module's generated class, which copy.deepcopy shares: it would break every
+    copy). A `Snapped` keeps the float weights as its trainable original."""
     if not parametrize.is_parametrized(module, tname):
         parametrize.register_parametrization(module, tname, shared, unsafe=True)
-        module.parametrizations[tname].original.requires_grad_(False)  # empty, never used
+        if isinstance(shared, Shared):
+            module.parametrizations[tname].original.requires_grad_(False)  # empty, never used
         return
     plist = module.parametrizations[tname]
     if len(plist) != 1:
         raise ValueError(
             f"{type(module).__name__}.{tname} has parametrizations of its own; remove them first"
         )
-    original = plist.original
     plist[0] = shared
-    plist.original = nn.Parameter(original.new_empty(0), requires_grad=False)
+    if isinstance(shared, Shared):
+        plist.original = nn.Parameter(plist.original.new_empty(0), requires_grad=False)
     plist.unsafe = True
 
 

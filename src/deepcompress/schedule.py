@@ -27,15 +27,16 @@ The schedule (`plan`):
    `quantize_(quality=)`, as many levels as pay for themselves once entropy-coded, zero among
    them). The default, "auto", does both and keeps the smaller file within the budget: each
    won on some network (RESULTS.md, issue 17). Then the codebooks are fine-tuned at
-   `FINETUNE_LR x lr` and the file written; if the model decoded from it breaks the budget,
-   the quality (or every kind's bits) goes up by one and sharing is redone from the pruned
-   model (unless the pruned model was no better); if it keeps within it, one step lower is
-   tried the same way (fine-tuning wins back part of what a coarser codebook costs), and kept
-   while its file is smaller and its decoded model no worse (`selection.step`: qualities down
-   to -4, bits down to the fewest of `selection.BITS`). That step spends none of the budget:
-   spending it to the edge on a validation split of a few hundred examples spends its noise
-   (the digits demo, whose validation error did not move from 3 to 2 bits, lost 0.56 test
-   points so).
+   `FINETUNE_LR x lr` (rate-distortion sharing trains the weights themselves through their
+   rounding to its grid instead, `RD_TRAINABLE`) and the file written; if the model decoded
+   from it breaks the budget, the quality (or every kind's bits) goes up by one and sharing is
+   redone from the pruned model (unless the pruned model was no better); if it keeps within
+   it, one step lower is tried the same way (fine-tuning wins back part of what a coarser
+   codebook costs), and kept while its file is smaller and its decoded model no worse
+   (`selection.step`: qualities down to -4, bits down to the fewest of `selection.BITS`).
+   That step spends none of the budget: spending it to the edge on a validation split of a
+   few hundred examples spends its noise (the digits demo, whose validation error did not
+   move from 3 to 2 bits, lost 0.56 test points so).
 4. The held-out check (`check`, optional): every decision above is taken on `evaluate`'s
    data, and a dozen decisions each at the budget's edge select a model for that data's luck
    (the MNIST CNN of RESULTS.md, issue 17: validation +0.04-0.08, test +0.16-0.37 points). A
@@ -75,10 +76,21 @@ from .analysis import sensitivity, tolerated_sparsity
 from .checkpoint import read_meta, restore, save_checkpoint
 from .devices import resolve as resolve_device
 from .parametrizations import strip_
-from .phases import PRUNE_LR, Phase, back_off, check_arguments, edge, fmt, prune_phases, sparsities
+from .phases import (
+    PRUNE_LR,
+    RD_TRAINABLE,
+    Phase,
+    back_off,
+    check_arguments,
+    edge,
+    fmt,
+    prune_phases,
+    share_settings,
+    sparsities,
+)
 from .retrain import distillation_loss, recalibrate_batchnorm
 from .runtime.energy import energy_view
-from .selection import choose_bits, choose_quality, index_bits, per_layer, step
+from .selection import choose_bits, choose_quality, index_bits, step
 
 #: A layer's target: the largest sparsity it tolerates alone within TOLERANCE x budget.
 TOLERANCE = 4.0
@@ -142,7 +154,7 @@ def plan(
     if quality is not None and bits is not None:
         raise ValueError("give bits or quality, not both")
     chosen = bits if bits is not None else {"conv": 6, "linear": 4, "embedding": 4}
-    share = {"quality": quality} if quality is not None else {"bits": per_layer(model, chosen)}
+    share = share_settings(model, quality if quality is not None else chosen, quality is not None)
     phases.append(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share))
     return phases
 
@@ -319,7 +331,7 @@ def compress(
         (error of the decoded model, bytes, decoded model, index bits)."""
         nonlocal net
         rd, net = mode == "rd", copy.deepcopy(pruned)
-        share = {"quality": setting} if rd else {"bits": per_layer(net, setting)}
+        share = share_settings(net, setting, rd)
         err = run(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share), rounds)
         bits = index_bits(net)
         size = api.save(net, path, entropy=entropy, progress=False)
@@ -337,8 +349,10 @@ def compress(
         for mode in modes:
             rd, path = mode == "rd", Path(f"{out}.{mode}.tmp")
             trial_path = Path(f"{out}.{mode}.trial.tmp")
-            choose = choose_quality if rd else choose_bits
-            setting = choose(copy.deepcopy(pruned), evaluate, limit)
+            if rd:
+                setting = choose_quality(copy.deepcopy(pruned), evaluate, limit, RD_TRAINABLE)
+            else:
+                setting = choose_bits(copy.deepcopy(pruned), evaluate, limit)
             # up one step while the decoded model breaks the budget ...
             got, climbed = attempt(mode, setting, path), False
             while got[0] > ok and (up := step(setting, rd, 1)) is not None:

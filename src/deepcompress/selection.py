@@ -57,11 +57,15 @@ def choose_bits(model: nn.Module, evaluate: Evaluate, limit: float) -> dict[str,
     return chosen
 
 
-def choose_quality(model: nn.Module, evaluate: Evaluate, limit: float) -> float:
-    """The lowest of QUALITIES whose rate-distortion shared model, before fine-tuning, keeps
-    `evaluate` within `limit` (the highest if none does); leaves `model` as it was."""
+def choose_quality(
+    model: nn.Module, evaluate: Evaluate, limit: float, trainable: str = "codebook"
+) -> float:
+    """The lowest of QUALITIES whose rate-distortion shared model (`quantize_`'s `trainable`),
+    before fine-tuning, keeps `evaluate` within `limit` (the highest if none does); leaves
+    `model` as it was."""
     for q in QUALITIES:
-        if float(evaluate(quantize_(copy.deepcopy(model), quality=q))) <= limit:
+        shared = quantize_(copy.deepcopy(model), quality=q, trainable=trainable)
+        if float(evaluate(shared)) <= limit:
             return q
     return QUALITIES[-1]
 

@@ -28,10 +28,11 @@ from torch.nn.utils import parametrize
 
 from ._progress import bar
 from .distributed import broadcast_
-from .ecsq import check_quality, ecsq, lam_for_quality, rms
+from .ecsq import check_quality, ecsq, grid_step, lam_for_quality, rms, step
 from .ecsq import nearest as assign
 from .parametrizations import (
     Shared,
+    Snapped,
     current_mask,
     index_dtype,
     register_shared_,
@@ -47,6 +48,8 @@ CENTROID_INITS = ("linear", "density", "random", "kmeans++")
 #: keeping the lower squared error).
 INITS = (*CENTROID_INITS, "best")
 BEST_MAX_K = 4096  # "best" tries "linear" up to this many levels (12 bits)
+#: What fine-tuning after `quantize_` may train (its `trainable`).
+TRAINABLE = ("codebook", "weights")
 
 #: The paper's default bits: 8 for conv layers, 5 for fully connected ones. Embedding tables
 #: (which the paper does not have) get 5 like fully connected layers: an embedding is the
@@ -187,6 +190,7 @@ def quantize_(
     seed: int = 0,
     progress: bool = False,
     exclude: Iterable[str] = (),
+    trainable: str = "codebook",
 ) -> nn.Module:
     """Share each layer's surviving weights through a k-means codebook, in place.
 
@@ -213,13 +217,18 @@ def quantize_(
         seed: for the random initialisations.
         progress: show a progress bar over the layers being clustered.
         exclude: patterns (or names) of tensors never to touch.
+        trainable: what fine-tuning trains: "codebook" (the paper's: each weight keeps its
+            level, the levels move) or, with `quality` only, "weights": each weight stays a
+            trainable float computed as its rounding to the quality's grid (`Snapped`, a
+            straight-through gradient), so fine-tuning may move it to another level, zero
+            included (quantization-aware training). `save` stores the grid's levels.
 
     A tied weight (one Parameter held by several modules) gets one codebook and one index
     tensor, clustered once; every module holding it computes its weight through them, so the
     tie holds through fine-tuning and `save` stores the tensor once (see `prune_`).
 
     Returns:
-        `model`, with a `Shared` parametrization on each quantized weight.
+        `model`, with a `Shared` (or `Snapped`) parametrization on each quantized weight.
 
     Raises:
         ValueError: bits outside 1..16, an unknown init, a key or exclude pattern that matches
@@ -230,6 +239,11 @@ def quantize_(
         raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
     if quality is not None and bits is not None:
         raise ValueError("give bits or quality, not both")
+    if trainable not in TRAINABLE or (trainable == "weights" and quality is None):
+        raise ValueError(
+            f"trainable must be one of {TRAINABLE}, 'weights' with a quality only; "
+            f"got {trainable!r}"
+        )
     setting = bits if quality is None else quality
     if quality is not None and not isinstance(quality, Mapping):
         setting = dict.fromkeys(DEFAULT_BITS, quality)
@@ -263,7 +277,10 @@ def quantize_(
             _quantize_layer(owner.module, int(b), init, max_iter, seed, tname=owner.tname)
         else:
             lam = lam_for_quality(float(b), scale)
-            _quantize_layer(owner.module, 0, init, max_iter, seed, owner.tname, lam=lam)
+            if trainable == "weights":
+                _snap_layer(owner.module, owner.tname, lam)
+            else:
+                _quantize_layer(owner.module, 0, init, max_iter, seed, owner.tname, lam=lam)
         tie_(owner, group[1:])
     return model
 
@@ -273,6 +290,19 @@ def _kept(module: nn.Module, tname: str) -> torch.Tensor:
     weight = getattr(module, tname).detach()
     mask = current_mask(module, tname)
     return weight if mask is None else weight[mask]
+
+
+def _snap_layer(module: nn.Module, tname: str, lam: float) -> None:
+    """`Snapped` on the grid of `lam`'s step: each kept weight rounded to its nearest level
+    (`ecsq.quantize(rd=0)`'s grid), the weights themselves left trainable."""
+    weight = getattr(module, tname).detach()
+    mask = current_mask(module, tname)
+    kept = weight if mask is None else weight[mask]
+    s = grid_step(kept, step(lam)) if kept.numel() else step(lam)
+    s = float(broadcast_(torch.tensor([s], dtype=torch.float64))[0])  # rank 0's, under DDP
+    if mask is None:
+        mask = torch.ones_like(weight, dtype=torch.bool)
+    register_shared_(module, tname, Snapped(s, mask.clone()))
 
 
 def _quantize_layer(

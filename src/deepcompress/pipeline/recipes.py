@@ -20,6 +20,7 @@ class Recipe:
     bits: dict[str, int] = field(default_factory=lambda: {"conv": 8, "linear": 5})
     init: str = "linear"  # k-means centroid initialisation
     quality: float | None = None  # rate-distortion sharing at this quality instead of `bits`
+    trainable: str = "codebook"  # with `quality`: "weights" trains them through the rounding
     entropy: str = "huffman"  # the streams' coder ("auto": the smallest per stream)
     raw_dtype: str | None = None  # store biases in this dtype ("float16"), None: as they are
 

@@ -93,7 +93,7 @@ def share_and_finetune(
     """Stage 2: weight sharing, then codebook fine-tuning. Returns the validation errors
     before and after fine-tuning."""
     if recipe.quality is not None and bits is None:
-        quantize_(model, quality=recipe.quality, progress=not quiet)
+        quantize_(model, quality=recipe.quality, trainable=recipe.trainable, progress=not quiet)
     else:
         quantize_(model, bits=bits or recipe.bits, init=recipe.init, progress=not quiet)
     before = error_rate(model, data.val)
