@@ -145,3 +145,27 @@ def test_a_recipe_with_a_quality_shares_weights_by_rate_distortion():
         zeros[quality] = float((model.ip1.weight == 0).float().mean())
     assert zeros[None] == 0.0  # k-means on an unpruned layer: no weight becomes zero
     assert zeros[0.0] > 0.2  # rate-distortion sharing sends the many small weights to zero
+
+
+def test_a_recipe_that_trains_the_weights_through_the_grid_moves_them_between_levels():
+    """`Recipe.trainable="weights"`: the sharing stage fine-tunes the weights themselves (each
+    rounded to the quality's grid), so weights change level, which centroid fine-tuning never
+    does."""
+    import copy
+    from dataclasses import replace
+
+    from deepcompress.parametrizations import Snapped, shared_parts
+    from deepcompress.pipeline.data import load_digits
+    from deepcompress.pipeline.models import build
+
+    data = load_digits(0)
+    recipe = recipes.RECIPES["digits-mlp"].scaled(0.05)
+    torch.manual_seed(0)
+    model = build("digits-mlp")
+    fresh = dc.quantize_(copy.deepcopy(model), quality=1.0, trainable="weights")
+    start = shared_parts(fresh.ip1).idx
+    reproduce.share_and_finetune(
+        model, data, replace(recipe, quality=1.0, trainable="weights"), quiet=True
+    )
+    assert isinstance(model.ip1.parametrizations.weight[0], Snapped)
+    assert (shared_parts(model.ip1).idx != start).any()
