@@ -254,6 +254,19 @@ def test_every_key_survives_and_raw_dtype(tmp_path):
     assert (tmp_path / "torch.float16.dcz").stat().st_size < (tmp_path / "None.dcz").stat().st_size
 
 
+def test_a_tensor_past_the_raw_dtypes_range_keeps_its_own(tmp_path):
+    """CREPE's BatchNorm variances reach 5e5, past float16's 65504: such a tensor is stored in
+    its own dtype instead of as infinity; the others are cast."""
+    net = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4)).eval()
+    with torch.no_grad():
+        net[1].running_var.copy_(torch.tensor([1.0, 2.5, 4.97e5, 3.0]))
+    dc.save(net, tmp_path / "m.dcz", raw_dtype=torch.float16)
+    state = dc.load(tmp_path / "m.dcz")
+    assert state["1.running_var"].dtype == torch.float32
+    assert torch.equal(state["1.running_var"], net[1].running_var)
+    assert state["1.running_mean"].dtype == torch.float16
+
+
 # --- tied weights -----------------------------------------------------------------------------
 
 

@@ -62,7 +62,8 @@ def save(
             more: `coding.coders.SLOW`), "smallest" (always the smallest), "huffman" (the
             paper's), "rans" or "cabac".
         raw_dtype: store the tensors kept as they are (biases, norms, unpruned layers) in this
-            float dtype, e.g. `torch.float16` (lossy: on request only); None keeps theirs.
+            float dtype, e.g. `torch.float16` (lossy: on request only); None keeps theirs. A
+            tensor with a value past that dtype's range keeps its own dtype.
         meta: optional JSON-serialisable dict stored in the header (e.g. a training report);
             its keys "tied" and "deepcompress" are reserved.
         progress: show progress over the tensors being encoded.

@@ -75,7 +75,8 @@ def encode_tensor(
     - else, with `sparsity > 0` or `bits`: `kept_positions(t, sparsity)`, then the kept
       values shared through a `2**bits` k-means codebook (`shared`) or kept as they are
       (`sparse`, when `bits` is None).
-    - else `raw`, a floating-point tensor cast to `raw_dtype` if one is given.
+    - else `raw`, a floating-point tensor cast to `raw_dtype` if one is given and all its values
+      fit that dtype's range (else kept in its own).
 
     `index_bits` None picks the gap width that gives the fewest bytes; `entropy` is "auto",
     "smallest" or a coder's name (`coding.coders.ENTROPY_CHOICES`).
@@ -86,7 +87,9 @@ def encode_tensor(
     if t.is_floating_point() and not torch.isfinite(t).all():
         raise ValueError(f"tensor {name!r} contains NaN or infinity; refusing to encode it")
     if held is None and raw_dtype is not None and t.is_floating_point():
-        t = t.to(raw_dtype)
+        cast = t.to(raw_dtype)
+        t = cast if torch.isfinite(cast).all() else t  # past its range (a BatchNorm's variance
+        # of 5e5 in float16): kept as it is, not stored as infinity
     dtype = codec.dtype_name(t.dtype)
     if isinstance(held, Shared):
         params, parts = codec.encode_shared(held.idx, held.codebook.detach(), index_bits, entropy)
