@@ -27,8 +27,8 @@ The schedule (`plan`):
    `quantize_(quality=)`, as many levels as pay for themselves once entropy-coded, zero among
    them). The default, "auto", does both and keeps the smaller file within the budget: each
    won on some network (RESULTS.md, issue 17). Then the codebooks are fine-tuned at
-   `FINETUNE_LR x lr` (rate-distortion sharing trains the weights themselves through their
-   rounding to its grid instead, `RD_TRAINABLE`) and the file written; if the model decoded
+   `FINETUNE_LR x lr` (`phases.RD_TRAINABLE`: or the weights through the grid, for
+   rate-distortion sharing) and the file written; if the model decoded
    from it breaks the budget, the quality (or every kind's bits) goes up by one and sharing is
    redone from the pruned model (unless the pruned model was no better); if it keeps within
    it, one step lower is tried the same way (fine-tuning wins back part of what a coarser
