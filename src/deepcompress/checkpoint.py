@@ -32,12 +32,12 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict) -> No
     for name, t, holder, _ in state:
         if name not in groups:
             continue
-        tensors[name] = t.contiguous().clone()
+        # a Snapped tensor's float weights train on: keep them, not their rounding to the grid
+        value = _plist(model, name).original.detach() if isinstance(holder, Snapped) else t
+        tensors[name] = value.contiguous().clone()
         if isinstance(holder, (Masked, Snapped)):
             tensors[f"{name}.__mask"] = holder.mask.to(torch.uint8).contiguous()
-        if isinstance(holder, Snapped):  # the float weights train on: keep them, not their grid
-            plist = _plist(model, name)
-            tensors[name] = plist.original.detach().contiguous().clone()
+        if isinstance(holder, Snapped):
             tensors[f"{name}.__step"] = torch.tensor(holder.step, dtype=torch.float64)
         elif isinstance(holder, Shared):
             tensors[f"{name}.__codebook"] = holder.codebook.detach().contiguous().clone()
