@@ -10,7 +10,8 @@ more, for a finer budget: 0.25 points a frame at 400); the reported
 figure is on the held-out fidelity set (`realnets.Fidelity`, seed 1), from the decoded file.
 
     python benchmarks/bench_crepe_tiny.py --out /tmp/crepe-tiny [--budget 0.3] [--steps 40]
-        [--val-frames 400] [--sharing auto|kmeans|rd] [--resume]
+        [--val-frames 400] [--sharing auto|kmeans|rd] [--trainable codebook|weights]
+        [--no-prune] [--resume]
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=40, help="batches of 64 frames per epoch")
     p.add_argument("--lr", type=float, default=2e-4, help="CREPE's training learning rate")
     p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
+    p.add_argument(
+        "--trainable",
+        choices=["codebook", "weights"],
+        default="codebook",
+        help="what rate-distortion sharing fine-tunes (dc.compress)",
+    )
+    p.add_argument("--no-prune", action="store_true", help="dc.compress(prune=False)")
     p.add_argument("--resume", action="store_true", help="continue a killed run (dc.compress)")
     p.add_argument("--val-frames", type=int, default=400, help="validation frames (seed 2000)")
     args = p.parse_args(argv)
@@ -85,7 +93,8 @@ def main(argv=None) -> None:
     path = Path(args.out) / "crepe-tiny.dcz"
     summary = dc.compress(
         model, train=train, evaluate=evaluate, out=path, budget=args.budget, lr=args.lr,
-        sharing=args.sharing, resume=args.resume,
+        sharing=args.sharing, trainable=args.trainable, prune=not args.no_prune,
+        resume=args.resume,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     fid = Fidelity("crepe-tiny", seed=1)
@@ -95,7 +104,8 @@ def main(argv=None) -> None:
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name()}, torch {torch.__version__}")
     print(
         f"CREPE tiny, dc.compress budget {args.budget} (validation rpa points), sharing "
-        f"{args.sharing} ({summary.quality=}, {summary.bits=}), {args.steps} batches of 64 an "
+        f"{args.sharing} ({summary.quality=}, {summary.bits=}), trainable {args.trainable}, "
+        f"prune {not args.no_prune}, {args.steps} batches of 64 an "
         f"epoch, {args.val_frames} validation frames, {seconds:.0f} s"
     )
     print(f"validation error {summary.dense_error:.2f} -> {summary.error:.2f} points")

@@ -134,6 +134,15 @@ def current_mask(module: nn.Module, tname: str = "weight") -> torch.Tensor | Non
     return None
 
 
+def snapped(module: nn.Module, tname: str = "weight") -> Snapped | None:
+    """The `Snapped` parametrization on `module.<tname>`, or None."""
+    if parametrize.is_parametrized(module, tname):
+        for p in module.parametrizations[tname]:
+            if isinstance(p, Snapped):
+                return p
+    return None
+
+
 def shared_parts(module: nn.Module, tname: str = "weight") -> Shared | None:
     """The `Shared` parametrization on `module.<tname>` (for a `Snapped` one, the `Shared`
     it equals now: a copy, to read), or None."""

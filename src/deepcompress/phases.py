@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import nn
 
@@ -20,6 +21,29 @@ PRUNE_LR = 0.4  # retraining after pruning, as a fraction of the dense model's r
 #: (through the grid) helped LeNet-300-100 but gave CREPE tiny's `compress` a 5% larger file
 #: (21.1x against 22.3x, RESULTS.md, issue 17): the paper's codebook stays the default.
 RD_TRAINABLE = "codebook"
+#: Fine-tuning the weights through the grid retrains them as after pruning: at the centroids'
+#: rate (FINETUNE_LR) they barely move (CREPE tiny, Adam: 0.1 x lr left the error 10 points
+#: above 0.5 x lr after 500 steps at quality -1, RESULTS.md, issue 17).
+QAT_LR = PRUNE_LR
+
+
+@dataclass
+class Summary:
+    """What `compress` did: the file, its ratio and the errors of the model decoded from it."""
+
+    path: Path
+    bytes: int
+    ratio: float  # 4 bytes per floating-point parameter of the model / file size
+    error: float  # evaluate() of the model decoded from the file
+    dense_error: float
+    model: nn.Module  # the decoded model, ready to run
+    sparsity: dict[str, float]
+    bits: dict[str, int]  # per layer, the bits of its codebook's index (levels + zero)
+    history: list[dict]  # one entry per phase tried: its kind, settings and error
+    quality: float | None = None  # the rate-distortion sharing's quality (None: k-means)
+    check_error: float | None = None  # check() of the decoded model (None: no check given)
+    dense_check_error: float | None = None
+    energy: dict = field(default_factory=dict)  # `dc.energy_view` of the file (the paper's)
 
 
 @dataclass
@@ -45,10 +69,11 @@ class Phase:
         return quantize_(model, bits=self.bits)
 
 
-def share_settings(model: nn.Module, setting, rd: bool) -> dict:
-    """A sharing phase's settings: rate-distortion at quality `setting`, or k-means bits."""
+def share_settings(model: nn.Module, setting, rd: bool, trainable: str = RD_TRAINABLE) -> dict:
+    """A sharing phase's settings: rate-distortion at quality `setting` (fine-tuning
+    `trainable`), or k-means bits."""
     if rd:
-        return {"quality": setting, "trainable": RD_TRAINABLE}
+        return {"quality": setting, "trainable": trainable}
     return {"bits": per_layer(model, setting)}
 
 

@@ -65,7 +65,6 @@ import copy
 import os
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -78,8 +77,10 @@ from .devices import resolve as resolve_device
 from .parametrizations import strip_
 from .phases import (
     PRUNE_LR,
+    QAT_LR,
     RD_TRAINABLE,
     Phase,
+    Summary,
     back_off,
     check_arguments,
     edge,
@@ -104,25 +105,6 @@ SHARING = ("auto", "kmeans", "rd")
 
 Train = Callable[..., None]
 Evaluate = Callable[[nn.Module], float]
-
-
-@dataclass
-class Summary:
-    """What `compress` did: the file, its ratio and the errors of the model decoded from it."""
-
-    path: Path
-    bytes: int
-    ratio: float  # 4 bytes per floating-point parameter of the model / file size
-    error: float  # evaluate() of the model decoded from the file
-    dense_error: float
-    model: nn.Module  # the decoded model, ready to run
-    sparsity: dict[str, float]
-    bits: dict[str, int]  # per layer, the bits of its codebook's index (levels + zero)
-    history: list[dict]  # one entry per phase tried: its kind, settings and error
-    quality: float | None = None  # the rate-distortion sharing's quality (None: k-means)
-    check_error: float | None = None  # check() of the decoded model (None: no check given)
-    dense_check_error: float | None = None
-    energy: dict = field(default_factory=dict)  # `dc.energy_view` of the file (the paper's)
 
 
 def plan(
@@ -173,6 +155,8 @@ def compress(
     epochs: int = 2,
     distill: float = 0.5,
     sharing: str = "auto",
+    trainable: str = "codebook",
+    prune: bool = True,
     calibration: Iterable | None = None,
     resume: bool = False,
     seed: int = 0,
@@ -204,6 +188,12 @@ def compress(
         sharing: "kmeans" (the fewest bits per kind), "rd" (rate-distortion sharing at the
             lowest quality within the budget) or "auto" (both; the smaller file within it);
             either judged on the fine-tuned model decoded from the file (module notes).
+        trainable: what rate-distortion sharing's fine-tuning trains: "codebook" (the levels)
+            or "weights" (quantization-aware: the weights through the grid, at QAT_LR x lr;
+            each step down in quality continues from the last one kept, while its decoded
+            model keeps within the budget and its file is smaller). Not with "kmeans".
+        prune: False skips the sensitivity and pruning (with "weights", sharing's zero level
+            prunes: CREPE tiny came out 35x so against 23x pruned first, RESULTS.md).
         calibration: batches of inputs (or (inputs, ...) tuples) on which BatchNorm statistics
             are recomputed after each structural change.
         resume: continue from `out` + ".ckpt" if it holds this same run.
@@ -228,6 +218,8 @@ def compress(
     check_arguments(budget, lr, rounds, epochs)
     if sharing not in SHARING:
         raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
+    if trainable not in ("codebook", "weights") or (trainable, sharing) == ("weights", "kmeans"):
+        raise ValueError(f"trainable: 'codebook', or 'weights' without kmeans; not {trainable!r}")
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"no such folder for the file: {str(out.parent)!r}")
@@ -238,7 +230,7 @@ def compress(
     say = (lambda msg: print(f"compress: {msg}", file=sys.stderr)) if progress else (lambda m: None)
     settings = {"seed": seed, "budget": budget, "lr": lr, "rounds": rounds, "extra": extra,
                 "epochs": epochs, "distill": distill, "sharing": sharing,
-                "check": check is not None}  # fmt: skip
+                "check": check is not None, "trainable": trainable, "prune": prune}  # fmt: skip
     state = None
     if resume and ckpt.is_file() and dense_file.is_file():
         state = read_meta(ckpt)
@@ -248,10 +240,12 @@ def compress(
     if state is None:
         dense = copy.deepcopy(model).eval()
         dense_error = float(evaluate(model))
-        table = sensitivity(model, evaluate, GRID, progress=progress)
-        target = tolerated_sparsity(table, TOLERANCE * budget)
+        target = {}
+        if prune:
+            table = sensitivity(model, evaluate, GRID, progress=progress)
+            target = tolerated_sparsity(table, TOLERANCE * budget)
         state = {"settings": settings, "dense_error": dense_error, "target": target,
-                 "done": 0, "history": [], "kept": [],
+                 "done": 0, "history": [], "kept": [], "stopped": not prune,
                  "dense_check": None if check is None else float(check(model))}  # fmt: skip
         save_checkpoint(dense, dense_file, {})
         say(f"dense model: error {dense_error:.4g}; targets {fmt(target)}")
@@ -318,21 +312,24 @@ def compress(
         save_checkpoint(net, ckpt, state)
 
     # weight sharing at the fewest bits (lowest quality) whose quantized model stays within the
-    # budget; one step more, from the pruned model again, while the decoded model breaks it.
-    # "auto" does both and keeps the smaller file of those within the budget.
+    # budget, stepped up or down (below); "auto" keeps the smaller file of both within it.
     pruned = copy.deepcopy(net)
     if on_phase is not None:
         on_phase("pruned", net, pruned_err)
     found, modes = [], ("kmeans", "rd") if sharing == "auto" else (sharing,)
     ok = max(limit, pruned_err)  # more bits cannot win back what pruning cost
 
-    def attempt(mode: str, setting, path: Path) -> tuple:
-        """Share the pruned model at `setting`, fine-tune, write `path`, measure the file:
-        (error of the decoded model, bytes, decoded model, index bits)."""
+    qat = trainable == "weights"
+
+    def attempt(mode: str, setting, path: Path, start: nn.Module | None = None) -> tuple:
+        """Share the pruned model (or `start`, a fine-tuned one) at `setting`, fine-tune, write
+        `path`, measure the file: (error of the decoded model, bytes, decoded model, index
+        bits); `net` is the fine-tuned model."""
         nonlocal net
-        rd, net = mode == "rd", copy.deepcopy(pruned)
-        share = share_settings(net, setting, rd)
-        err = run(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share), rounds)
+        rd, net = mode == "rd", copy.deepcopy(pruned if start is None else start)
+        share = share_settings(net, setting, rd, trainable if rd else RD_TRAINABLE)
+        rate = (QAT_LR if rd and qat else FINETUNE_LR) * lr
+        err = run(Phase("quantize", 2 * epochs, rate, **share), rounds)
         bits = index_bits(net)
         size = api.save(net, path, entropy=entropy, progress=False)
         decoded = api.load(path, model=copy.deepcopy(dense).requires_grad_(True))
@@ -350,7 +347,7 @@ def compress(
             rd, path = mode == "rd", Path(f"{out}.{mode}.tmp")
             trial_path = Path(f"{out}.{mode}.trial.tmp")
             if rd:
-                setting = choose_quality(copy.deepcopy(pruned), evaluate, limit, RD_TRAINABLE)
+                setting = choose_quality(copy.deepcopy(pruned), evaluate, limit, trainable)
             else:
                 setting = choose_bits(copy.deepcopy(pruned), evaluate, limit)
             # up one step while the decoded model breaks the budget ...
@@ -359,13 +356,16 @@ def compress(
                 setting, got, climbed = up, attempt(mode, up, path), True
             # ... or, if it kept within it at once, down one step while the next one's file,
             # fine-tuned, is smaller and its decoded model no worse: spending none of the
-            # budget, so as not to spend it on a small validation set's noise
+            # budget, so as not to spend it on a small validation set's noise. Quantization-
+            # aware steps retrain (as pruning rounds do): each continues from the last one
+            # kept and may spend the budget.
+            last = net
             while not climbed and got[0] <= ok and (down := step(setting, rd, -1)) is not None:
-                lower = attempt(mode, down, trial_path)
-                if lower[0] > got[0] or lower[1] >= got[1]:
+                lower = attempt(mode, down, trial_path, last if rd and qat else None)
+                if lower[0] > (ok if rd and qat else got[0]) or lower[1] >= got[1]:
                     break
                 os.replace(trial_path, path)
-                setting, got = down, lower
+                setting, got, last = down, lower, net
             broke = got[0] > ok
             found.append(((broke, got[0] if broke else got[1]), mode, path, setting, got))
         _, mode, path, setting, (error, size, decoded, bits) = min(found, key=lambda f: f[0])

@@ -37,6 +37,7 @@ from .parametrizations import (
     index_dtype,
     register_shared_,
     shared_parts,
+    snapped,
     tie_,
 )
 from .settings import plan
@@ -221,7 +222,9 @@ def quantize_(
             level, the levels move) or, with `quality` only, "weights": each weight stays a
             trainable float computed as its rounding to the quality's grid (`Snapped`, a
             straight-through gradient), so fine-tuning may move it to another level, zero
-            included (quantization-aware training). `save` stores the grid's levels.
+            included (quantization-aware training). `save` stores the grid's levels. A layer
+            already `Snapped` moves to the new quality's grid, keeping its floats and mask:
+            training continues from them (`compress` steps the quality down so).
 
     A tied weight (one Parameter held by several modules) gets one codebook and one index
     tensor, clustered once; every module holding it computes its weight through them, so the
@@ -260,9 +263,10 @@ def quantize_(
             raise ValueError(f"bits for {owner.names[0]!r} must be in 1..16, got {b}")
         if quality is not None:
             check_quality(b, repr(owner.names[0]))
-        if shared_parts(owner.module, owner.tname) is not None:
+        regrid = trainable == "weights" and snapped(owner.module, owner.tname) is not None
+        if not regrid and shared_parts(owner.module, owner.tname) is not None:
             raise ValueError(f"layer {owner.names[0].rpartition('.')[0]!r} is already quantized")
-        if parametrize.is_parametrized(owner.module, owner.tname):
+        if not regrid and parametrize.is_parametrized(owner.module, owner.tname):
             if (
                 len(owner.module.parametrizations[owner.tname]) != 1
                 or current_mask(owner.module, owner.tname) is None
@@ -285,21 +289,34 @@ def quantize_(
     return model
 
 
+def _floats(module: nn.Module, tname: str) -> torch.Tensor:
+    """A layer's float weights: those a `Snapped` rounds (its trainable original), else the
+    layer's weight."""
+    if snapped(module, tname) is not None:
+        return module.parametrizations[tname].original.detach()
+    return getattr(module, tname).detach()
+
+
 def _kept(module: nn.Module, tname: str) -> torch.Tensor:
-    """A layer's weights that its mask keeps (all of them when it has none)."""
-    weight = getattr(module, tname).detach()
+    """A layer's float weights that its mask keeps (all of them when it has none)."""
+    weight = _floats(module, tname)
     mask = current_mask(module, tname)
     return weight if mask is None else weight[mask]
 
 
 def _snap_layer(module: nn.Module, tname: str, lam: float) -> None:
     """`Snapped` on the grid of `lam`'s step: each kept weight rounded to its nearest level
-    (`ecsq.quantize(rd=0)`'s grid), the weights themselves left trainable."""
-    weight = getattr(module, tname).detach()
+    (`ecsq.quantize(rd=0)`'s grid), the weights themselves left trainable; a layer already
+    `Snapped` only gets the new step (its floats, mask and ties stay)."""
     mask = current_mask(module, tname)
-    kept = weight if mask is None else weight[mask]
+    kept = _kept(module, tname)
     s = grid_step(kept, step(lam)) if kept.numel() else step(lam)
     s = float(broadcast_(torch.tensor([s], dtype=torch.float64))[0])  # rank 0's, under DDP
+    held = snapped(module, tname)
+    if held is not None:
+        held.step = s
+        return
+    weight = getattr(module, tname).detach()
     if mask is None:
         mask = torch.ones_like(weight, dtype=torch.bool)
     register_shared_(module, tname, Snapped(s, mask.clone()))

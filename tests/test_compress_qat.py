@@ -1,0 +1,112 @@
+"""Quantization-aware `compress` (`trainable="weights"`, `prune=False`): rate-distortion sharing
+whose fine-tuning trains the weights through the grid, each lower quality continuing from the
+last one kept, and `quantize_` moving a `Snapped` layer to another grid."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_schedule import error, fit, trained
+from torch import nn
+
+import deepcompress as dc
+from deepcompress import phases
+from deepcompress.parametrizations import snapped
+from deepcompress.pipeline.data import load_digits
+from deepcompress.selection import step
+
+
+def _floats(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        n: m.parametrizations["weight"].original.detach().clone()
+        for n, m in model.named_modules()
+        if snapped(m) is not None
+    }
+
+
+def test_a_snapped_layer_moves_to_a_coarser_grid_keeping_its_floats_and_mask():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(24, 40), nn.ReLU(), nn.Linear(40, 6))
+    dc.prune_(net, sparsity=0.5)
+    dc.quantize_(net, quality=2, trainable="weights")
+    with torch.no_grad():  # floats off the grid, as training leaves them
+        net[0].parametrizations["weight"].original.add_(0.01 * torch.randn(40, 24))
+    before, mask, fine = _floats(net), snapped(net[0]).mask.clone(), snapped(net[0]).step
+    dc.quantize_(net, quality=0, trainable="weights")
+    held = snapped(net[0])
+    assert held.step > 3 * fine  # two qualities lower: about 4x the step
+    assert all(torch.equal(before[n], f) for n, f in _floats(net).items())
+    assert torch.equal(held.mask, mask)
+    # brute force: each kept float's nearest level of the new grid (levels -200..200)
+    levels = torch.arange(-200, 201, dtype=torch.float64) * held.step
+    floats = before["0"].to(torch.float64)
+    nearest = levels[(floats[..., None] - levels).abs().argmin(-1)].float()
+    assert torch.equal(net[0].weight, torch.where(mask, nearest, torch.zeros(())))
+    with pytest.raises(ValueError, match="already quantized"):
+        dc.quantize_(net, quality=-1)  # the codebook's way needs a layer not yet shared
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(0)
+
+
+def test_compress_without_pruning_steps_the_quality_down_from_the_last_kept_model(digits, tmp_path):
+    """No sensitivity, no pruning round; each sharing step one quality lower, trained from the
+    previous step's floats at QAT_LR x lr, kept while the decoded model keeps within the
+    budget and the file shrinks; the file is the last step kept and zero is a level."""
+    seen, rates = [], []
+
+    def watch(stage, model, err):
+        seen.append((stage, _floats(model)))
+
+    def train(m, *, epochs, lr, loss=None):
+        rates.append(lr)
+        fit(m, digits.train, epochs=epochs, lr=lr, loss=loss)
+
+    budget = 1.0
+    summary = dc.compress(
+        trained(digits), train=train, evaluate=lambda m: error(m, digits.val), lr=0.05,
+        out=tmp_path / "q.dcz", budget=budget, epochs=1, progress=False, on_phase=watch,
+        sharing="rd", trainable="weights", prune=False,
+    )  # fmt: skip
+    assert not [h for h in summary.history if h["phase"] == "prune"]
+    assert rates and all(r == pytest.approx(phases.QAT_LR * 0.05) for r in rates)
+    limit = phases.edge(summary.dense_error, budget)
+    steps = [h for h in summary.history if h["phase"] == "quantize"]
+    assert len(steps) >= 2 and steps[0]["error"] <= limit
+    for a, b in zip(steps, steps[1:]):
+        assert b["quality"] == step(a["quality"], True, -1)
+    accepted = [steps[0]]
+    for s in steps[1:]:
+        if s["error"] > limit or s["bytes"] >= accepted[-1]["bytes"]:
+            break
+        accepted.append(s)
+    assert len(steps) - len(accepted) <= 1  # at most one trial refused, the last
+    kept = accepted[-1]
+    assert summary.quality == kept["quality"] and summary.bytes == kept["bytes"]
+    assert summary.error == kept["error"] <= limit
+    assert summary.bytes == (tmp_path / "q.dcz").stat().st_size
+    # each step after the first starts from the floats the step before it ended with
+    tuned = [f for stage, f in seen if stage == "fine-tuned"]
+    shared = [f for stage, f in seen if stage == "shared"]
+    for i in range(1, len(steps)):
+        assert tuned[i - 1].keys() == shared[i].keys()
+        assert all(torch.equal(tuned[i - 1][n], shared[i][n]) for n in shared[i])
+        assert not all(torch.equal(shared[i][n], tuned[i][n]) for n in shared[i])  # trained
+    assert max(summary.sparsity.values()) > 0  # the zero level pruned some weights
+    decoded = dc.load(tmp_path / "q.dcz", model=copy.deepcopy(trained(digits)))
+    assert error(decoded, digits.val) == summary.error
+
+
+@pytest.mark.parametrize(
+    "kw", [{"trainable": "levels"}, {"trainable": "weights", "sharing": "kmeans"}]
+)
+def test_weights_are_trained_through_the_grid_of_rate_distortion_sharing_only(kw, tmp_path):
+    calls = []
+    with pytest.raises(ValueError, match="trainable"):
+        dc.compress(nn.Linear(3, 3), train=None, evaluate=lambda m: calls.append(1) or 0.0,
+                    out=tmp_path / "x.dcz", budget=0.1, lr=0.1, **kw)  # fmt: skip
+    assert not calls and not list(tmp_path.iterdir())
