@@ -29,11 +29,13 @@ def main() -> None:
     p.add_argument("--data", default=os.environ.get("DEEPCOMPRESS_DATA"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
+    p.add_argument("--qat", action="store_true", help="the example's --qat (no pruning)")
     args = p.parse_args()
     spec = importlib.util.spec_from_file_location("compress_cnn", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu_name()}, {args.sharing}")
+    what = f"{args.sharing}, qat {args.qat}"
+    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu_name()}, {what}")
     print("| seed | val error dense -> file | held out | test error dense -> file | bytes | ratio "
           "| s |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -41,7 +43,7 @@ def main() -> None:
         t0 = time.time()
         with tempfile.TemporaryDirectory() as tmp:
             argv = ["--data", args.data, "--seed", str(seed), "--out", tmp]
-            r = example.main([*argv, "--sharing", args.sharing])
+            r = example.main([*argv, "--sharing", args.sharing, *(["--qat"] if args.qat else [])])
         print(
             f"| {seed} | {r['dense_val_error']:.2f}% -> {r['val_error']:.2f}% | "
             f"{r['dense_check_error']:.2f}% -> {r['check_error']:.2f}% | "

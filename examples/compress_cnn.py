@@ -71,6 +71,7 @@ def main(argv=None) -> dict:
     p.add_argument("--budget", type=float, default=0.1, help="points of validation error")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
+    p.add_argument("--qat", action="store_true", help="no pruning: rd sharing, weights trained")
     p.add_argument("--out", default=tempfile.mkdtemp())
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,9 @@ def main(argv=None) -> dict:
         epochs=args.retrain_epochs,
         calibration=data.train.x[:2048].split(256),
         seed=args.seed,
-        sharing=args.sharing,
+        sharing="rd" if args.qat else args.sharing,
+        trainable="weights" if args.qat else "codebook",
+        prune=not args.qat,
     )
     result = {
         "ratio": summary.ratio,
