@@ -110,3 +110,17 @@ def test_weights_are_trained_through_the_grid_of_rate_distortion_sharing_only(kw
         dc.compress(nn.Linear(3, 3), train=None, evaluate=lambda m: calls.append(1) or 0.0,
                     out=tmp_path / "x.dcz", budget=0.1, lr=0.1, **kw)  # fmt: skip
     assert not calls and not list(tmp_path.iterdir())
+
+
+def test_plan_fine_tunes_the_weights_through_the_grid_at_the_retraining_rate(digits):
+    net = trained(digits)
+    planned = dc.plan(net, evaluate=lambda m: error(m, digits.val), budget=1.0, lr=0.05,
+                      rounds=1, quality=0, trainable="weights")  # fmt: skip
+    last = planned[-1]
+    assert (last.kind, last.quality, last.trainable) == ("quantize", 0, "weights")
+    assert last.lr == pytest.approx(phases.QAT_LR * 0.05)
+    last.apply(net)
+    before = _floats(net)
+    assert before and all(snapped(m) is not None for m in (net.conv, net.fc1, net.fc2))
+    fit(net, digits.train, epochs=1, lr=last.lr)
+    assert any(not torch.equal(before[n], f) for n, f in _floats(net).items())

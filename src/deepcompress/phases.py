@@ -1,22 +1,29 @@
 """The steps of `schedule`: a `Phase` (prune or share, then retrain) and the pure pieces the
 schedule is made of (the pruning rounds' kept fractions, backing a round off, measuring a
-model's sparsities). `schedule.compress` and `schedule.plan` put them together."""
+model's sparsities). `plan` lists them for a user's loop; `schedule.compress` runs them."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
+from .analysis import sensitivity, tolerated_sparsity
 from .pruning import prune_
 from .selection import per_layer
 from .sharing import quantize_
 from .targets import compressible_layers
 
 PRUNE_LR = 0.4  # retraining after pruning, as a fraction of the dense model's rate
+#: A layer's target: the largest sparsity it tolerates alone within TOLERANCE x budget.
+TOLERANCE = 4.0
+#: The sensitivity grid: finer at the high sparsities where the big layers end up.
+GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98)
+FINETUNE_LR = 0.01  # codebook fine-tuning
 #: What rate-distortion sharing's fine-tuning trains (`quantize_`'s `trainable`). "weights"
 #: (through the grid) helped LeNet-300-100 but gave CREPE tiny's `compress` a 5% larger file
 #: (21.1x against 22.3x, RESULTS.md, issue 17): the paper's codebook stays the default.
@@ -130,3 +137,41 @@ def sparsities(model: nn.Module) -> dict[str, float]:
 
 def fmt(d: dict[str, float]) -> str:
     return json.dumps({k: round(v, 3) for k, v in d.items()})
+
+
+def plan(
+    model: nn.Module,
+    *,
+    evaluate: Callable[[nn.Module], float],
+    budget: float,
+    lr: float,
+    rounds: int = 3,
+    epochs: int = 2,
+    bits: dict[str, int] | None = None,
+    quality: float | None = None,
+    trainable: str = RD_TRAINABLE,
+    table: dict | None = None,
+    progress: bool = False,
+) -> list[Phase]:
+    """The schedule for `model` (trained, not yet pruned): `rounds` pruning phases towards the
+    per-layer targets that the sensitivity table gives (module notes), then one weight-sharing
+    phase. `epochs` is the retraining length per pruning round (the last round and the
+    fine-tuning get twice as many); `bits` fixes the bits per layer or kind instead of the
+    default `{"conv": 6, "linear": 4, "embedding": 4}`, or `quality` makes it rate-distortion
+    sharing (`compress` chooses either by measured error instead), fine-tuning `trainable`
+    ("weights": through the grid, at QAT_LR x lr). Measures the sensitivity unless `table` is
+    given; leaves `model` as it was.
+    """
+    check_arguments(budget, lr, rounds, epochs)
+    if table is None:
+        table = sensitivity(model, evaluate, GRID, progress=progress)
+    target = tolerated_sparsity(table, TOLERANCE * budget)
+    phases = prune_phases(target, rounds, epochs, lr)
+    if quality is not None and bits is not None:
+        raise ValueError("give bits or quality, not both")
+    chosen = bits if bits is not None else {"conv": 6, "linear": 4, "embedding": 4}
+    rd = quality is not None
+    share = share_settings(model, quality if rd else chosen, rd, trainable)
+    rate = (QAT_LR if rd and trainable == "weights" else FINETUNE_LR) * lr
+    phases.append(Phase("quantize", 2 * epochs, rate, **share))
+    return phases

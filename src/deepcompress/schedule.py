@@ -76,15 +76,19 @@ from .checkpoint import read_meta, restore, save_checkpoint
 from .devices import resolve as resolve_device
 from .parametrizations import strip_
 from .phases import (
+    FINETUNE_LR,
+    GRID,
     PRUNE_LR,
     QAT_LR,
     RD_TRAINABLE,
+    TOLERANCE,
     Phase,
     Summary,
     back_off,
     check_arguments,
     edge,
     fmt,
+    plan,
     prune_phases,
     share_settings,
     sparsities,
@@ -93,11 +97,6 @@ from .retrain import distillation_loss, recalibrate_batchnorm
 from .runtime.energy import energy_view
 from .selection import choose_bits, choose_quality, index_bits, step
 
-#: A layer's target: the largest sparsity it tolerates alone within TOLERANCE x budget.
-TOLERANCE = 4.0
-#: The sensitivity grid: finer at the high sparsities where the big layers end up.
-GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98)
-FINETUNE_LR = 0.01  # codebook fine-tuning
 PRUNE_SHARE = 0.7  # of the budget, what pruning may use before weight sharing
 MAX_RETRIES = 3  # back-offs of one pruning round at most
 PUSH = 0.6  # an extra round's kept fraction, of the last one's
@@ -105,40 +104,6 @@ SHARING = ("auto", "kmeans", "rd")
 
 Train = Callable[..., None]
 Evaluate = Callable[[nn.Module], float]
-
-
-def plan(
-    model: nn.Module,
-    *,
-    evaluate: Evaluate,
-    budget: float,
-    lr: float,
-    rounds: int = 3,
-    epochs: int = 2,
-    bits: dict[str, int] | None = None,
-    quality: float | None = None,
-    table: dict | None = None,
-    progress: bool = False,
-) -> list[Phase]:
-    """The schedule for `model` (trained, not yet pruned): `rounds` pruning phases towards the
-    per-layer targets that the sensitivity table gives (module notes), then one weight-sharing
-    phase. `epochs` is the retraining length per pruning round (the last round and the
-    fine-tuning get twice as many); `bits` fixes the bits per layer or kind instead of the
-    default `{"conv": 6, "linear": 4, "embedding": 4}`, or `quality` makes it rate-distortion
-    sharing (`compress` chooses either by measured error instead). Measures the sensitivity
-    unless `table` is given; leaves `model` as it was.
-    """
-    check_arguments(budget, lr, rounds, epochs)
-    if table is None:
-        table = sensitivity(model, evaluate, GRID, progress=progress)
-    target = tolerated_sparsity(table, TOLERANCE * budget)
-    phases = prune_phases(target, rounds, epochs, lr)
-    if quality is not None and bits is not None:
-        raise ValueError("give bits or quality, not both")
-    chosen = bits if bits is not None else {"conv": 6, "linear": 4, "embedding": 4}
-    share = share_settings(model, quality if quality is not None else chosen, quality is not None)
-    phases.append(Phase("quantize", 2 * epochs, FINETUNE_LR * lr, **share))
-    return phases
 
 
 def compress(
