@@ -11,7 +11,7 @@ figure is on the held-out fidelity set (`realnets.Fidelity`, seed 1), from the d
 
     python benchmarks/bench_crepe_tiny.py --out /tmp/crepe-tiny [--budget 0.3] [--steps 40]
         [--val-frames 400] [--sharing auto|kmeans|rd] [--trainable codebook|weights]
-        [--no-prune] [--resume]
+        [--no-prune] [--raw-float16] [--resume]
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main(argv=None) -> None:
         help="what rate-distortion sharing fine-tunes (dc.compress)",
     )
     p.add_argument("--no-prune", action="store_true", help="dc.compress(prune=False)")
+    p.add_argument("--raw-float16", action="store_true", help="biases and norms in float16")
     p.add_argument("--resume", action="store_true", help="continue a killed run (dc.compress)")
     p.add_argument("--val-frames", type=int, default=400, help="validation frames (seed 2000)")
     args = p.parse_args(argv)
@@ -94,7 +95,7 @@ def main(argv=None) -> None:
     summary = dc.compress(
         model, train=train, evaluate=evaluate, out=path, budget=args.budget, lr=args.lr,
         sharing=args.sharing, trainable=args.trainable, prune=not args.no_prune,
-        resume=args.resume,
+        resume=args.resume, raw_dtype=torch.float16 if args.raw_float16 else None,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     fid = Fidelity("crepe-tiny", seed=1)
@@ -105,7 +106,7 @@ def main(argv=None) -> None:
     print(
         f"CREPE tiny, dc.compress budget {args.budget} (validation rpa points), sharing "
         f"{args.sharing} ({summary.quality=}, {summary.bits=}), trainable {args.trainable}, "
-        f"prune {not args.no_prune}, {args.steps} batches of 64 an "
+        f"prune {not args.no_prune}, raw float16 {args.raw_float16}, {args.steps} batches of 64 an "
         f"epoch, {args.val_frames} validation frames, {seconds:.0f} s"
     )
     print(f"validation error {summary.dense_error:.2f} -> {summary.error:.2f} points")

@@ -56,7 +56,8 @@ def digits():
 def test_compress_without_pruning_steps_the_quality_down_from_the_last_kept_model(digits, tmp_path):
     """No sensitivity, no pruning round; each sharing step one quality lower, trained from the
     previous step's floats at QAT_LR x lr, kept while the decoded model keeps within the
-    budget and the file shrinks; the file is the last step kept and zero is a level."""
+    budget and the file shrinks; the file is the last step kept, zero is a level, and the raw
+    tensors are stored at `raw_dtype`."""
     seen, rates = [], []
 
     def watch(stage, model, err):
@@ -70,7 +71,7 @@ def test_compress_without_pruning_steps_the_quality_down_from_the_last_kept_mode
     summary = dc.compress(
         trained(digits), train=train, evaluate=lambda m: error(m, digits.val), lr=0.05,
         out=tmp_path / "q.dcz", budget=budget, epochs=1, progress=False, on_phase=watch,
-        sharing="rd", trainable="weights", prune=False,
+        sharing="rd", trainable="weights", prune=False, raw_dtype=torch.float16,
     )  # fmt: skip
     assert not [h for h in summary.history if h["phase"] == "prune"]
     assert rates and all(r == pytest.approx(phases.QAT_LR * 0.05) for r in rates)
@@ -99,6 +100,9 @@ def test_compress_without_pruning_steps_the_quality_down_from_the_last_kept_mode
     assert max(summary.sparsity.values()) > 0  # the zero level pruned some weights
     decoded = dc.load(tmp_path / "q.dcz", model=copy.deepcopy(trained(digits)))
     assert error(decoded, digits.val) == summary.error
+    state = dc.load(tmp_path / "q.dcz")
+    assert state["fc1.bias"].dtype == state["bn.running_var"].dtype == torch.float16
+    assert torch.equal(summary.model.fc1.bias, state["fc1.bias"].float())
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,7 @@ def compress(
     resume: bool = False,
     seed: int = 0,
     entropy: str = "auto",
+    raw_dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
     on_phase: Callable[[str, nn.Module, float], None] | None = None,
@@ -164,6 +165,8 @@ def compress(
         resume: continue from `out` + ".ckpt" if it holds this same run.
         seed: each phase starts with `torch.manual_seed(seed + phase number)`.
         entropy: the file's coder choice (see `save`).
+        raw_dtype: the dtype of the tensors stored as they are (biases, norms; see `save`):
+            `torch.float16` halves them, judged with the rest on the decoded model.
         device: move `model` there first ("cuda", "cuda:1"; None: leave it where it is).
             Every phase runs on the model's device; `train` and `evaluate` get it there.
         progress: one line per phase on stderr.
@@ -195,7 +198,8 @@ def compress(
     say = (lambda msg: print(f"compress: {msg}", file=sys.stderr)) if progress else (lambda m: None)
     settings = {"seed": seed, "budget": budget, "lr": lr, "rounds": rounds, "extra": extra,
                 "epochs": epochs, "distill": distill, "sharing": sharing,
-                "check": check is not None, "trainable": trainable, "prune": prune}  # fmt: skip
+                "check": check is not None, "trainable": trainable, "prune": prune,
+                "raw_dtype": str(raw_dtype)}  # fmt: skip
     state = None
     if resume and ckpt.is_file() and dense_file.is_file():
         state = read_meta(ckpt)
@@ -296,7 +300,7 @@ def compress(
         rate = (QAT_LR if rd and qat else FINETUNE_LR) * lr
         err = run(Phase("quantize", 2 * epochs, rate, **share), rounds)
         bits = index_bits(net)
-        size = api.save(net, path, entropy=entropy, progress=False)
+        size = api.save(net, path, entropy=entropy, raw_dtype=raw_dtype, progress=False)
         decoded = api.load(path, model=copy.deepcopy(dense).requires_grad_(True))
         error = float(evaluate(decoded))
         state["history"].append({"phase": "quantize", "sharing": mode,
