@@ -10,7 +10,10 @@ The test split is never read. One JSON line per (seed, variant).
 
 The rule, written before the first run: the lowest quality whose decoded validation error,
 averaged over the seeds, is no higher than that of the k-means files (plus 0.02 points: one
-image in 5,000); if none is, `--recipe best` keeps k-means.
+image in 5,000); if none is, `--recipe best` keeps k-means. The same rule for the variants of
+`--trainable weights --finetune-lr 0.02` (2026-12-04, before their run: the weights trained
+through the grid at the recipe's retraining rate, 0.4x the dense rate as `compress`'s QAT_LR,
+rather than at the centroids' fine-tuning rate 0.0005, at which they barely move).
 
     python benchmarks/sweep_rd.py lenet-300-100 --seeds 0 1 2 --out runs/rd \
         --qualities -1 0 1 2 3
@@ -65,6 +68,7 @@ def main() -> None:
         "--trainable", choices=["codebook", "weights"], default="codebook",
         help="what the quality variants' fine-tuning trains (quantize_'s `trainable`)",
     )  # fmt: skip
+    ap.add_argument("--finetune-lr", type=float, help="the quality variants' fine-tuning lr")
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="for a quick trial only")
     args = ap.parse_args()
     out = Path(args.out)
@@ -86,6 +90,9 @@ def main() -> None:
             recipe = replace(
                 best, quality=q, trainable=args.trainable if q is not None else "codebook"
             )
+            if q is not None and args.finetune_lr is not None:
+                recipe = replace(recipe, finetune=replace(best.finetune, lr=args.finetune_lr))
+                tag += f"-lr{args.finetune_lr:g}"
             model = copy.deepcopy(pruned)
             t1 = time.time()
             share_and_finetune(model, data, recipe, seed=seed, quiet=True, teacher=teacher)
