@@ -11,7 +11,7 @@ figure is on the held-out fidelity set (`realnets.Fidelity`, seed 1), from the d
 
     python benchmarks/bench_crepe_tiny.py --out /tmp/crepe-tiny [--budget 0.3] [--steps 40]
         [--val-frames 400] [--sharing auto|kmeans|rd] [--trainable codebook|weights]
-        [--no-prune] [--raw-float16] [--resume]
+        [--no-prune] [--raw-float16] [--epochs 2] [--resume]
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, help="folder for the file")
     p.add_argument("--budget", type=float, default=0.3, help="validation rpa points allowed")
     p.add_argument("--steps", type=int, default=40, help="batches of 64 frames per epoch")
+    p.add_argument("--epochs", type=int, default=2, help="dc.compress's epochs per phase")
     p.add_argument("--lr", type=float, default=2e-4, help="CREPE's training learning rate")
     p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
     p.add_argument(
@@ -95,7 +96,8 @@ def main(argv=None) -> None:
     summary = dc.compress(
         model, train=train, evaluate=evaluate, out=path, budget=args.budget, lr=args.lr,
         sharing=args.sharing, trainable=args.trainable, prune=not args.no_prune,
-        resume=args.resume, raw_dtype=torch.float16 if args.raw_float16 else None,
+        epochs=args.epochs, resume=args.resume,
+        raw_dtype=torch.float16 if args.raw_float16 else None,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     fid = Fidelity("crepe-tiny", seed=1)
@@ -106,8 +108,9 @@ def main(argv=None) -> None:
     print(
         f"CREPE tiny, dc.compress budget {args.budget} (validation rpa points), sharing "
         f"{args.sharing} ({summary.quality=}, {summary.bits=}), trainable {args.trainable}, "
-        f"prune {not args.no_prune}, raw float16 {args.raw_float16}, {args.steps} batches of 64 an "
-        f"epoch, {args.val_frames} validation frames, {seconds:.0f} s"
+        f"prune {not args.no_prune}, raw float16 {args.raw_float16}, {args.epochs} epochs of "
+        f"{args.steps} batches of 64 per phase, {args.val_frames} validation frames, "
+        f"{seconds:.0f} s"
     )
     print(f"validation error {summary.dense_error:.2f} -> {summary.error:.2f} points")
     print(
