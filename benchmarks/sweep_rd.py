@@ -35,7 +35,7 @@ from deepcompress.checkpoint import restore, save_checkpoint
 from deepcompress.coding import codec
 from deepcompress.pipeline.data import load_mnist
 from deepcompress.pipeline.models import build
-from deepcompress.pipeline.recipes import BEST
+from deepcompress.pipeline.recipes import BEST, RECIPES
 from deepcompress.pipeline.reproduce import prune_and_retrain, reference_model, share_and_finetune
 from deepcompress.pipeline.train import error_rate
 
@@ -90,6 +90,9 @@ def main() -> None:
             recipe = replace(
                 best, quality=q, trainable=args.trainable if q is not None else "codebook"
             )
+            if q is None:  # k-means: the centroids' fine-tuning rate, whatever `best` holds
+                paper_lr = RECIPES[args.model].finetune.lr
+                recipe = replace(recipe, finetune=replace(best.finetune, lr=paper_lr))
             if q is not None and args.finetune_lr is not None:
                 recipe = replace(recipe, finetune=replace(best.finetune, lr=args.finetune_lr))
                 tag += f"-lr{args.finetune_lr:g}"

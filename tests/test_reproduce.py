@@ -79,7 +79,13 @@ def test_best_recipe_runs_and_uses_its_settings(tmp_path, mnist_dir):
     kept = {r["layer"]: r["kept"] for r in rep["layers"]}
     for layer, want in best.kept.items():
         assert abs(kept[layer] - want) < 0.01
-    assert {r["weight_bits"] for r in rep["layers"]} == {best.bits["linear"]}
+    # rate-distortion sharing, trained through the grid: every layer stored on a grid
+    assert best.quality is not None and best.trainable == "weights"
+    from deepcompress.format.reader import read
+
+    grids = {r.name: r.params.get("grid") for r in read(tmp_path / "lenet-300-100.dcz").records
+             if r.codec == "shared"}  # fmt: skip
+    assert set(grids) == {f"{n}.weight" for n in best.kept} and None not in grids.values()
     state = dc.load(tmp_path / "lenet-300-100.dcz")
     assert state["ip1.bias"].dtype == torch.float16  # the lean header's float16 biases
     # and the paper recipe stays the paper's: Huffman streams, float32 biases
