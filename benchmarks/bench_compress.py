@@ -30,11 +30,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
     p.add_argument("--qat", action="store_true", help="the example's --qat (no pruning)")
+    p.add_argument("--trainable", choices=["codebook", "weights"], default="codebook")
     args = p.parse_args()
     spec = importlib.util.spec_from_file_location("compress_cnn", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    what = f"{args.sharing}, qat {args.qat}"
+    what = f"{args.sharing}, qat {args.qat}, trainable {args.trainable}"
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu_name()}, {what}")
     print("| seed | val error dense -> file | held out | test error dense -> file | bytes | ratio "
           "| s |")  # fmt: skip
@@ -43,7 +44,8 @@ def main() -> None:
         t0 = time.time()
         with tempfile.TemporaryDirectory() as tmp:
             argv = ["--data", args.data, "--seed", str(seed), "--out", tmp]
-            r = example.main([*argv, "--sharing", args.sharing, *(["--qat"] if args.qat else [])])
+            argv += ["--sharing", args.sharing, "--trainable", args.trainable]
+            r = example.main([*argv, *(["--qat"] if args.qat else [])])
         print(
             f"| {seed} | {r['dense_val_error']:.2f}% -> {r['val_error']:.2f}% | "
             f"{r['dense_check_error']:.2f}% -> {r['check_error']:.2f}% | "

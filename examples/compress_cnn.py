@@ -72,6 +72,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
     p.add_argument("--qat", action="store_true", help="no pruning: rd sharing, weights trained")
+    p.add_argument("--trainable", choices=["codebook", "weights"], default="codebook")
     p.add_argument("--out", default=tempfile.mkdtemp())
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,7 @@ def main(argv=None) -> dict:
         calibration=data.train.x[:2048].split(256),
         seed=args.seed,
         sharing="rd" if args.qat else args.sharing,
-        trainable="weights" if args.qat else "codebook",
+        trainable="weights" if args.qat else args.trainable,
         prune=not args.qat,
     )
     result = {
