@@ -27,8 +27,8 @@ The schedule (`plan`):
    `quantize_(quality=)`, as many levels as pay for themselves once entropy-coded, zero among
    them). The default, "auto", does both and keeps the smaller file within the budget: each
    won on some network (RESULTS.md, issue 17). Then the codebooks are fine-tuned at
-   `FINETUNE_LR x lr` (`phases.RD_TRAINABLE`: or the weights through the grid, for
-   rate-distortion sharing) and the file written; if the model decoded
+   `FINETUNE_LR x lr` (`trainable="weights"`: the weights through the grid, at `QAT_LR x lr`,
+   for rate-distortion sharing) and the file written; if the model decoded
    from it breaks the budget, the quality (or every kind's bits) goes up by one and sharing is
    redone from the pruned model (unless the pruned model was no better); if it keeps within
    it, one step lower is tried the same way (fine-tuning wins back part of what a coarser
@@ -36,7 +36,9 @@ The schedule (`plan`):
    (`selection.step`: qualities down to -4, bits down to the fewest of `selection.BITS`).
    That step spends none of the budget: spending it to the edge on a validation split of a
    few hundred examples spends its noise (the digits demo, whose validation error did not
-   move from 3 to 2 bits, lost 0.56 test points so).
+   move from 3 to 2 bits, lost 0.56 test points so). Quantization-aware steps are retraining
+   (as pruning rounds are): each continues from the last one kept and may spend the budget.
+   `prune=False` skips steps 1 and 2: the rate-distortion grid's zero level prunes instead.
 4. The held-out check (`check`, optional): every decision above is taken on `evaluate`'s
    data, and a dozen decisions each at the budget's edge select a model for that data's luck
    (the MNIST CNN of RESULTS.md, issue 17: validation +0.04-0.08, test +0.16-0.37 points). A
