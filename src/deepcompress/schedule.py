@@ -161,7 +161,7 @@ def compress(
             each step down in quality continues from the last one kept, while its decoded
             model keeps within the budget and its file is smaller). Not with "kmeans".
         prune: False skips the sensitivity and pruning (with "weights", sharing's zero level
-            prunes: CREPE tiny came out 35x so against 23x pruned first, RESULTS.md).
+            prunes: CREPE tiny came out 37.8x so against 23.4x pruned first, RESULTS.md).
         calibration: batches of inputs (or (inputs, ...) tuples) on which BatchNorm statistics
             are recomputed after each structural change.
         resume: continue from `out` + ".ckpt" if it holds this same run.
