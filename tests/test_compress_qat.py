@@ -128,3 +128,42 @@ def test_plan_fine_tunes_the_weights_through_the_grid_at_the_retraining_rate(dig
     assert before and all(snapped(m) is not None for m in (net.conv, net.fc1, net.fc2))
     fit(net, digits.train, epochs=1, lr=last.lr)
     assert any(not torch.equal(before[n], f) for n, f in _floats(net).items())
+
+
+def test_the_held_out_check_steps_back_to_the_quality_kept_before_without_retraining(
+    digits, tmp_path
+):
+    """A check that refuses the file once: `compress` goes back to the quality kept just
+    before, its file and error as measured then, with no more training."""
+    trainings, checks = [], []
+
+    def train(m, *, epochs, lr, loss=None):
+        trainings.append(lr)
+        fit(m, digits.train, epochs=epochs, lr=lr, loss=loss)
+
+    def check(m):  # call 1: the dense model; call 2: the file chosen, refused; then accepted
+        checks.append(error(m, digits.test))
+        return 100.0 if len(checks) == 2 else 0.0
+
+    summary = dc.compress(
+        trained(digits), train=train, evaluate=lambda m: error(m, digits.val), lr=0.05,
+        out=tmp_path / "c.dcz", budget=1.0, epochs=1, progress=False, check=check,
+        sharing="rd", trainable="weights", prune=False,
+    )  # fmt: skip
+    steps = [h for h in summary.history if h["phase"] == "quantize"]
+    limit = phases.edge(summary.dense_error, 1.0)
+    accepted = [steps[0]]
+    for s in steps[1:]:
+        if s["error"] > limit or s["bytes"] >= accepted[-1]["bytes"]:
+            break
+        accepted.append(s)
+    assert len(accepted) >= 2, "the digits run must keep two qualities for this test"
+    before = accepted[-2]
+    assert len(trainings) == len(steps)  # no training after the check
+    assert [h["phase"] for h in summary.history].count("check") == 1 and len(checks) == 3
+    assert summary.quality == before["quality"] and summary.bytes == before["bytes"]
+    assert summary.error == before["error"] and summary.check_error == 0.0
+    assert (tmp_path / "c.dcz").stat().st_size == before["bytes"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.dcz"]  # no candidate left
+    decoded = dc.load(tmp_path / "c.dcz", model=copy.deepcopy(trained(digits)))
+    assert error(decoded, digits.val) == before["error"]

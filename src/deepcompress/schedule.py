@@ -45,6 +45,8 @@ The schedule (`plan`):
    second error on data no decision saw judges the file only: while the decoded model breaks
    the budget by `check` too, the last accepted pruning round is dropped (its model restored)
    and sharing redone at the setting chosen; with one round left, the sharing steps up.
+   Quantization-aware sharing first steps back through the qualities it kept, files as they
+   were (no retraining: a retrained step up from the pruned model is a worse model).
 Retraining distils from a frozen copy of the dense model when `distill` > 0 (the default
 0.5): for a classifier ((N, C) outputs, integer targets) the loss is (1 - a) x cross-entropy +
 a x T^2 x KL at temperature T = 4; otherwise the mean squared error to the dense model's
@@ -313,6 +315,7 @@ def compress(
             f"{size} bytes")  # fmt: skip
         return error, size, decoded, bits
 
+    earlier: list = []  # quantization-aware steps kept before the last: (setting, got, file)
     try:  # the candidates beside `out` go, whatever happens (a run that fails included)
         for mode in modes:
             rd, path = mode == "rd", Path(f"{out}.{mode}.tmp")
@@ -335,6 +338,9 @@ def compress(
                 lower = attempt(mode, down, trial_path, last if rd and qat else None)
                 if lower[0] > (ok if rd and qat else got[0]) or lower[1] >= got[1]:
                     break
+                if rd and qat:  # kept for the held-out check to step back to
+                    earlier.append((setting, got, Path(f"{out}.rd.{len(earlier)}.tmp")))
+                    os.replace(path, earlier[-1][2])
                 os.replace(trial_path, path)
                 setting, got, last = down, lower, net
             broke = got[0] > ok
@@ -344,6 +350,12 @@ def compress(
         if check is not None:  # judge the file on the held-out data; back off while it breaks
             rd, kept = mode == "rd", list(state["kept"])
             while (checked := float(check(decoded))) > edge(state["dense_check"], budget):
+                if rd and earlier:  # the quantization-aware step before, as it was: no retraining
+                    state["history"].append({"phase": "check", "error": checked})
+                    setting, (error, size, decoded, bits), file = earlier.pop()
+                    os.replace(file, path)
+                    say(f"held-out check {checked:.4g} breaks the budget: back to {setting:g}")
+                    continue
                 if len(kept) > 1:
                     kept.pop()
                     pruned = copy.deepcopy(dense).requires_grad_(True)
@@ -361,6 +373,8 @@ def compress(
         for m in modes:
             Path(f"{out}.{m}.tmp").unlink(missing_ok=True)
             Path(f"{out}.{m}.trial.tmp").unlink(missing_ok=True)
+        for _, _, file in earlier:
+            file.unlink(missing_ok=True)
     quality = setting if mode == "rd" else None
     params = sum(p.numel() for p in dense.parameters() if p.is_floating_point())
     summary = Summary(
