@@ -25,9 +25,9 @@ TOLERANCE = 4.0
 GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98)
 FINETUNE_LR = 0.01  # codebook fine-tuning
 #: What rate-distortion sharing's fine-tuning trains by default (`quantize_`'s `trainable`).
-#: "weights" (through the grid, at QAT_LR) gave CREPE tiny 37.8x unpruned against 23.4x and
-#: the MNIST CNN 9% over the codebook's file after pruning, but on one seed only and never on
-#: the digits demo (RESULTS.md, issue 17): the paper's codebook stays the default for now.
+#: "weights" (through the grid, at QAT_LR, unpruned) gave CREPE tiny 37.8x against 23.4x and
+#: the MNIST CNN 98-99x against 43-81x (RESULTS.md, issue 17), but it was not chosen by a
+#: validation-only rule across networks, nor run on the digits demo: not yet the default.
 RD_TRAINABLE = "codebook"
 #: Fine-tuning the weights through the grid retrains them as after pruning: at the centroids'
 #: rate (FINETUNE_LR) they barely move (CREPE tiny, Adam: 0.1 x lr left the error 10 points
