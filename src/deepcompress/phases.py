@@ -85,6 +85,12 @@ def share_settings(model: nn.Module, setting, rd: bool, trainable: str = RD_TRAI
     return {"bits": per_layer(model, setting)}
 
 
+def share_rate(rd: bool, trainable: str, lr: float) -> float:
+    """A sharing phase's fine-tuning rate: `QAT_LR x lr` for weights trained through the
+    rate-distortion grid, else the centroids' `FINETUNE_LR x lr`."""
+    return (QAT_LR if rd and trainable == "weights" else FINETUNE_LR) * lr
+
+
 def check_arguments(budget, lr, rounds, epochs) -> None:
     if not budget >= 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
@@ -173,6 +179,5 @@ def plan(
     chosen = bits if bits is not None else {"conv": 6, "linear": 4, "embedding": 4}
     rd = quality is not None
     share = share_settings(model, quality if rd else chosen, rd, trainable)
-    rate = (QAT_LR if rd and trainable == "weights" else FINETUNE_LR) * lr
-    phases.append(Phase("quantize", 2 * epochs, rate, **share))
+    phases.append(Phase("quantize", 2 * epochs, share_rate(rd, trainable, lr), **share))
     return phases

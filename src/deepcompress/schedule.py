@@ -80,11 +80,8 @@ from .checkpoint import read_meta, restore, save_checkpoint
 from .devices import resolve as resolve_device
 from .parametrizations import strip_
 from .phases import (
-    FINETUNE_LR,
     GRID,
     PRUNE_LR,
-    QAT_LR,
-    RD_TRAINABLE,
     TOLERANCE,
     Phase,
     Summary,
@@ -94,12 +91,14 @@ from .phases import (
     fmt,
     plan,
     prune_phases,
+    share_rate,
     share_settings,
     sparsities,
 )
 from .retrain import distillation_loss, recalibrate_batchnorm
 from .runtime.energy import energy_view
 from .selection import choose_bits, choose_quality, index_bits, step
+from .sharing import TRAINABLE
 
 PRUNE_SHARE = 0.7  # of the budget, what pruning may use before weight sharing
 MAX_RETRIES = 3  # back-offs of one pruning round at most
@@ -190,7 +189,7 @@ def compress(
     check_arguments(budget, lr, rounds, epochs)
     if sharing not in SHARING:
         raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
-    if trainable not in ("codebook", "weights") or (trainable, sharing) == ("weights", "kmeans"):
+    if trainable not in TRAINABLE or (trainable, sharing) == ("weights", "kmeans"):
         raise ValueError(f"trainable: 'codebook', or 'weights' without kmeans; not {trainable!r}")
     out = Path(out)
     if not out.parent.is_dir():
@@ -292,17 +291,14 @@ def compress(
     found, modes = [], ("kmeans", "rd") if sharing == "auto" else (sharing,)
     ok = max(limit, pruned_err)  # more bits cannot win back what pruning cost
 
-    qat = trainable == "weights"
-
     def attempt(mode: str, setting, path: Path, start: nn.Module | None = None) -> tuple:
         """Share the pruned model (or `start`, a fine-tuned one) at `setting`, fine-tune, write
         `path`, measure the file: (error of the decoded model, bytes, decoded model, index
         bits); `net` is the fine-tuned model."""
         nonlocal net
         rd, net = mode == "rd", copy.deepcopy(pruned if start is None else start)
-        share = share_settings(net, setting, rd, trainable if rd else RD_TRAINABLE)
-        rate = (QAT_LR if rd and qat else FINETUNE_LR) * lr
-        err = run(Phase("quantize", 2 * epochs, rate, **share), rounds)
+        share = share_settings(net, setting, rd, trainable)
+        err = run(Phase("quantize", 2 * epochs, share_rate(rd, trainable, lr), **share), rounds)
         bits = index_bits(net)
         size = api.save(net, path, entropy=entropy, raw_dtype=raw_dtype, progress=False)
         decoded = api.load(path, model=copy.deepcopy(dense).requires_grad_(True))
@@ -319,6 +315,7 @@ def compress(
     try:  # the candidates beside `out` go, whatever happens (a run that fails included)
         for mode in modes:
             rd, path = mode == "rd", Path(f"{out}.{mode}.tmp")
+            progressive = rd and trainable == "weights"  # quantization-aware steps
             trial_path = Path(f"{out}.{mode}.trial.tmp")
             if rd:
                 setting = choose_quality(copy.deepcopy(pruned), evaluate, limit, trainable)
@@ -335,10 +332,10 @@ def compress(
             # kept and may spend the budget.
             last = net
             while not climbed and got[0] <= ok and (down := step(setting, rd, -1)) is not None:
-                lower = attempt(mode, down, trial_path, last if rd and qat else None)
-                if lower[0] > (ok if rd and qat else got[0]) or lower[1] >= got[1]:
+                lower = attempt(mode, down, trial_path, last if progressive else None)
+                if lower[0] > (ok if progressive else got[0]) or lower[1] >= got[1]:
                     break
-                if rd and qat:  # kept for the held-out check to step back to
+                if progressive:  # kept for the held-out check to step back to
                     earlier.append((setting, got, Path(f"{out}.rd.{len(earlier)}.tmp")))
                     os.replace(path, earlier[-1][2])
                 os.replace(trial_path, path)
