@@ -28,14 +28,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("DEEPCOMPRESS_DATA"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
-    p.add_argument("--qat", action="store_true", help="the example's --qat (no pruning)")
-    p.add_argument("--trainable", choices=["codebook", "weights"], default="codebook")
+    p.add_argument("--schedule", choices=["prune", "qat"], help="default: dc.compress's")
+    p.add_argument("--qat", action="store_true", help="--schedule qat (the default now)")
+    p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], help="overrides the schedule's")
+    p.add_argument("--trainable", choices=["codebook", "weights"], help="as --sharing")
     args = p.parse_args()
     spec = importlib.util.spec_from_file_location("compress_cnn", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    what = f"{args.sharing}, qat {args.qat}, trainable {args.trainable}"
+    schedule = "qat" if args.qat else args.schedule
+    what = f"schedule {schedule or 'default'}, sharing {args.sharing}, trainable {args.trainable}"
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu_name()}, {what}")
     print("| seed | val error dense -> file | held out | test error dense -> file | bytes | ratio "
           "| s |")  # fmt: skip
@@ -44,8 +46,10 @@ def main() -> None:
         t0 = time.time()
         with tempfile.TemporaryDirectory() as tmp:
             argv = ["--data", args.data, "--seed", str(seed), "--out", tmp]
-            argv += ["--sharing", args.sharing, "--trainable", args.trainable]
-            r = example.main([*argv, *(["--qat"] if args.qat else [])])
+            for flag in ("schedule", "sharing", "trainable"):
+                value = schedule if flag == "schedule" else getattr(args, flag)
+                argv += [f"--{flag}", value] if value else []
+            r = example.main(argv)
         print(
             f"| {seed} | {r['dense_val_error']:.2f}% -> {r['val_error']:.2f}% | "
             f"{r['dense_check_error']:.2f}% -> {r['check_error']:.2f}% | "

@@ -10,8 +10,8 @@ more, for a finer budget: 0.25 points a frame at 400); the reported
 figure is on the held-out fidelity set (`realnets.Fidelity`, seed 1), from the decoded file.
 
     python benchmarks/bench_crepe_tiny.py --out /tmp/crepe-tiny [--budget 0.3] [--steps 40]
-        [--val-frames 400] [--sharing auto|kmeans|rd] [--trainable codebook|weights]
-        [--no-prune] [--raw-float16] [--epochs 2] [--resume]
+        [--val-frames 400] [--schedule prune|qat] [--sharing auto|kmeans|rd]
+        [--trainable codebook|weights] [--no-prune] [--raw-float16] [--epochs 2] [--resume]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import deepcompress as dc
+from deepcompress.phases import SCHEDULES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_name  # noqa: E402
@@ -54,18 +55,17 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=40, help="batches of 64 frames per epoch")
     p.add_argument("--epochs", type=int, default=2, help="dc.compress's epochs per phase")
     p.add_argument("--lr", type=float, default=2e-4, help="CREPE's training learning rate")
-    p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
-    p.add_argument(
-        "--trainable",
-        choices=["codebook", "weights"],
-        default="codebook",
-        help="what rate-distortion sharing fine-tunes (dc.compress)",
-    )
+    p.add_argument("--schedule", choices=list(SCHEDULES), help="default: dc.compress's")
+    p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], help="overrides the schedule's")
+    p.add_argument("--trainable", choices=["codebook", "weights"], help="as --sharing")
     p.add_argument("--no-prune", action="store_true", help="dc.compress(prune=False)")
     p.add_argument("--raw-float16", action="store_true", help="biases and norms in float16")
     p.add_argument("--resume", action="store_true", help="continue a killed run (dc.compress)")
     p.add_argument("--val-frames", type=int, default=400, help="validation frames (seed 2000)")
     args = p.parse_args(argv)
+    options = dict(SCHEDULES[args.schedule]) if args.schedule else {}
+    options.update({k: v for k in ("sharing", "trainable") if (v := getattr(args, k))})
+    options.update({"prune": False} if args.no_prune else {})
     torch.manual_seed(0)
     state = load_state("crepe-tiny")
     model = build("crepe-tiny", state)
@@ -95,8 +95,7 @@ def main(argv=None) -> None:
     path = Path(args.out) / "crepe-tiny.dcz"
     summary = dc.compress(
         model, train=train, evaluate=evaluate, out=path, budget=args.budget, lr=args.lr,
-        sharing=args.sharing, trainable=args.trainable, prune=not args.no_prune,
-        epochs=args.epochs, resume=args.resume,
+        **options, epochs=args.epochs, resume=args.resume,
         raw_dtype=torch.float16 if args.raw_float16 else None,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
@@ -106,9 +105,9 @@ def main(argv=None) -> None:
     n = sum(v.numel() for v in state.values() if v.is_floating_point())
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name()}, torch {torch.__version__}")
     print(
-        f"CREPE tiny, dc.compress budget {args.budget} (validation rpa points), sharing "
-        f"{args.sharing} ({summary.quality=}, {summary.bits=}), trainable {args.trainable}, "
-        f"prune {not args.no_prune}, raw float16 {args.raw_float16}, {args.epochs} epochs of "
+        f"CREPE tiny, dc.compress budget {args.budget} (validation rpa points), "
+        f"{options or 'default schedule'} ({summary.quality=}, {summary.bits=}), "
+        f"raw float16 {args.raw_float16}, {args.epochs} epochs of "
         f"{args.steps} batches of 64 per phase, {args.val_frames} validation frames, "
         f"{seconds:.0f} s"
     )

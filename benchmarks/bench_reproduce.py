@@ -1,7 +1,7 @@
 """Reproduce the paper's LeNet results and print one Markdown row per run.
 
 Run:  python benchmarks/bench_reproduce.py lenet-300-100 lenet-5 --seeds 0 1 2 --out runs
-      [--recipe paper|best|auto] [--budget 0.1 | --bound 1.54]
+      [--recipe paper|best|auto] [--budget 0.1 | --bound 1.54] [--schedule prune|qat]
 
 Each row: model, seed, validation and test error of the reference and of the model decoded
 from the compressed file, file size, ratio (4 bytes per parameter over the file's size on
@@ -37,6 +37,9 @@ def main() -> None:
     p.add_argument(
         "--bound", type=float, help="--recipe auto: the validation error (%%) the file may reach"
     )
+    p.add_argument(
+        "--schedule", choices=["prune", "qat"], help="--recipe auto: default dc.compress's"
+    )
     args = p.parse_args()
     print(
         f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, "
@@ -58,6 +61,7 @@ def main() -> None:
                 recipe=args.recipe,
                 budget=args.budget,
                 bound=args.bound,
+                auto_schedule=args.schedule,
             )
             print(
                 f"| {model} | {seed} | {r['reference_val_error']:.2f} / "

@@ -4,10 +4,12 @@ Run:  python examples/compress_cnn.py [--data MNIST_DIR | --digits] [--epochs 4]
 
 Trains a small CNN with BatchNorm on MNIST (or scikit-learn's bundled digits, offline), then
 hands it to `dc.compress` with an ordinary training loop and a validation error: the library
-picks per-layer sparsities and bits within the budget (0.1 points), prunes in rounds with
-retraining, shares weights, fine-tunes, and writes the file. The validation split is cut in
-two: the library takes every decision on the first half (`evaluate`) and only judges its file
-on the second (`check`), so that the model it ends with is not chosen for one split's luck.
+shares the weights at the coarsest rate-distortion levels that keep within the budget (0.1
+points), training the weights through them, and writes the file (`--schedule prune`: the
+paper's order, per-layer sparsities and pruning rounds first, then weight sharing). The
+validation split is cut in two: the library takes every decision on the first half
+(`evaluate`) and only judges its file on the second (`check`), so that the model it ends with
+is not chosen for one split's luck.
 The test error is measured once, at the end, on the model decoded from the file.
 """
 
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 import deepcompress as dc
+from deepcompress.phases import SCHEDULES
 from deepcompress.pipeline.data import Split, load_digits, load_mnist
 
 
@@ -70,9 +73,10 @@ def main(argv=None) -> dict:
     p.add_argument("--retrain-epochs", type=int, default=2, help="per pruning round")
     p.add_argument("--budget", type=float, default=0.1, help="points of validation error")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], default="auto")
-    p.add_argument("--qat", action="store_true", help="no pruning: rd sharing, weights trained")
-    p.add_argument("--trainable", choices=["codebook", "weights"], default="codebook")
+    p.add_argument("--schedule", choices=list(SCHEDULES), help="default: dc.compress's")
+    p.add_argument("--qat", action="store_true", help="--schedule qat (the default now)")
+    p.add_argument("--sharing", choices=["auto", "kmeans", "rd"], help="overrides the schedule's")
+    p.add_argument("--trainable", choices=["codebook", "weights"], help="as --sharing")
     p.add_argument("--out", default=tempfile.mkdtemp())
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -83,6 +87,9 @@ def main(argv=None) -> dict:
     model, lr = Net(side=data.train.x.shape[-1]), 0.05
     fit(model, data.train, epochs=args.epochs, lr=lr)
     dense_test = error(model, data.test)  # reported at the end only
+    schedule = "qat" if args.qat else args.schedule  # None: dc.compress's default
+    options = dict(SCHEDULES[schedule]) if schedule else {}
+    options.update({k: v for k in ("sharing", "trainable") if (v := getattr(args, k))})
 
     summary = dc.compress(
         model,
@@ -97,9 +104,8 @@ def main(argv=None) -> dict:
         epochs=args.retrain_epochs,
         calibration=data.train.x[:2048].split(256),
         seed=args.seed,
-        sharing="rd" if args.qat else args.sharing,
-        trainable="weights" if args.qat else args.trainable,
-        prune=not args.qat,
+        **options,
+        report=Path(args.out),  # report.md and its figures, beside the file
     )
     result = {
         "ratio": summary.ratio,

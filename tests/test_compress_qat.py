@@ -1,10 +1,12 @@
-"""Quantization-aware `compress` (`trainable="weights"`, `prune=False`): rate-distortion sharing
-whose fine-tuning trains the weights through the grid, each lower quality continuing from the
-last one kept, and `quantize_` moving a `Snapped` layer to another grid."""
+"""Quantization-aware `compress` (its default schedule, `phases.SCHEDULES["qat"]`: no pruning
+rounds, rate-distortion sharing whose fine-tuning trains the weights through the grid, each
+lower quality continuing from the last one kept), and `quantize_` moving a `Snapped` layer to
+another grid."""
 
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
 import torch
@@ -71,7 +73,7 @@ def test_compress_without_pruning_steps_the_quality_down_from_the_last_kept_mode
     summary = dc.compress(
         trained(digits), train=train, evaluate=lambda m: error(m, digits.val), lr=0.05,
         out=tmp_path / "q.dcz", budget=budget, epochs=1, progress=False, on_phase=watch,
-        sharing="rd", trainable="weights", prune=False, raw_dtype=torch.float16,
+        raw_dtype=torch.float16, report=tmp_path / "report",
     )  # fmt: skip
     assert not [h for h in summary.history if h["phase"] == "prune"]
     assert rates and all(r == pytest.approx(phases.QAT_LR * 0.05) for r in rates)
@@ -103,6 +105,77 @@ def test_compress_without_pruning_steps_the_quality_down_from_the_last_kept_mode
     state = dc.load(tmp_path / "q.dcz")
     assert state["fc1.bias"].dtype == state["bn.running_var"].dtype == torch.float16
     assert torch.equal(summary.model.fc1.bias, state["fc1.bias"].float())
+    # the report: every phase tried, with its error and bytes, the layers and the energy view
+    text = (tmp_path / "report" / "report.md").read_text()
+    for i, h in enumerate(summary.history, 1):
+        assert (
+            f"| {i} | quantize | quality {h['quality']:g} | {h['error']:.4g} | {h['bytes']:,} |"
+            in text
+        )
+    assert f"{summary.bytes:,} bytes" in text and "| fc1 |" in text and "less energy" in text
+    assert (tmp_path / "report" / "weights.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "errors.png").stat().st_size > 1000
+
+
+def test_the_default_schedule_is_qat_and_kmeans_alone_still_runs(tmp_path):
+    """The defaults are SCHEDULES["qat"] (`trainable=None` resolving to "weights" for rd);
+    `sharing="kmeans"` without `trainable`, valid before the default changed, still runs."""
+    defaults = {n: p.default for n, p in inspect.signature(dc.compress).parameters.items()}
+    qat = phases.SCHEDULES["qat"]
+    assert (defaults["prune"], defaults["sharing"]) == (qat["prune"], qat["sharing"])
+    assert defaults["trainable"] is None and qat["trainable"] == "weights"
+    assert phases.SCHEDULES["prune"]["prune"] and not qat["prune"]
+    torch.manual_seed(0)
+    net, x = nn.Linear(64, 32), torch.randn(16, 64)
+    ref = net(x).detach()
+
+    @torch.no_grad()
+    def evaluate(m):
+        return float((m(x) - ref).pow(2).mean())
+
+    summary = dc.compress(net, train=lambda m, **kw: None, evaluate=evaluate, budget=0.01, lr=0.1,
+                          out=tmp_path / "k.dcz", sharing="kmeans", progress=False)  # fmt: skip
+    assert summary.quality is None and summary.error <= 0.01
+    assert {h.get("sharing") for h in summary.history if h["phase"] == "quantize"} == {"kmeans"}
+
+
+def test_a_killed_default_run_resumed_ends_with_the_same_file(digits, tmp_path):
+    """Killed in its last sharing step, then `resume=True`: it continues from the last step
+    kept (its checkpoint: one training left, not all of them again) and ends with the same
+    file, figures and history as a run that was never killed."""
+    calls = []
+
+    def run(out, die_at=None, **kw):
+        def train(m, *, epochs, lr, loss=None):
+            calls.append(out)
+            if len(calls) == die_at:
+                raise KeyboardInterrupt
+            fit(m, digits.train, epochs=epochs, lr=lr, loss=loss)
+
+        return dc.compress(
+            trained(digits), train=train, evaluate=lambda m: error(m, digits.val), lr=0.05,
+            out=out, budget=1.0, epochs=1, progress=False, check=lambda m: 0.0, **kw,
+        )  # fmt: skip
+
+    whole = run(tmp_path / "a.dcz")
+    n = len(calls)
+    assert n >= 3, "the digits run must try three steps for this test"
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b.dcz", die_at=n)
+    assert not (tmp_path / "b.dcz").exists() and not list(tmp_path.glob("b.dcz.*.tmp"))
+    assert len(list(tmp_path.glob("b.dcz.qat*.ckpt"))) == n - 1  # every step before kept
+    calls.clear()
+    resumed = run(tmp_path / "b.dcz", resume=True)
+    assert len(calls) == 1  # the last step only
+    assert (tmp_path / "a.dcz").read_bytes() == (tmp_path / "b.dcz").read_bytes()
+    assert (resumed.error, resumed.quality, resumed.bits) == (
+        whole.error,
+        whole.quality,
+        whole.bits,
+    )
+    assert resumed.history == whole.history
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dcz", "b.dcz"]  # nothing left
 
 
 @pytest.mark.parametrize(
@@ -148,7 +221,7 @@ def test_the_held_out_check_steps_back_to_the_quality_kept_before_without_retrai
     summary = dc.compress(
         trained(digits), train=train, evaluate=lambda m: error(m, digits.val), lr=0.05,
         out=tmp_path / "c.dcz", budget=1.0, epochs=1, progress=False, check=check,
-        sharing="rd", trainable="weights", prune=False,
+        **phases.SCHEDULES["qat"],
     )  # fmt: skip
     steps = [h for h in summary.history if h["phase"] == "quantize"]
     limit = phases.edge(summary.dense_error, 1.0)

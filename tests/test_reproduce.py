@@ -133,6 +133,27 @@ def test_recipe_auto_takes_its_budget_from_a_bound(tmp_path):
     assert rep["val_error"] <= 6.0 + 1e-9  # the decoded file keeps within the bound
 
 
+@pytest.mark.parametrize("schedule", [None, "prune"])
+def test_recipe_auto_runs_the_schedule_named(schedule, tmp_path, monkeypatch):
+    """`--schedule` reaches `dc.compress` as `phases.SCHEDULES`' arguments (none: its
+    defaults), and the report records it."""
+    from deepcompress import phases
+    from deepcompress import schedule as schedule_module
+
+    seen, real = [], schedule_module.compress
+    monkeypatch.setattr(
+        schedule_module, "compress", lambda *a, **kw: seen.append(kw) or real(*a, **kw)
+    )
+    rep = reproduce.run("digits-mlp", tmp_path, quiet=True, epochs_scale=0.2, recipe="auto",
+                        auto_schedule=schedule)  # fmt: skip
+    given = {k: seen[0][k] for k in ("prune", "sharing", "trainable") if k in seen[0]}
+    assert given == phases.SCHEDULES.get(schedule, {})
+    assert rep["recipe"]["auto"]["schedule"] == schedule
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        reproduce.run("digits-mlp", tmp_path / "x", quiet=True, recipe="auto", auto_schedule="qta")
+    assert not (tmp_path / "x").exists()  # refused before any work
+
+
 def test_a_recipe_with_a_quality_shares_weights_by_rate_distortion():
     """`Recipe.quality` makes the sharing stage rate-distortion sharing (zero one of its
     levels, so it prunes the smallest weights itself) instead of the recipe's k-means bits."""

@@ -1,4 +1,6 @@
-"""`dc.compress` and `dc.plan`: the whole schedule on a user's model and loop."""
+"""`dc.compress` and `dc.plan`: the whole schedule on a user's model and loop. These tests run
+the paper's schedule (`phases.SCHEDULES["prune"]`: sensitivity, pruning rounds, sharing);
+`test_compress_qat.py` the default one (no pruning rounds, quantization-aware sharing)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from torch import nn
 import deepcompress as dc
 from deepcompress import phases, retrain
 from deepcompress.pipeline.data import load_digits
+
+PRUNE = phases.SCHEDULES["prune"]
 
 
 class Net(nn.Module):
@@ -67,7 +71,7 @@ def run(net, digits, out, **kw):
         evaluate=kw.pop("evaluate", lambda m: error(m, digits.val)),
         out=out,
         lr=0.05,
-        **{"budget": 1.0, "epochs": 1, "progress": False, **kw},
+        **{"budget": 1.0, "epochs": 1, "progress": False, **PRUNE, **kw},
     )
 
 
@@ -104,7 +108,7 @@ def test_an_over_budget_round_is_undone_and_backed_off(tmp_path):
         return dc.compress(
             copy.deepcopy(net), train=lambda m, *, epochs, lr, loss=None: None,
             evaluate=evaluate, out=tmp_path / "n.dcz", budget=0.5, lr=0.1, epochs=1, distill=0,
-            progress=False, **kw,
+            progress=False, **PRUNE, **kw,
         )  # fmt: skip
 
     summary = run(extra=0)
@@ -144,7 +148,7 @@ def test_the_held_out_check_backs_pruning_off(tmp_path):
         return dc.compress(
             copy.deepcopy(net), train=lambda m, *, epochs, lr, loss=None: None,
             evaluate=lambda m: 0.0, out=tmp_path / "n.dcz", budget=0.1, lr=0.1, epochs=1,
-            distill=0, sharing="kmeans", progress=False, **kw,
+            distill=0, progress=False, **{**PRUNE, "sharing": "kmeans"}, **kw,
         )  # fmt: skip
 
     blind = run()  # three rounds to 98%, two extra rounds past it
@@ -178,7 +182,7 @@ def test_resume_ends_with_the_same_file(digits, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         dc.compress(killed, train=dying, evaluate=lambda m: error(m, digits.val),
                     out=tmp_path / "b.dcz", budget=1.0, lr=0.05, epochs=1, rounds=3,
-                    progress=False)  # fmt: skip
+                    progress=False, **PRUNE)  # fmt: skip
     assert (tmp_path / "b.dcz.ckpt").is_file() and not (tmp_path / "b.dcz").exists()
     again = Net()
     again.load_state_dict(dense_state)
@@ -237,8 +241,8 @@ def test_sharing_rd_kmeans_and_the_smaller_of_both(digits, tmp_path):
     """`sharing="rd"` starts at the lowest quality whose shared model (before fine-tuning)
     keeps within the budget: one quality lower must break it on the pruned model; then it
     steps down while the fine-tuned, decoded model is no worse in a smaller file (`searched`).
-    The same for k-means bits. The default tries k-means bits and rd and keeps
-    the smaller file. The summary's bits are the file's index widths."""
+    The same for k-means bits. "auto" (the paper's schedule's) tries k-means bits and rd and
+    keeps the smaller file. The summary's bits are the file's index widths."""
     from deepcompress.format.reader import read
     from deepcompress.selection import QUALITIES
 
@@ -268,7 +272,7 @@ def test_sharing_rd_kmeans_and_the_smaller_of_both(digits, tmp_path):
     _, km_kept = searched(km, "kmeans", limit)
     assert km.quality is None and km.bytes == km_kept["bytes"] and km.error <= limit
     assert set(km.bits) == set(rd.bits) == {"conv", "fc1", "fc2"}
-    # the default tries both from the same pruned model and keeps the smaller file
+    # "auto" tries both from the same pruned model and keeps the smaller file
     auto = run(trained(digits), digits, tmp_path / "auto.dcz")
     smaller = min((km, rd), key=lambda s: s.bytes)
     assert {h["sharing"] for h in auto.history if h["phase"] == "quantize"} == {"kmeans", "rd"}
@@ -363,7 +367,12 @@ def test_a_missing_folder_is_refused_before_any_work(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         dc.compress(nn.Linear(3, 3), train=None, evaluate=lambda m: calls.append(1) or 0.0,
                     out=tmp_path / "nope" / "x.dcz", budget=0.1, lr=0.1)  # fmt: skip
-    assert calls == []
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(NotADirectoryError, match="report must be a folder"):
+        dc.compress(nn.Linear(3, 3), train=None, evaluate=lambda m: calls.append(1) or 0.0,
+                    out=tmp_path / "x.dcz", budget=0.1, lr=0.1,
+                    report=tmp_path / "a_file")  # fmt: skip
+    assert calls == [] and (tmp_path / "a_file").read_text() == "mine"
 
 
 def test_the_budget_edge_allows_for_float_rounding():

@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="--recipe auto: the validation error (%%) the file may reach, instead of --budget",
     )
+    r.add_argument("--schedule", choices=["prune", "qat"],
+                   help="--recipe auto: dc.compress's schedule (default: its default)")  # fmt: skip
     r.add_argument("--device", help="where to train and run: cpu (default), cuda, cuda:1, ...")
     r.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -359,6 +361,7 @@ def _run_reproduce(args) -> int:
         "budget": args.budget,
         "bound": args.bound,
         "device": args.device,
+        "auto_schedule": args.schedule,
     }
     return _reproduce(args, args.model, args.data, extra)
 

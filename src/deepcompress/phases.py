@@ -24,15 +24,20 @@ TOLERANCE = 4.0
 #: The sensitivity grid: finer at the high sparsities where the big layers end up.
 GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98)
 FINETUNE_LR = 0.01  # codebook fine-tuning
-#: What rate-distortion sharing's fine-tuning trains by default (`quantize_`'s `trainable`).
-#: "weights" (through the grid, at QAT_LR, unpruned) gave CREPE tiny 37.8x against 23.4x and
-#: the MNIST CNN 98-99x against 43-81x (RESULTS.md, issue 17), but it was not chosen by a
-#: validation-only rule across networks, nor run on the digits demo: not yet the default.
+#: What rate-distortion sharing's fine-tuning trains by default in `quantize_` and `plan`
+#: (`compress`'s default schedule trains the weights: SCHEDULES below).
 RD_TRAINABLE = "codebook"
 #: Fine-tuning the weights through the grid retrains them as after pruning: at the centroids'
 #: rate (FINETUNE_LR) they barely move (CREPE tiny, Adam: 0.1 x lr left the error 10 points
 #: above 0.5 x lr after 500 steps at quality -1, RESULTS.md, issue 17).
 QAT_LR = PRUNE_LR
+#: `compress`'s two schedules, as its (prune, sharing, trainable) arguments: "prune" is the
+#: paper's order (prune iteratively, share, fine-tune the codebooks); "qat" shares at once at
+#: rate-distortion levels whose zero level prunes, training the weights through the grid.
+SCHEDULES = {
+    "prune": {"prune": True, "sharing": "auto", "trainable": "codebook"},
+    "qat": {"prune": False, "sharing": "rd", "trainable": "weights"},
+}
 
 
 @dataclass

@@ -9,51 +9,9 @@ given, else its own loss); `eval_fn(model) -> float` is a validation error (lowe
 any unit); `budget` is how much worse than the dense model the file's model may be, in that
 unit; `lr` is the rate the dense model was trained at.
 
-The schedule (`plan`):
-1. Sensitivity (`analysis.sensitivity`): each layer pruned alone, without retraining. Each
-   layer's target is the largest sparsity it tolerates alone within `TOLERANCE x budget` (the
-   retraining that follows wins most of that back), capped by the sensitivity grid.
-2. Iterative pruning in `rounds` rounds, the kept fraction of each layer falling
-   geometrically to its target (as the paper prunes and retrains several times), then up to
-   `extra` more rounds that cut every layer's kept fraction by PUSH while the budget holds;
-   retraining after each at `PRUNE_LR x lr`. After each round the error is checked against
-   the pruning share of the budget: a round that breaks it is undone (the model restored)
-   and retried with every layer it pruned backed off halfway to its previous kept fraction,
-   up to MAX_RETRIES times (once for an extra round); then pruning stops at the last round
-   that kept within it.
-3. Weight sharing: the fewest k-means bits per kind ("conv", "linear", "embedding") whose
-   quantized model, before any fine-tuning, stays within the budget (`sharing="kmeans"`), or
-   the lowest rate-distortion quality (`sharing="rd"`: one slope for all layers,
-   `quantize_(quality=)`, as many levels as pay for themselves once entropy-coded, zero among
-   them). The default, "auto", does both and keeps the smaller file within the budget: each
-   won on some network (RESULTS.md, issue 17). Then the codebooks are fine-tuned at
-   `FINETUNE_LR x lr` (`trainable="weights"`: the weights through the grid, at `QAT_LR x lr`,
-   for rate-distortion sharing) and the file written; if the model decoded
-   from it breaks the budget, the quality (or every kind's bits) goes up by one and sharing is
-   redone from the pruned model (unless the pruned model was no better); if it keeps within
-   it, one step lower is tried the same way (fine-tuning wins back part of what a coarser
-   codebook costs), and kept while its file is smaller and its decoded model no worse
-   (`selection.step`: qualities down to -4, bits down to the fewest of `selection.BITS`).
-   That step spends none of the budget: spending it to the edge on a validation split of a
-   few hundred examples spends its noise (the digits demo, whose validation error did not
-   move from 3 to 2 bits, lost 0.56 test points so). Quantization-aware steps are retraining
-   (as pruning rounds are): each continues from the last one kept and may spend the budget.
-   `prune=False` skips steps 1 and 2: the rate-distortion grid's zero level prunes instead.
-4. The held-out check (`check`, optional): every decision above is taken on `evaluate`'s
-   data, and a dozen decisions each at the budget's edge select a model for that data's luck
-   (the MNIST CNN of RESULTS.md, issue 17: validation +0.04-0.08, test +0.16-0.37 points). A
-   second error on data no decision saw judges the file only: while the decoded model breaks
-   the budget by `check` too, the last accepted pruning round is dropped (its model restored)
-   and sharing redone at the setting chosen; with one round left, the sharing steps up.
-   Quantization-aware sharing first steps back through the qualities it kept, files as they
-   were (no retraining: a retrained step up from the pruned model is a worse model).
-Retraining distils from a frozen copy of the dense model when `distill` > 0 (the default
-0.5): for a classifier ((N, C) outputs, integer targets) the loss is (1 - a) x cross-entropy +
-a x T^2 x KL at temperature T = 4; otherwise the mean squared error to the dense model's
-outputs. BatchNorm statistics are recomputed on `calibration` batches (if given) after every
-structural change. After every phase the model is checkpointed (`out` + ".ckpt", with the
-dense model beside it), and `resume=True` continues a killed run from there, ending with the
-same file when the user's loop is deterministic (each phase starts from `torch.manual_seed`).
+The two schedules (`phases.SCHEDULES`: the default "qat", quantization-aware rate-distortion
+sharing without pruning rounds; "prune", the paper's order), each step, the held-out check,
+distillation and the checkpoints are described in `docs/SCHEDULE.md`.
 
 Users who keep their own loop (Lightning, Accelerate, DDP) drive the same schedule:
 
@@ -74,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import api
+from . import api, compress_report
 from .analysis import sensitivity, tolerated_sparsity
 from .checkpoint import read_meta, restore, save_checkpoint
 from .devices import resolve as resolve_device
@@ -122,9 +80,9 @@ def compress(
     extra: int = 2,
     epochs: int = 2,
     distill: float = 0.5,
-    sharing: str = "auto",
-    trainable: str = "codebook",
-    prune: bool = True,
+    sharing: str = "rd",
+    trainable: str | None = None,
+    prune: bool = False,
     calibration: Iterable | None = None,
     resume: bool = False,
     seed: int = 0,
@@ -133,6 +91,7 @@ def compress(
     device: str | torch.device | None = None,
     progress: bool = True,
     on_phase: Callable[[str, nn.Module, float], None] | None = None,
+    report: str | os.PathLike | None = None,
 ) -> Summary:
     """Prune, retrain, share weights, fine-tune and save `model` within an error budget.
 
@@ -154,6 +113,9 @@ def compress(
         extra: rounds past the planned ones that prune further while the budget holds (each
             retrains 2 x epochs); 0 stops at the sensitivity targets.
         distill: weight of the dense model's soft targets in retraining (0: the user's loss).
+        sharing, trainable, prune: the schedule; the defaults are `phases.SCHEDULES["qat"]`,
+            and `**SCHEDULES["prune"]` is the paper's order (module notes; chosen by a
+            validation-only rule across three networks, RESULTS.md, issue 17).
         sharing: "kmeans" (the fewest bits per kind), "rd" (rate-distortion sharing at the
             lowest quality within the budget) or "auto" (both; the smaller file within it);
             either judged on the fine-tuned model decoded from the file (module notes).
@@ -161,8 +123,8 @@ def compress(
             or "weights" (quantization-aware: the weights through the grid, at QAT_LR x lr;
             each step down in quality continues from the last one kept, while its decoded
             model keeps within the budget and its file is smaller). Not with "kmeans".
-        prune: False skips the sensitivity and pruning (with "weights", sharing's zero level
-            prunes: CREPE tiny came out 37.8x so against 23.4x pruned first, RESULTS.md).
+            None: "weights", or "codebook" with `sharing="kmeans"`.
+        prune: False skips the sensitivity and pruning (sharing's zero level prunes).
         calibration: batches of inputs (or (inputs, ...) tuples) on which BatchNorm statistics
             are recomputed after each structural change.
         resume: continue from `out` + ".ckpt" if it holds this same run.
@@ -177,6 +139,9 @@ def compress(
             after weight sharing before fine-tuning ("shared": costs one more `evaluate`) and
             after fine-tuning ("fine-tuned"), for reports (the last two for every sharing
             tried).
+        report: a folder for `report.md` (every phase tried with its error and bytes, the
+            file's layers, the energy view) and, with matplotlib, its figures
+            (`compress_report`).
 
     Returns:
         a `Summary` whose `error` is `evaluate` of the model decoded from the file.
@@ -189,11 +154,15 @@ def compress(
     check_arguments(budget, lr, rounds, epochs)
     if sharing not in SHARING:
         raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
+    if trainable is None:  # k-means has no grid to train the weights through
+        trainable = "codebook" if sharing == "kmeans" else "weights"
     if trainable not in TRAINABLE or (trainable, sharing) == ("weights", "kmeans"):
         raise ValueError(f"trainable: 'codebook', or 'weights' without kmeans; not {trainable!r}")
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"no such folder for the file: {str(out.parent)!r}")
+    if report is not None and Path(report).exists() and not Path(report).is_dir():
+        raise NotADirectoryError(f"report must be a folder, not the file {str(report)!r}")
     dev = resolve_device(device)
     if dev is not None:
         model.to(dev)
@@ -226,7 +195,7 @@ def compress(
         strip_(dense)
         restore(dense, dense_file)
         restore(model, ckpt)
-        say(f"resumed after phase {state['done']} of {rounds + 1}")
+        say(f"resumed after pruning round {state['done']}" if prune else "resumed")
     dense.eval().requires_grad_(False)
     limit = edge(state["dense_error"], budget)
     loss = distillation_loss(dense, distill) if distill > 0 else None
@@ -312,25 +281,53 @@ def compress(
         return error, size, decoded, bits
 
     earlier: list = []  # quantization-aware steps kept before the last: (setting, got, file)
+    steps = state.setdefault("qat", [])  # and all of them as checkpointed, for resume
+
+    def keep(setting, got: tuple, model: nn.Module) -> None:
+        """Checkpoint a kept quantization-aware step (its float weights train on)."""
+        save_checkpoint(model, qat_file(out, len(steps)), {})
+        steps.append({"setting": setting, "error": got[0], "bytes": got[1], "bits": got[3]})
+        save_checkpoint(pruned, ckpt, state)
+
+    def kept(i: int, path: Path) -> tuple:
+        """Step `i` back from its checkpoint, its file rewritten to `path`: (model, got)."""
+        m = copy.deepcopy(dense).requires_grad_(True)
+        restore(m, qat_file(out, i))
+        size = api.save(m, path, entropy=entropy, raw_dtype=raw_dtype, progress=False)
+        if size != steps[i]["bytes"]:
+            raise RuntimeError(f"{qat_file(out, i)} does not give the file it recorded: "
+                               f"delete {ckpt} to start afresh")  # fmt: skip
+        decoded = api.load(path, model=copy.deepcopy(dense).requires_grad_(True))
+        return m, (steps[i]["error"], steps[i]["bytes"], decoded, steps[i]["bits"])
+
     try:  # the candidates beside `out` go, whatever happens (a run that fails included)
         for mode in modes:
             rd, path = mode == "rd", Path(f"{out}.{mode}.tmp")
             progressive = rd and trainable == "weights"  # quantization-aware steps
             trial_path = Path(f"{out}.{mode}.trial.tmp")
-            if rd:
-                setting = choose_quality(copy.deepcopy(pruned), evaluate, limit, trainable)
+            if progressive and steps:  # resumed: back to the steps kept, files as written
+                for i, file in ((i, Path(f"{out}.rd.{i}.tmp")) for i in range(len(steps) - 1)):
+                    earlier.append((steps[i]["setting"], kept(i, file)[1], file))
+                last, got = kept(len(steps) - 1, path)
+                setting, climbed = steps[-1]["setting"], False
+                say(f"resumed at quality {setting:g}")
             else:
-                setting = choose_bits(copy.deepcopy(pruned), evaluate, limit)
-            # up one step while the decoded model breaks the budget ...
-            got, climbed = attempt(mode, setting, path), False
-            while got[0] > ok and (up := step(setting, rd, 1)) is not None:
-                setting, got, climbed = up, attempt(mode, up, path), True
+                if rd:
+                    setting = choose_quality(copy.deepcopy(pruned), evaluate, limit, trainable)
+                else:
+                    setting = choose_bits(copy.deepcopy(pruned), evaluate, limit)
+                # up one step while the decoded model breaks the budget ...
+                got, climbed = attempt(mode, setting, path), False
+                while got[0] > ok and (up := step(setting, rd, 1)) is not None:
+                    setting, got, climbed = up, attempt(mode, up, path), True
+                last = net
+                if progressive and not climbed and got[0] <= ok:
+                    keep(setting, got, last)
             # ... or, if it kept within it at once, down one step while the next one's file,
             # fine-tuned, is smaller and its decoded model no worse: spending none of the
             # budget, so as not to spend it on a small validation set's noise. Quantization-
             # aware steps retrain (as pruning rounds do): each continues from the last one
             # kept and may spend the budget.
-            last = net
             while not climbed and got[0] <= ok and (down := step(setting, rd, -1)) is not None:
                 lower = attempt(mode, down, trial_path, last if progressive else None)
                 if lower[0] > (ok if progressive else got[0]) or lower[1] >= got[1]:
@@ -340,6 +337,8 @@ def compress(
                     os.replace(path, earlier[-1][2])
                 os.replace(trial_path, path)
                 setting, got, last = down, lower, net
+                if progressive:
+                    keep(setting, got, last)
             broke = got[0] > ok
             found.append(((broke, got[0] if broke else got[1]), mode, path, setting, got))
         _, mode, path, setting, (error, size, decoded, bits) = min(found, key=lambda f: f[0])
@@ -389,14 +388,22 @@ def compress(
             f"held-out check {checked:.4g} (dense {state['dense_check']:.4g})"
             + (": over the budget, with nothing left to back off" if broke else "")
         )
-    for f in (ckpt, dense_file, *(rounds_file(out, r) for r in state.get("kept", []))):
+    rounds_ = (rounds_file(out, r) for r in state.get("kept", []))
+    for f in (ckpt, dense_file, *rounds_, *(qat_file(out, i) for i in range(len(steps)))):
         f.unlink(missing_ok=True)
+    if report is not None:
+        say(f"report: {compress_report.write(summary, dense, report, budget)}")
     return summary
 
 
 def rounds_file(out: Path, r: int) -> Path:
     """Where the model after accepted pruning round `r` is kept (for the held-out check)."""
     return Path(f"{out}.round{r}.ckpt")
+
+
+def qat_file(out: Path, i: int) -> Path:
+    """Where the model of kept quantization-aware step `i` is kept (for resume)."""
+    return Path(f"{out}.qat{i}.ckpt")
 
 
 __all__ = ["Phase", "Summary", "compress", "plan"]

@@ -39,11 +39,14 @@ def compress_auto(
     seed: int = 0,
     quiet: bool = False,
     resume: bool = False,
+    schedule: str | None = None,
 ) -> tuple[dict, dict]:
     """`--recipe auto`: `dc.compress` with this harness's loop and validation error, and no
     per-layer setting written by hand (only the reference's learning rate, the retraining
-    length of the recipe's first pruning round and its number of rounds). Returns
-    `(stages, trace)` as `compress` does."""
+    length of the recipe's first pruning round and its number of rounds). `schedule`: one of
+    `phases.SCHEDULES` (None: `compress`'s defaults). Returns `(stages, trace)` as `compress`
+    does."""
+    from ..phases import SCHEDULES
     from ..schedule import compress as schedule_compress
 
     if distributed_active():
@@ -87,6 +90,7 @@ def compress_auto(
         resume=resume,
         progress=not quiet,
         on_phase=on_phase,
+        **(SCHEDULES[schedule] if schedule else {}),
     )
     stages["compress_seconds"] = time.time() - t0
     return stages, trace

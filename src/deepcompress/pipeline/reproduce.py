@@ -27,6 +27,7 @@ from ..devices import resolve as resolve_device
 from ..distributed import barrier, broadcast_, is_main, launch
 from ..format.writer import atomic_path, write_atomic
 from ..parametrizations import shared_parts
+from ..phases import SCHEDULES
 from ..pruning import prune_
 from ..runtime.energy import energy_view
 from ..sharing import quantize_
@@ -246,6 +247,7 @@ def run(
     budget: float = AUTO_BUDGET,
     bound: float | None = None,
     device: str | torch.device | None = None,
+    auto_schedule: str | None = None,
 ) -> dict:
     """`deepcompress reproduce` / `demo`: the whole pipeline; writes OUT/<name>.dcz and
     OUT/report.json and returns the report. A checkpoint is written to OUT/<name>.ckpt after
@@ -268,10 +270,14 @@ def run(
         budget: for "auto".
         bound: for "auto", instead of `budget`: the validation error (percent) the file may
             reach; the budget is then this bound less the reference's validation error.
+        auto_schedule: for "auto", "prune" or "qat" (`phases.SCHEDULES`; None: `dc.compress`'s
+            default).
         device: where the models train and run ("cuda", "cuda:1"; None: the CPU). Checked
             before any work; with `run_parallel`'s several processes, the CPU only.
     """
     device = resolve_device(device)
+    if auto_schedule is not None and auto_schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, not {auto_schedule!r}")
     t0 = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -301,8 +307,9 @@ def run(
         _log(f"budget {budget:.2f} points (bound {bound:g}% - reference {ref_val:.2f}%)", quiet)
     if auto:
         stages, trace = compress_auto(
-            model, data, recipe, file, budget=budget, seed=seed, quiet=quiet, resume=resume
-        )
+            model, data, recipe, file, budget=budget, seed=seed, quiet=quiet, resume=resume,
+            schedule=auto_schedule,
+        )  # fmt: skip
     else:
         stages, trace = compress(
             model,
@@ -337,7 +344,11 @@ def run(
         "epochs_scale": epochs_scale,
         "train_images": len(data.train),
         "seconds": time.time() - t0,
-        "recipe": {"auto": {"budget": budget, "bound": bound}} if auto else asdict(recipe),
+        "recipe": (
+            {"auto": {"budget": budget, "bound": bound, "schedule": auto_schedule}}
+            if auto
+            else asdict(recipe)
+        ),
         "layers": rows,
         "energy": energy_view(file),
     }
