@@ -48,7 +48,7 @@ def targets(f0: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.exp(-((bins[None] - cents[:, None]) ** 2) / (2 * 25.0**2))).float()
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for the file")
     p.add_argument("--budget", type=float, default=0.3, help="validation rpa points allowed")
@@ -120,6 +120,7 @@ def main(argv=None) -> None:
         f"held-out fidelity set (seed 1): original {fid.reference}, decoded {metrics}, "
         f"levels {fid.levels(metrics)}"
     )
+    return {"summary": summary, "metrics": metrics, "reference": fid.reference}
 
 
 if __name__ == "__main__":
