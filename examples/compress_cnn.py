@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     p.add_argument("--data", help="MNIST folder (else $DEEPCOMPRESS_DATA)")
     p.add_argument("--digits", action="store_true", help="the bundled 8x8 digits instead")
     p.add_argument("--epochs", type=int, default=4, help="dense training epochs")
-    p.add_argument("--retrain-epochs", type=int, default=2, help="per pruning round")
+    p.add_argument("--retrain-epochs", type=int, default=2, help="dc.compress's epochs")
     p.add_argument("--budget", type=float, default=0.1, help="points of validation error")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--schedule", choices=list(SCHEDULES), help="default: dc.compress's")
