@@ -149,6 +149,9 @@ def test_recipe_auto_runs_the_schedule_named(schedule, tmp_path, monkeypatch):
     given = {k: seen[0][k] for k in ("prune", "sharing", "trainable") if k in seen[0]}
     assert given == phases.SCHEDULES.get(schedule, {})
     assert rep["recipe"]["auto"]["schedule"] == schedule
+    first = "pruned + retrained" if schedule == "prune" else "before sharing (no pruning rounds)"
+    assert rep["pruned"] == (schedule == "prune")
+    assert f"| {first} |" in (tmp_path / "report.md").read_text()  # the report says which
     with pytest.raises(ValueError, match="schedule must be one of"):
         reproduce.run("digits-mlp", tmp_path / "x", quiet=True, recipe="auto", auto_schedule="qta")
     assert not (tmp_path / "x").exists()  # refused before any work

@@ -12,6 +12,7 @@ import torch
 
 from ..distributed import active as distributed_active
 from ..parametrizations import shared_parts
+from ..phases import sparsities
 from ..targets import compressible_layers
 from .data import Dataset
 from .recipes import Recipe
@@ -64,7 +65,9 @@ def compress_auto(
     def on_phase(stage: str, m: torch.nn.Module, err: float) -> None:
         if stage == "pruned":
             stages["pruned_val_error"] = err
-            trace["weights"]["pruned + retrained"] = layer_weights(m)
+            stages["pruned"] = max(sparsities(m).values(), default=0.0) > 0  # "qat": none
+            key = "pruned + retrained" if stages["pruned"] else "before sharing"
+            trace["weights"][key] = layer_weights(m)
             trace["pruned_bytes"] = layer_bytes(m)
         elif stage == "shared":
             stages["quantized_val_error"] = err

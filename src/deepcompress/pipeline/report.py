@@ -127,11 +127,14 @@ def write_markdown(report: dict, trace: dict, out_dir: str | os.PathLike) -> Non
         for r in report["layers"]
     ]
     figures.bytes_per_layer(bars, out / "bytes.png")
+    pruned = report.get("pruned", True)  # False: compress's default schedule, no rounds
+    first = "pruned + retrained" if pruned else "before sharing (no pruning rounds)"
+    tuned = "codebooks fine-tuned" if pruned else "fine-tuned (weights through the grid)"
     stages = [
         ("reference", report["reference_val_error"]),
-        ("pruned + retrained", report["pruned_val_error"]),
+        (first, report["pruned_val_error"]),
         ("weight shared", report["quantized_val_error"]),
-        ("codebooks fine-tuned", report["finetuned_val_error"]),
+        (tuned, report["finetuned_val_error"]),
         ("decoded file", report["val_error"]),
     ]
     figures.accuracy_per_stage(stages, out / "accuracy.png")
@@ -157,11 +160,10 @@ def write_markdown(report: dict, trace: dict, out_dir: str | os.PathLike) -> Non
         "| stage | validation error | bytes of the weight layers |",
         "| --- | --- | --- |",
         f"| reference | {stages[0][1]:.2f}% | {total['dense']} (dense float32) |",
-        f"| pruned + retrained | {stages[1][1]:.2f}% | {total['pruned']} (values float32, "
-        "coded gaps) |",
+        f"| {first} | {stages[1][1]:.2f}% | {total['pruned']} (values float32, coded gaps) |",
         f"| weight shared | {stages[2][1]:.2f}% | {total['quantized']} (fixed-width indices "
         "and gaps) |",
-        f"| codebooks fine-tuned, Huffman-coded | {stages[3][1]:.2f}% | {total['final']} |",
+        f"| {tuned}, entropy-coded | {stages[3][1]:.2f}% | {total['final']} |",
         f"| decoded from the file | {stages[4][1]:.2f}% | {report['compressed_bytes']} (whole "
         "file) |",
         "",
