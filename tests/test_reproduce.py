@@ -152,6 +152,8 @@ def test_recipe_auto_runs_the_schedule_named(schedule, tmp_path, monkeypatch):
     first = "pruned + retrained" if schedule == "prune" else "before sharing (no pruning rounds)"
     assert rep["pruned"] == (schedule == "prune")
     assert f"| {first} |" in (tmp_path / "report.md").read_text()  # the report says which
+    if schedule is None:  # the stages shown are the kept file's, not the last step refused
+        assert rep["finetuned_val_error"] == pytest.approx(rep["val_error"])
     with pytest.raises(ValueError, match="schedule must be one of"):
         reproduce.run("digits-mlp", tmp_path / "x", quiet=True, recipe="auto", auto_schedule="qta")
     assert not (tmp_path / "x").exists()  # refused before any work

@@ -70,17 +70,18 @@ def compress_auto(
             trace["weights"][key] = layer_weights(m)
             trace["pruned_bytes"] = layer_bytes(m)
         elif stage == "shared":
-            stages["quantized_val_error"] = err
+            tried.append({"quantized_val_error": err})
         else:
-            stages["finetuned_val_error"] = err
-            trace["weights"]["shared + fine-tuned"] = layer_weights(m)
-            trace["centroids"] = {
+            tried[-1]["finetuned_val_error"] = err
+            tried[-1]["weights"] = layer_weights(m)
+            tried[-1]["centroids"] = {
                 n: shared_parts(x).codebook.detach().cpu().numpy()
                 for n, x in compressible_layers(m)
                 if shared_parts(x) is not None
             }
 
-    schedule_compress(
+    tried: list[dict] = []  # every sharing attempt, in the order of the summary's history
+    summary = schedule_compress(
         model,
         train=fit,
         evaluate=lambda m: error_rate(m, data.val),
@@ -95,5 +96,18 @@ def compress_auto(
         on_phase=on_phase,
         **(SCHEDULES[schedule] if schedule else {}),
     )
+    # the report shows the attempt whose file was kept (the last one tried may be refused)
+    shares = [h for h in summary.history if h["phase"] == "quantize"]
+    kept = [
+        i
+        for i, h in enumerate(shares)
+        if (h["bytes"], h["error"]) == (summary.bytes, summary.error)
+    ]
+    pick = tried[kept[-1]] if kept and len(tried) == len(shares) else (tried or [None])[-1]
+    if pick is None:  # resumed with no sharing left to try: the file's own figures
+        pick = {"quantized_val_error": summary.error, "finetuned_val_error": summary.error,
+                "weights": layer_weights(summary.model), "centroids": {}}  # fmt: skip
+    stages.update({k: pick[k] for k in ("quantized_val_error", "finetuned_val_error")})
+    trace["weights"]["shared + fine-tuned"], trace["centroids"] = pick["weights"], pick["centroids"]
     stages["compress_seconds"] = time.time() - t0
     return stages, trace
