@@ -289,7 +289,7 @@ def compress(
         steps.append({"setting": setting, "error": got[0], "bytes": got[1], "bits": got[3]})
         save_checkpoint(pruned, ckpt, state)
 
-    def kept(i: int, path: Path) -> tuple:
+    def restored(i: int, path: Path) -> tuple:
         """Step `i` back from its checkpoint, its file rewritten to `path`: (model, got)."""
         m = copy.deepcopy(dense).requires_grad_(True)
         restore(m, qat_file(out, i))
@@ -306,9 +306,10 @@ def compress(
             progressive = rd and trainable == "weights"  # quantization-aware steps
             trial_path = Path(f"{out}.{mode}.trial.tmp")
             if progressive and steps:  # resumed: back to the steps kept, files as written
-                for i, file in ((i, Path(f"{out}.rd.{i}.tmp")) for i in range(len(steps) - 1)):
-                    earlier.append((steps[i]["setting"], kept(i, file)[1], file))
-                last, got = kept(len(steps) - 1, path)
+                for i in range(len(steps) - 1):
+                    file = earlier_file(out, i)
+                    earlier.append((steps[i]["setting"], restored(i, file)[1], file))
+                last, got = restored(len(steps) - 1, path)
                 setting, climbed = steps[-1]["setting"], False
                 say(f"resumed at quality {setting:g}")
             else:
@@ -333,7 +334,7 @@ def compress(
                 if lower[0] > (ok if progressive else got[0]) or lower[1] >= got[1]:
                     break
                 if progressive:  # kept for the held-out check to step back to
-                    earlier.append((setting, got, Path(f"{out}.rd.{len(earlier)}.tmp")))
+                    earlier.append((setting, got, earlier_file(out, len(earlier))))
                     os.replace(path, earlier[-1][2])
                 os.replace(trial_path, path)
                 setting, got, last = down, lower, net
@@ -399,6 +400,12 @@ def compress(
 def rounds_file(out: Path, r: int) -> Path:
     """Where the model after accepted pruning round `r` is kept (for the held-out check)."""
     return Path(f"{out}.round{r}.ckpt")
+
+
+def earlier_file(out: Path, i: int) -> Path:
+    """Where the file of kept quantization-aware step `i` waits, once a later one is kept, for
+    the held-out check to step back to."""
+    return Path(f"{out}.rd.{i}.tmp")
 
 
 def qat_file(out: Path, i: int) -> Path:
