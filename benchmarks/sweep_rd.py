@@ -14,6 +14,10 @@ image in 5,000); if none is, `--recipe best` keeps k-means. The same rule for th
 `--trainable weights --finetune-lr 0.02` (2026-12-04, before their run: the weights trained
 through the grid at the recipe's retraining rate, 0.4x the dense rate as `compress`'s QAT_LR,
 rather than at the centroids' fine-tuning rate 0.0005, at which they barely move).
+LeNet-5 (2026-12-04, tenth session, before its first run): the same rule, over `--qualities 0 1
+2 --trainable weights --finetune-lr 0.02` (LeNet-5's retraining rate too) against the k-means
+variant, three seeds; the test split is read only afterwards, once, from the chosen variant's
+files (`--test VARIANT`, which trains nothing).
 
     python benchmarks/sweep_rd.py lenet-300-100 --seeds 0 1 2 --out runs/rd \
         --qualities -1 0 1 2 3
