@@ -33,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from _common import DEV_MNIST
+from safetensors.torch import load_file
 
 from deepcompress import api
 from deepcompress.checkpoint import restore, save_checkpoint
@@ -60,6 +61,31 @@ def pruned_model(name, data, recipe, out: Path, seed: int):
     return ref, model, teacher
 
 
+def report_test(name: str, data, out: Path, seeds: list[int], variant: str) -> None:
+    """One JSON line per seed: the file of `variant` decoded, its validation and test errors,
+    and the reference's (the test split's only reader here)."""
+    original = 4 * sum(p.numel() for p in build(name).parameters())
+    for seed in seeds:
+        file = out / f"{name}-s{seed}-{variant}.dcz"
+        reference = out / f"{name}-s{seed}-reference.safetensors"
+        if not file.is_file() or not reference.is_file():
+            raise SystemExit(f"no {file} or {reference}: run the sweep for seed {seed} first")
+        ref = build(name)
+        ref.load_state_dict(load_file(str(reference)))
+        decoded = api.load(file, model=build(name))
+        row = {
+            "seed": seed,
+            "variant": variant,
+            "reference_val_error": round(error_rate(ref.eval(), data.val), 2),
+            "reference_test_error": round(error_rate(ref, data.test), 2),
+            "val_error": round(error_rate(decoded, data.val), 2),
+            "test_error": round(error_rate(decoded, data.test), 2),
+            "bytes": file.stat().st_size,
+            "ratio": round(original / file.stat().st_size, 1),
+        }
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", choices=sorted(BEST))
@@ -74,10 +100,18 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--finetune-lr", type=float, help="the quality variants' fine-tuning lr")
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="for a quick trial only")
+    ap.add_argument(
+        "--test", metavar="VARIANT",
+        help="train nothing: the decoded validation and test errors of the files of VARIANT "
+        "(a tag of an earlier run, e.g. q0-w-lr0.02), once the rule has chosen it",
+    )  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     data = load_mnist(args.data)
+    if args.test:
+        report_test(args.model, data, out, args.seeds, args.test)
+        return
+    out.mkdir(parents=True, exist_ok=True)
     best = (
         BEST[args.model] if args.epochs_scale == 1 else BEST[args.model].scaled(args.epochs_scale)
     )
