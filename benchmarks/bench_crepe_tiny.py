@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import deepcompress as dc
-from deepcompress.phases import SCHEDULES
+from deepcompress.phases import SCHEDULES, schedule_options
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_name  # noqa: E402
@@ -63,9 +63,12 @@ def main(argv=None) -> dict:
     p.add_argument("--resume", action="store_true", help="continue a killed run (dc.compress)")
     p.add_argument("--val-frames", type=int, default=400, help="validation frames (seed 2000)")
     args = p.parse_args(argv)
-    options = dict(SCHEDULES[args.schedule]) if args.schedule else {}
-    options.update({k: v for k in ("sharing", "trainable") if (v := getattr(args, k))})
-    options.update({"prune": False} if args.no_prune else {})
+    options = schedule_options(
+        args.schedule,
+        sharing=args.sharing,
+        trainable=args.trainable,
+        prune=False if args.no_prune else None,
+    )
     torch.manual_seed(0)
     state = load_state("crepe-tiny")
     model = build("crepe-tiny", state)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import deepcompress as dc
-from deepcompress.phases import SCHEDULES
+from deepcompress.phases import SCHEDULES, schedule_options
 from deepcompress.pipeline.data import Split, load_digits, load_mnist
 
 
@@ -88,8 +88,7 @@ def main(argv=None) -> dict:
     fit(model, data.train, epochs=args.epochs, lr=lr)
     dense_test = error(model, data.test)  # reported at the end only
     schedule = "qat" if args.qat else args.schedule  # None: dc.compress's default
-    options = dict(SCHEDULES[schedule]) if schedule else {}
-    options.update({k: v for k in ("sharing", "trainable") if (v := getattr(args, k))})
+    options = schedule_options(schedule, sharing=args.sharing, trainable=args.trainable)
 
     summary = dc.compress(
         model,

@@ -240,3 +240,14 @@ def test_the_held_out_check_steps_back_to_the_quality_kept_before_without_retrai
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.dcz"]  # no candidate left
     decoded = dc.load(tmp_path / "c.dcz", model=copy.deepcopy(trained(digits)))
     assert error(decoded, digits.val) == before["error"]
+
+
+def test_schedule_options_overrides_only_what_is_given():
+    """The scripts' one way to build compress's schedule arguments: a named schedule, each
+    override that is not None on top; an unknown name is refused."""
+    prune = phases.schedule_options("prune", sharing="rd", trainable=None)
+    assert prune == {**phases.SCHEDULES["prune"], "sharing": "rd"}
+    assert phases.schedule_options(None, prune=False) == {"prune": False}
+    assert phases.schedule_options() == {}
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        phases.schedule_options("fast")

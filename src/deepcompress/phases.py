@@ -40,6 +40,16 @@ SCHEDULES = {
 }
 
 
+def schedule_options(schedule: str | None = None, **overrides) -> dict:
+    """`compress`'s keyword arguments for the named schedule (None: its defaults), with each
+    override that is not None in place of the schedule's (e.g. `sharing="kmeans"`)."""
+    if schedule is not None and schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, not {schedule!r}")
+    options = dict(SCHEDULES[schedule]) if schedule else {}
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    return options
+
+
 @dataclass
 class Summary:
     """What `compress` did: the file, its ratio and the errors of the model decoded from it."""

@@ -47,7 +47,7 @@ def compress_auto(
     length of the recipe's first pruning round and its number of rounds). `schedule`: one of
     `phases.SCHEDULES` (None: `compress`'s defaults). Returns `(stages, trace)` as `compress`
     does."""
-    from ..phases import SCHEDULES
+    from ..phases import schedule_options
     from ..schedule import compress as schedule_compress
 
     if distributed_active():
@@ -94,7 +94,7 @@ def compress_auto(
         resume=resume,
         progress=not quiet,
         on_phase=on_phase,
-        **(SCHEDULES[schedule] if schedule else {}),
+        **schedule_options(schedule),
     )
     # the report shows the attempt whose file was kept (the last one tried may be refused)
     shares = [h for h in summary.history if h["phase"] == "quantize"]
