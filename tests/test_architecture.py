@@ -16,7 +16,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "deepcompress"
 
 #: Lowest first. A module is named by its path in the package, a subpackage by its folder.
 LAYERS = [
-    ["_version", "errors", "_optional", "_progress", "devices"],
+    ["_version", "errors", "_optional", "_progress", "devices", "figures"],
     ["coding"],  # sparse index, entropy coders, per-tensor codecs: arrays only
     ["format"],  # container, reader, writer, config files, inspect
     ["parametrizations", "targets", "settings", "distributed"],  # what the stages share

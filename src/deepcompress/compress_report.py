@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from . import figures
 from ._optional import MissingExtra, pyplot
 from .format.inspect import describe
 from .phases import Summary, fmt
@@ -78,26 +79,21 @@ def write(summary: Summary, dense: nn.Module, folder: str | os.PathLike, budget:
 
 
 def _figures(summary: Summary, dense: nn.Module, folder: Path, budget: float) -> None:
-    plt = pyplot()
     before = dict(compressible_layers(dense))
     after = dict(compressible_layers(summary.model))
     names = [n for n in after if n in before]
-    fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.8 * len(names) + 0.6), squeeze=False)
-    for ax, name in zip(axes[:, 0], names):
-        w0 = before[name].weight.detach().float().cpu().numpy().ravel()
-        w1 = after[name].weight.detach().float().cpu().numpy().ravel()
-        edges = np.linspace(min(w0.min(), w1.min()), max(w0.max(), w1.max()), 121)
-        ax.hist(w0, bins=edges, alpha=0.5, label="dense")
-        ax.hist(w1[w1 != 0], bins=edges, alpha=0.5, label="decoded (non-zero)")
-        levels = np.unique(w1)
-        if len(levels) <= 64:  # a shared layer's levels
-            ax.vlines(levels, 0, ax.get_ylim()[1] * 0.05, colors="k", linewidth=0.5)
-        ax.set_title(name, fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(folder / "weights.png", dpi=100)
-    plt.close(fig)
+
+    def weights(layers: dict) -> dict[str, np.ndarray]:
+        return {n: layers[n].weight.detach().float().cpu().numpy() for n in names}
+
+    decoded = weights(after)
+    levels = {n: np.unique(w) for n, w in decoded.items()}  # a shared layer's levels
+    figures.weight_distributions(
+        {"dense": weights(before), "decoded": decoded},
+        {n: v for n, v in levels.items() if len(v) <= 64},
+        folder / "weights.png",
+    )
+    plt = pyplot()
     errors = [h["error"] for h in summary.history]
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.plot(range(1, len(errors) + 1), errors, "o-", label="after the phase")

@@ -112,7 +112,7 @@ def write_markdown(report: dict, trace: dict, out_dir: str | os.PathLike) -> Non
     """Write OUT/report.md and its figures (weights.png, bytes.png, accuracy.png)."""
     from pathlib import Path
 
-    from . import figures
+    from .. import figures
 
     out = Path(out_dir)
     figures.weight_distributions(trace["weights"], trace["centroids"], out / "weights.png")

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from .._optional import pyplot as _pyplot
+from ._optional import pyplot as _pyplot
 
 
 def weight_distributions(
