@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deepcompress.coding import cabac
+from deepcompress.coding._checks import symbol_array
 from deepcompress.errors import FormatError
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -563,3 +564,17 @@ def test_implicit_zero_bytes_are_bounded():
     """A payload far too short for its count is read as zero-padded, without overrun."""
     out = _decode_or_error(b"\x03\xff", 65537, 10_000)
     assert out is None or out.size == 10_000
+
+
+@pytest.mark.parametrize("mode_kind", [0, 1, 2, 3])
+def test_the_output_buffer_grows_when_the_estimate_is_short(mode_kind):
+    """The encoder's first buffer is sized from the stream's order-0 entropy; a stream that
+    needs more (here: a buffer of 0 bytes to start with) is coded the same through growth."""
+    rng = np.random.default_rng(mode_kind)
+    n = 300
+    sym = symbol_array(markov(rng, 5000, n), n)
+    mode = [m for m in cabac._valid_modes(n) if m & 3 == mode_kind][0]
+    grown = cabac._encode_in_mode(sym, n, mode, 0)
+    assert bytes([mode]) + grown.tobytes() == cabac.encode_mode(sym, n, mode)
+    assert grown.size > 1000  # several doublings from 2 * _MAX_SHIFTS_PER_SYMBOL bytes
+    assert cabac._capacity(sym, n) >= grown.size  # the estimate would have held it

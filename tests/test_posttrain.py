@@ -304,9 +304,11 @@ def test_streams_code_alike_in_every_integer_width():
 
 def test_quality_encode_memory_stays_near_the_tensor_size():
     """Rate-distortion encoding of a dense tensor (fillers present) holds no array much
-    larger than the tensor: numpy's allocations, as tracemalloc counts them, peak below 4x
-    the float32 tensor (2x in four uint16 arrays, the rest the coders' payloads at about 10
-    bits a weight, and slices; it was about 12x with int64 positions and symbols)."""
+    larger than the tensor: numpy's allocations, as tracemalloc counts them, peak below 2.75x
+    the float32 tensor (the gap and symbol streams as uint16, 1x; the coders' buffers and
+    payloads at about 10 bits a weight; it was 12x with int64 positions and symbols, 3.8x
+    while the raw gaps and kept symbols stayed alive beside the streams and every coder's
+    payload was held until the choice)."""
     import tracemalloc
 
     from deepcompress.ecsq import lam_for_quality, quantize
@@ -325,4 +327,4 @@ def test_quality_encode_memory_stays_near_the_tensor_size():
         tracemalloc.stop()
     kept = int(np.count_nonzero(quantize(t, lam, rd=0).symbols))
     assert record.codec == "shared" and record.params["entries"] > kept  # fillers
-    assert peak < 4 * t.numel() * 4, peak / (t.numel() * 4)
+    assert peak < 2.75 * t.numel() * 4, peak / (t.numel() * 4)

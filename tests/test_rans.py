@@ -789,3 +789,22 @@ def test_auto_takes_cabac_on_a_long_stream_only_where_it_pays_for_its_time():
         assert coders.encode_stream(stream, "auto")[0] == want, sizes
         seen.add((len(stream) < n, want))
     assert seen == {(False, "rans"), (False, "cabac"), (True, "cabac")}  # every branch
+
+
+@pytest.mark.parametrize("kind", ["one symbol", "two", "geometric", "uniform 4097"])
+def test_huffman_size_is_the_bytes_it_codes(kind):
+    """`encode_stream` codes Huffman only if it is chosen, from its size predicted on the
+    histogram: the prediction must be its table and payload to the byte."""
+    from deepcompress.coding import coders
+
+    rng = np.random.default_rng(7)
+    stream = {
+        "one symbol": np.full(1000, 3),
+        "two": rng.integers(0, 2, 999),
+        "geometric": rng.geometric(0.3, 5001) - 1,
+        "uniform 4097": rng.integers(0, 4097, 20000),
+    }[kind]
+    hist = coders.histogram(stream)
+    table, payload = coders.CODERS["huffman"].encode(stream, hist)
+    assert coders.CODERS["huffman"].size(hist) == len(table) + len(payload)
+    assert coders.encode_stream(stream, "huffman")[2:] == (table, payload)

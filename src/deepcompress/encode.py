@@ -97,10 +97,11 @@ def encode_tensor(
     elif isinstance(held, Snapped):  # its grid's levels in use, stored as integers
         shared = held.frozen(t)
         flat = shared.idx.cpu().reshape(-1).numpy()
-        params, parts = codec.encode_shared_gaps(
-            nonzero_gaps(flat), flat[flat != 0], shared.codebook.detach(), index_bits, entropy,
-            grid=held.step,
-        )  # fmt: skip
+        k = int(shared.codebook.numel())
+        streams = codec.entry_streams(nonzero_gaps(flat), flat[flat != 0], k, index_bits)
+        params, parts = codec.encode_shared_streams(
+            *streams, shared.codebook.detach(), entropy, held.step
+        )
         kind = "shared"
     elif isinstance(held, Masked):
         params, parts = codec.encode_sparse(t, index_bits, entropy)
@@ -110,9 +111,9 @@ def encode_tensor(
         gaps, kept = nonzero_gaps(q.symbols), q.symbols[q.symbols != 0]
         codebook, grid = torch.from_numpy(q.codebook), q.step
         del q  # the dense symbols: what is left is as long as the kept weights, mostly uint16
-        params, parts = codec.encode_shared_gaps(
-            gaps, kept, codebook, index_bits, entropy, grid=grid
-        )
+        streams = codec.entry_streams(gaps, kept, len(codebook), index_bits)
+        del gaps, kept  # the streams alone in memory while they are coded (RESULTS, issue 20)
+        params, parts = codec.encode_shared_streams(*streams, codebook, entropy, grid)
         kind = "shared"
     elif sparsity > 0 or bits is not None:
         positions = kept_positions(t, sparsity)

@@ -267,15 +267,15 @@ def _enc_finish(low, rng, cache, csize, out, pos):
     for _ in range(5):
         low, cache, csize, pos = _shift_low(low, cache, csize, out, pos)
     # out[0] is the initial cache byte, always 0: dropped; so are the 3 zero bytes at the end.
-    return out[1 : pos - _FLUSH_IMPLICIT].copy()
+    return out[1 : pos - _FLUSH_IMPLICIT]  # a view: no second buffer as long as the payload
 
 
 @njit(cache=True, nogil=True)
-def _encode_tree(sym, n, use_ctx, sha, shb):
+def _encode_tree(sym, n, use_ctx, sha, shb, cap):
     nb = _bitlen(n - 1)
     cshift = max(nb - _TREE_CLASS_BITS, 0)
     st = _new_contexts((1 << _TREE_CLASS_BITS) << nb if use_ctx else 1 << nb)
-    out = np.empty(sym.size // 2 + 2 * _MAX_SHIFTS_PER_SYMBOL, dtype=np.uint8)
+    out = np.empty(cap + 2 * _MAX_SHIFTS_PER_SYMBOL, dtype=np.uint8)
     pos = 0
     low = 0
     rng = _MASK32
@@ -319,10 +319,10 @@ def _encode_tree(sym, n, use_ctx, sha, shb):
 
 
 @njit(cache=True, nogil=True)
-def _encode_eg(sym, n, use_ctx, sha, shb):
+def _encode_eg(sym, n, use_ctx, sha, shb, cap):
     bmax = _bitlen(n) - 1
     st = _new_contexts(_EG_STRIDE * (_EG_ORDER0 + 1) if use_ctx else _EG_STRIDE)
-    out = np.empty(sym.size // 2 + 2 * _MAX_SHIFTS_PER_SYMBOL, dtype=np.uint8)
+    out = np.empty(cap + 2 * _MAX_SHIFTS_PER_SYMBOL, dtype=np.uint8)
     pos = 0
     low = 0
     rng = _MASK32
@@ -611,12 +611,23 @@ def _check_n(n_symbols, exc: type[Exception]) -> int:
     return n
 
 
-def _encode_in_mode(sym: np.ndarray, n: int, mode: int) -> np.ndarray:
+def _capacity(sym: np.ndarray, n: int) -> int:
+    """The encoder's first output buffer: the stream's order-0 entropy in bytes and a tenth
+    more (an adaptive coder seldom needs more; the kernels grow it if it does), so that the
+    buffer is about as long as the payload, which is a view of it."""
+    hist = np.zeros(n, dtype=np.int64)
+    for i in range(0, sym.size, 1 << 16):  # by slices: bincount copies its input to int64
+        hist += np.bincount(sym[i : i + (1 << 16)], minlength=n)
+    c = hist[hist > 0].astype(np.float64)
+    return int(float((c * np.log2(sym.size / c)).sum()) / 8 * 1.1) + 1024
+
+
+def _encode_in_mode(sym: np.ndarray, n: int, mode: int, cap: int) -> np.ndarray:
     sha, shb = _SHIFTS[mode >> 2]
     kind = mode & 3
     if kind < 2:
-        return _encode_tree(sym, n, kind == 1, sha, shb)
-    return _encode_eg(sym, n, kind == 3, sha, shb)
+        return _encode_tree(sym, n, kind == 1, sha, shb, cap)
+    return _encode_eg(sym, n, kind == 3, sha, shb, cap)
 
 
 def encode_mode(symbols: np.ndarray, n_symbols: int, mode: int) -> bytes:
@@ -631,7 +642,7 @@ def encode_mode(symbols: np.ndarray, n_symbols: int, mode: int) -> bytes:
         return b""
     if mode not in _valid_modes(n):
         raise ValueError(f"mode {mode!r} is not valid for {n} symbols")
-    return bytes([mode]) + _encode_in_mode(sym, n, mode).tobytes()
+    return b"".join((bytes([mode]), _encode_in_mode(sym, n, mode, _capacity(sym, n))))
 
 
 def encode(symbols: np.ndarray, n_symbols: int) -> bytes:
@@ -655,17 +666,19 @@ def encode(symbols: np.ndarray, n_symbols: int) -> bytes:
     sym = symbol_array(symbols, n)
     if sym.size == 0:
         return b""
-    best = None
+    best, cap = None, _capacity(sym, n)
     for mode in _valid_modes(n):
         if mode & _MODE_SLOW:
             break
-        rc = _encode_in_mode(sym, n, mode)
+        rc = _encode_in_mode(sym, n, mode, cap)
         if best is None or rc.size < best[1].size:
             best = (mode, rc)
-    slow = _encode_in_mode(sym, n, best[0] | _MODE_SLOW)
+        del rc
+    slow = _encode_in_mode(sym, n, best[0] | _MODE_SLOW, cap)
     if slow.size < best[1].size:
         best = (best[0] | _MODE_SLOW, slow)
-    return bytes([best[0]]) + best[1].tobytes()
+    del slow
+    return b"".join((bytes([best[0]]), best[1]))  # one copy of the payload
 
 
 def decode(data: bytes, n_symbols: int, count: int) -> np.ndarray:

@@ -164,7 +164,8 @@ def encode_shared(
     """A weight-shared tensor given as `idx` (0 = pruned, 1..k) and its k-entry codebook."""
     flat = idx.detach().cpu().reshape(-1).numpy()  # as the quality path: no int64 copies
     gaps = sparse_index.nonzero_gaps(flat)
-    return encode_shared_gaps(gaps, flat[flat != 0], codebook, index_bits, entropy)
+    streams = entry_streams(gaps, flat[flat != 0], int(codebook.numel()), index_bits)
+    return encode_shared_streams(*streams, codebook, entropy)
 
 
 def encode_shared_entries(
@@ -181,21 +182,16 @@ def encode_shared_entries(
     grid) (`grid_values`; ValueError if it is not). Memory and time grow with the number of
     kept weights only, not with the tensor's size.
     """
-    return encode_shared_gaps(raw_gaps(positions), symbols, codebook, index_bits, entropy, grid)
+    streams = entry_streams(raw_gaps(positions), symbols, int(codebook.numel()), index_bits)
+    return encode_shared_streams(*streams, codebook, entropy, grid)
 
 
-def encode_shared_gaps(
-    d: np.ndarray,
-    symbols: np.ndarray,
-    codebook: torch.Tensor,
-    index_bits: int | None = None,
-    entropy: str = "auto",
-    grid: float | None = None,
-) -> tuple[dict, list[bytes]]:
-    """`encode_shared_entries` given the kept weights' raw gaps `d` (`raw_gaps`, or
-    `nonzero_gaps` of a dense symbol array). uint16 or int32 `symbols` keep their type
-    through to the coders: the encoder's peak memory is in these arrays."""
-    k = int(codebook.numel())
+def entry_streams(d: np.ndarray, symbols: np.ndarray, k: int, index_bits: int | None = None):
+    """`(index_bits, gaps, weight symbols)` of the kept weights whose raw gaps are `d`
+    (`raw_gaps`, or `nonzero_gaps` of a dense symbol array) and cluster indices `symbols`
+    (1..k). uint16 or int32 `symbols` keep their type through to the coders: the encoder's
+    peak memory is in these arrays, so a caller that drops `d` and `symbols` before
+    `encode_shared_streams` codes with half of them in memory."""
     symbols = np.asarray(symbols).reshape(-1)
     if symbols.dtype not in (np.uint16, np.int32):  # kept so: no int64 copy of a long array
         symbols = symbols.astype(np.int64)
@@ -204,9 +200,15 @@ def encode_shared_gaps(
     if len(d) != len(symbols):
         raise ValueError(f"{len(d)} gaps for {len(symbols)} kept weights")
     ib = index_bits or _gap_width(d, symbols)
-    gaps, wsym = encode_entries(d, ib, symbols)
+    return (ib, *encode_entries(d, ib, symbols))
+
+
+def encode_shared_streams(
+    ib: int, gaps: np.ndarray, wsym: np.ndarray, codebook: torch.Tensor, entropy="auto", grid=None
+) -> tuple[dict, list[bytes]]:
+    """The `shared` section of `entry_streams`' result and the k-entry `codebook`."""
+    k = int(codebook.numel())
     w_coder, w_n, w_table, w_bits = encode_stream(wsym, entropy)
-    del wsym
     g_coder, g_n, g_table, g_bits = encode_stream(gaps, entropy)
     cb = codebook.detach().cpu().to(torch.float32)
     if grid is not None:

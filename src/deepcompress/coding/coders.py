@@ -52,6 +52,11 @@ def _huffman_encode(symbols: np.ndarray, hist: np.ndarray) -> tuple[bytes, bytes
     return pack_lengths(lens), huffman.encode(symbols, lens)
 
 
+def _huffman_size(hist: np.ndarray) -> int:
+    lens = huffman.code_lengths(hist)
+    return len(pack_lengths(lens)) + (huffman.coded_bits(hist, lens) + 7) // 8
+
+
 def _huffman_decode(table: bytes, n_sym: int, data: bytes, count: int) -> np.ndarray:
     return huffman.decode(data, unpack_lengths(table, n_sym), count)
 
@@ -87,16 +92,18 @@ def _rans_decode(table: bytes, n_sym: int, data: bytes, count: int) -> np.ndarra
 class Coder:
     """One entropy coder: `encode(symbols, hist) -> (table, payload)`, `decode(table,
     n_symbols, payload, count) -> symbols`, and `table_bytes(n_symbols)`, the size its table
-    must have (None: the table checks its own size)."""
+    must have (None: the table checks its own size); `size(hist)`, where known, is the exact
+    bytes of `encode`'s table and payload, so that a stream is coded only if it is chosen."""
 
     encode: Callable[[np.ndarray, np.ndarray], tuple[bytes, bytes]]
     decode: Callable[[bytes, int, bytes, int], np.ndarray]
     table_bytes: Callable[[int], int | None]
+    size: Callable[[np.ndarray], int] | None = None
 
 
 #: The registry, in the order "auto" tries them (the first wins a tie).
 CODERS: dict[str, Coder] = {
-    "huffman": Coder(_huffman_encode, _huffman_decode, huffman_table_bytes),
+    "huffman": Coder(_huffman_encode, _huffman_decode, huffman_table_bytes, _huffman_size),
     "rans": Coder(_rans_encode, _rans_decode, lambda n: None),
     "cabac": Coder(
         lambda symbols, hist: (b"", cabac.encode(symbols, len(hist))),
@@ -148,25 +155,37 @@ def encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int,
     check_entropy(entropy)
     hist = histogram(symbols)
     n_sym = len(hist)
-    best, refused = {}, None  # the smallest fast and the smallest slow coding
+    # the smallest fast and the smallest slow coding: (bytes, name, (table, payload) or None
+    # while only its size is known: a long stream's payload is not held while others code it)
+    best, refused = {}, None
     for name, coder in CODERS.items():
         if entropy in ("auto", "smallest", name):
             try:
-                table, payload = coder.encode(symbols, hist)
+                if coder.size is not None:
+                    size, coded = coder.size(hist), None
+                else:
+                    coded = coder.encode(symbols, hist)
+                    size = len(coded[0]) + len(coded[1])
             except ValueError as e:  # beyond what this coder can code
                 refused = f"entropy={name!r} cannot code this stream ({e}); 'cabac' or 'auto' can"
                 continue
-            kind, size = name in SLOW, len(table) + len(payload)
+            kind = name in SLOW
             if kind not in best or size < best[kind][0]:
-                best[kind] = (size, (name, n_sym, table, payload))
+                best[kind] = (size, name, coded)
+            del coded
     if not best:
         raise ValueError(refused)
     if len(best) == 1:
-        return next(iter(best.values()))[1]
-    (fast, fast_coded), (slow, slow_coded) = best[False], best[True]
-    if entropy == "auto" and len(symbols) >= LONG:
-        return slow_coded if slow <= (1 - SLOW_GAIN) * fast else fast_coded
-    return slow_coded if slow < fast else fast_coded
+        chosen = next(iter(best.values()))
+    else:
+        fast, slow = best[False], best[True]
+        if entropy == "auto" and len(symbols) >= LONG:
+            chosen = slow if slow[0] <= (1 - SLOW_GAIN) * fast[0] else fast
+        else:
+            chosen = slow if slow[0] < fast[0] else fast
+    best.clear()  # the loser's payload
+    _, name, coded = chosen
+    return (name, n_sym, *(coded or CODERS[name].encode(symbols, hist)))
 
 
 def decode_stream(
