@@ -65,9 +65,10 @@ def test_reproduce_lenet5_small(tmp_path, mnist_dir):
         assert_plot_png(tmp_path / png)
 
 
-def test_best_recipe_runs_and_uses_its_settings(tmp_path, mnist_dir):
+@pytest.mark.parametrize("name", ["lenet-300-100", "lenet-5"])
+def test_best_recipe_runs_and_uses_its_settings(tmp_path, mnist_dir, name):
     rep = reproduce.run(
-        "lenet-300-100",
+        name,
         tmp_path,
         mnist_dir,
         quiet=True,
@@ -75,7 +76,7 @@ def test_best_recipe_runs_and_uses_its_settings(tmp_path, mnist_dir):
         train_limit=2000,
         recipe="best",
     )
-    best = recipes.BEST["lenet-300-100"]
+    best = recipes.BEST[name]
     kept = {r["layer"]: r["kept"] for r in rep["layers"]}
     for layer, want in best.kept.items():
         assert abs(kept[layer] - want) < 0.01
@@ -83,10 +84,10 @@ def test_best_recipe_runs_and_uses_its_settings(tmp_path, mnist_dir):
     assert best.quality is not None and best.trainable == "weights"
     from deepcompress.format.reader import read
 
-    grids = {r.name: r.params.get("grid") for r in read(tmp_path / "lenet-300-100.dcz").records
+    grids = {r.name: r.params.get("grid") for r in read(tmp_path / f"{name}.dcz").records
              if r.codec == "shared"}  # fmt: skip
     assert set(grids) == {f"{n}.weight" for n in best.kept} and None not in grids.values()
-    state = dc.load(tmp_path / "lenet-300-100.dcz")
+    state = dc.load(tmp_path / f"{name}.dcz")
     assert state["ip1.bias"].dtype == torch.float16  # the lean header's float16 biases
     # and the paper recipe stays the paper's: Huffman streams, float32 biases
     assert recipes.recipe_for("lenet-300-100", "paper").entropy == "huffman"
