@@ -96,11 +96,8 @@ def encode_tensor(
         kind = "shared"
     elif isinstance(held, Snapped):  # its grid's levels in use, stored as integers
         shared = held.frozen(t)
-        flat = shared.idx.cpu().reshape(-1).numpy()
-        k = int(shared.codebook.numel())
-        streams = codec.entry_streams(nonzero_gaps(flat), flat[flat != 0], k, index_bits)
-        params, parts = codec.encode_shared_streams(
-            *streams, shared.codebook.detach(), entropy, held.step
+        params, parts = codec.encode_shared(
+            shared.idx, shared.codebook.detach(), index_bits, entropy, grid=held.step
         )
         kind = "shared"
     elif isinstance(held, Masked):

@@ -159,13 +159,14 @@ def encode_sparse_entries(
 
 
 def encode_shared(
-    idx: torch.Tensor, codebook: torch.Tensor, index_bits: int | None = None, entropy="auto"
+    idx: torch.Tensor, codebook: torch.Tensor, index_bits=None, entropy="auto", grid=None
 ) -> tuple[dict, list[bytes]]:
-    """A weight-shared tensor given as `idx` (0 = pruned, 1..k) and its k-entry codebook."""
+    """A weight-shared tensor given as `idx` (0 = pruned, 1..k) and its k-entry codebook (on
+    the grid of step `grid`, if given: `encode_shared_entries`)."""
     flat = idx.detach().cpu().reshape(-1).numpy()  # as the quality path: no int64 copies
     gaps = sparse_index.nonzero_gaps(flat)
     streams = entry_streams(gaps, flat[flat != 0], int(codebook.numel()), index_bits)
-    return encode_shared_streams(*streams, codebook, entropy)
+    return encode_shared_streams(*streams, codebook, entropy, grid)
 
 
 def encode_shared_entries(
