@@ -59,6 +59,16 @@ def symbol_array(symbols, n: int) -> np.ndarray:
     return np.ascontiguousarray(sym, dtype=kept)
 
 
+def histogram(symbols: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """`np.bincount(symbols, minlength)` (int64 counts, length max + 1 at least) by slices:
+    bincount copies an int32 input to int64 whole, and the encoder's streams are long."""
+    n = max(minlength, int(symbols.max()) + 1 if len(symbols) else 0)
+    hist = np.zeros(n, dtype=np.int64)
+    for i in range(0, len(symbols), 1 << 16):
+        hist += np.bincount(symbols[i : i + (1 << 16)], minlength=n)
+    return hist
+
+
 #: Largest tensor (elements) a file may declare at all.
 MAX_NUMEL = 1 << 34
 

@@ -146,7 +146,7 @@ import numpy as np
 
 from ..errors import FormatError
 from . import _native
-from ._checks import nonneg_int, symbol_array, symbol_count
+from ._checks import histogram, nonneg_int, symbol_array, symbol_count
 from ._lazy_jit import njit
 
 __all__ = [
@@ -614,15 +614,12 @@ def _check_n(n_symbols, exc: type[Exception]) -> int:
     return n
 
 
-def _capacity(sym: np.ndarray, n: int) -> int:
-    """The encoder's first output buffer: the stream's order-0 entropy in bytes and a tenth
-    more (an adaptive coder seldom needs more; the kernels grow it if it does), so that the
-    buffer is about as long as the payload, which is a view of it."""
-    hist = np.zeros(n, dtype=np.int64)
-    for i in range(0, sym.size, 1 << 16):  # by slices: bincount copies its input to int64
-        hist += np.bincount(sym[i : i + (1 << 16)], minlength=n)
+def _capacity(hist: np.ndarray) -> int:
+    """The encoder's first output buffer for a stream of histogram `hist`: its order-0
+    entropy in bytes and a tenth more (an adaptive coder seldom needs more; the kernels grow
+    it if it does), so that the buffer is about as long as the payload, which is a view of it."""
     c = hist[hist > 0].astype(np.float64)
-    return int(float((c * np.log2(sym.size / c)).sum()) / 8 * 1.1) + 1024
+    return int(float((c * np.log2(c.sum() / c)).sum()) / 8 * 1.1) + 1024
 
 
 def _encode_in_mode(sym: np.ndarray, n: int, mode: int, cap: int) -> np.ndarray:
@@ -645,10 +642,10 @@ def encode_mode(symbols: np.ndarray, n_symbols: int, mode: int) -> bytes:
         return b""
     if mode not in _valid_modes(n):
         raise ValueError(f"mode {mode!r} is not valid for {n} symbols")
-    return b"".join((bytes([mode]), _encode_in_mode(sym, n, mode, _capacity(sym, n))))
+    return b"".join((bytes([mode]), _encode_in_mode(sym, n, mode, _capacity(histogram(sym)))))
 
 
-def encode(symbols: np.ndarray, n_symbols: int) -> bytes:
+def encode(symbols: np.ndarray, n_symbols: int, hist: np.ndarray | None = None) -> bytes:
     """Code a stream of symbols in ``[0, n_symbols)`` (layout in the module docstring).
 
     The mode is chosen by trying the kinds (module docstring, "Encoder's choice"); for a
@@ -658,6 +655,7 @@ def encode(symbols: np.ndarray, n_symbols: int) -> bytes:
     Args:
         symbols: Integer array (flattened in C order).
         n_symbols: Alphabet size, 0..``MAX_SYMBOLS`` (0 only for an empty stream).
+        hist: the stream's histogram if the caller has it (it sizes the output buffer).
 
     Returns:
         The payload; ``b""`` for an empty stream.
@@ -670,8 +668,9 @@ def encode(symbols: np.ndarray, n_symbols: int) -> bytes:
     sym = symbol_array(symbols, n)
     if sym.size == 0:
         return b""
+    whole = histogram(sym) if hist is None else hist
     trial = _sample(sym) if sym.size >= SAMPLE_FROM else sym
-    best, cap = None, _capacity(trial, n)
+    best, cap = None, _capacity(whole if trial is sym else histogram(trial))
     for mode in _valid_modes(n):
         if mode & _MODE_SLOW:
             break
@@ -684,7 +683,7 @@ def encode(symbols: np.ndarray, n_symbols: int) -> bytes:
         best = (best[0] | _MODE_SLOW, slow)
     del slow
     if trial is not sym:  # the chosen mode, now over the whole stream
-        best = (best[0], _encode_in_mode(sym, n, best[0], _capacity(sym, n)))
+        best = (best[0], _encode_in_mode(sym, n, best[0], _capacity(whole)))
     return b"".join((bytes([best[0]]), best[1]))  # one copy of the payload
 
 

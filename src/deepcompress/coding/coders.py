@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import FormatError
 from . import cabac, huffman, rans
+from ._checks import histogram
 
 
 def pack_lengths(lengths: np.ndarray) -> bytes:
@@ -106,7 +107,7 @@ CODERS: dict[str, Coder] = {
     "huffman": Coder(_huffman_encode, _huffman_decode, huffman_table_bytes, _huffman_size),
     "rans": Coder(_rans_encode, _rans_decode, lambda n: None),
     "cabac": Coder(
-        lambda symbols, hist: (b"", cabac.encode(symbols, len(hist))),
+        lambda symbols, hist: (b"", cabac.encode(symbols, len(hist), hist)),
         lambda table, n, data, count: cabac.decode(data, n, count),
         lambda n: 0,
     ),
@@ -129,16 +130,6 @@ def check_entropy(entropy: str) -> str:
     if entropy not in ENTROPY_CHOICES:
         raise ValueError(f"entropy must be one of {ENTROPY_CHOICES}, not {entropy!r}")
     return entropy
-
-
-def histogram(symbols: np.ndarray, minlength: int = 0) -> np.ndarray:
-    """`np.bincount(symbols, minlength)` (int64 counts, length max + 1 at least) by slices:
-    bincount copies an int32 input to int64 whole, and the encoder's streams are long."""
-    n = max(minlength, int(symbols.max()) + 1 if len(symbols) else 0)
-    hist = np.zeros(n, dtype=np.int64)
-    for i in range(0, len(symbols), 1 << 16):
-        hist += np.bincount(symbols[i : i + (1 << 16)], minlength=n)
-    return hist
 
 
 def encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int, bytes, bytes]:
