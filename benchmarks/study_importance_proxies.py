@@ -35,15 +35,18 @@ def proxy(weights: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor
     return out
 
 
-def sweep(state: dict, fidelity: Fidelity, kinds: dict, qualities: list[float]) -> None:
+def sweep(state: dict, fidelity: Fidelity, kinds: dict, qualities: list[float], **options) -> None:
     """Print one Markdown row per weighting (`{name: importance or None}`) and quality: the
-    file's bytes and the fidelity of the weights decoded from it."""
+    file's bytes and the fidelity of the weights decoded from it (`options`: more arguments of
+    `encode_state_dict`, such as `rd`)."""
     print("| weighting | quality | bytes | fidelity |\n| --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "x.dcz")
         for kind, importance in kinds.items():
             for q in qualities:
-                size = dc.encode_state_dict(state, path, quality=q, importance=importance)
+                size = dc.encode_state_dict(
+                    state, path, quality=q, importance=importance, **options
+                )
                 m = fidelity.measure(dc.load(path))
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
                 print(f"| {kind} | {q:g} | {size} | {shown} |", flush=True)

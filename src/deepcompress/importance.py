@@ -16,6 +16,11 @@ sum(r * y) gives an unbiased estimate of h for the whole batch at the cost of on
 
     h = dc.importance(model, [x1, x2, x3])
     dc.encode_state_dict(model.state_dict(), "m.dcz", importance=h)
+
+It sees only what the batches exercise: a weight they never reach (a classifier row of a class
+absent from them) gets about zero and loses its precision. On the Resemblyzer encoder 64
+inputs made files 12-21% smaller at equal fidelity; on CREPE they made them larger (RESULTS.md,
+issue 20): check a calibrated file on inputs the batches did not include.
 """
 
 from __future__ import annotations
