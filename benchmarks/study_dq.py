@@ -15,7 +15,7 @@ each: that estimate, the real file our coders write for the indices (`encode_sta
 indices themselves, a grid of step 1: the coders see exactly the index stream a DQ mode would
 give them, without knowing the state), the squared error and the fidelity of the weights.
 
-    python benchmarks/study_dq.py --net crepe-full --quality -1.5 -1 -0.5 --dq 1 \
+    python benchmarks/study_dq.py --net crepe-full --quality -1.5 -1 -0.75 -0.5 --dq 1 \
         --lam 0.05 0.1 0.2 0.4
     python benchmarks/study_dq.py --net resemblyzer --quality 7 7.5 8 --dq 1 1.25 --lam 0 0.5 1
 
