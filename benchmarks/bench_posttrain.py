@@ -19,7 +19,9 @@ Codecs:
 - nncodec: NNCodec 2.1.3 `nnc.compress` at its defaults (dependent quantization on) at each
   `--qp`; decoded by `nnc.decompress`. It quantizes tensors of 2+ dimensions at `qp` and
   every 1-D tensor at its `nonweight_qp=-75` (step 2.4e-6, clipped per tensor so that the
-  levels fit in int32); the step is absolute: (4 + qp % 4) / 4 * 2 ** (qp // 4).
+  levels fit in int32); the step is absolute: (4 + qp % 4) / 4 * 2 ** (qp // 4) (with
+  `--qp-density D`: (2**D + qp % 2**D) / 2**D * 2 ** (qp // 2**D), and the 1-D tensors'
+  qp -75 * 2**(D - 2), the same step).
 - ours: `deepcompress.encode_state_dict(state, path, **kwargs)` then `deepcompress.load`;
   each `--ours` string is `key=value,...` (values by `ast.literal_eval`, a bare word is a
   string; "" or "defaults" = no arguments).
@@ -154,12 +156,25 @@ def _nnc():
     return nnc
 
 
+#: NNCodec's qp_density (its default 2: a qp step is 2**(1/4)); `--qp-density` sets it, and
+#: the non-weight qp follows so that 1-D tensors keep the default's step (-75 at density 2).
+QP_DENSITY = {"value": 2}
+
+
 def nncodec_encode(state, path, qp):
     params = {k: v.numpy().astype(np.float32, copy=True) for k, v in state.items()}
     out = io.StringIO()  # it prints an INFO line per clipped QP: keep them for the report
     stdout, sys.stdout = sys.stdout, out
+    d = QP_DENSITY["value"]
     try:
-        _nnc().compress(params, bitstream_path=str(path), qp=int(qp), verbose=False)
+        _nnc().compress(
+            params,
+            bitstream_path=str(path),
+            qp=int(qp),
+            qp_density=d,
+            nonweight_qp=-75 << (d - 2),
+            verbose=False,
+        )
     finally:
         sys.stdout = stdout
     nncodec_encode.notes = out.getvalue().strip().splitlines()
@@ -318,6 +333,9 @@ def main(argv=None) -> None:
     p.add_argument("--net", choices=NAMES, default="crepe-full")
     p.add_argument("--codecs", nargs="+", choices=list(CODECS), default=list(CODECS))
     p.add_argument("--qp", type=int, nargs="+", help="NNCodec qp values (default per net)")
+    p.add_argument(
+        "--qp-density", type=int, default=2, choices=(2, 3, 4), help="NNCodec's qp_density"
+    )
     p.add_argument("--ours", nargs="+", help="deepcompress settings, e.g. 'bits=6'")
     p.add_argument(
         "--float16", nargs="+", default=["all", "keep-fp32"], choices=["all", "keep-fp32"]
@@ -355,6 +373,7 @@ def main(argv=None) -> None:
         "ours": args.ours or DEFAULT_OURS.get(args.net, DEFAULT_OURS_ANY),
     }
     settings["ours-data"] = args.ours_data or settings["ours"]
+    QP_DENSITY["value"] = args.qp_density
     torch.manual_seed(0)
     t0 = time.perf_counter()
     fid = Fidelity(args.net, seed=args.seed)
@@ -373,7 +392,7 @@ def main(argv=None) -> None:
     print(
         f"# {len(fid.inputs)} inputs; original: {fid.reference}; one evaluation "
         f"{fid.seconds:.1f} s (setup {time.perf_counter() - t0:.1f} s); fidelity seed "
-        f"{args.seed}"
+        f"{args.seed}; NNCodec qp_density {args.qp_density}"
         + (
             f"; ours-data: importance on {args.calibration} inputs of seed "
             f"{1000 + args.seed}, {CALIBRATION['seconds']:.1f} s"
