@@ -13,6 +13,8 @@ data-free at every point (RESULTS.md, issue 20). This study splits the importanc
   structure an output channel's gain or an input's scale gives, without the per-weight noise
   of a few random projections);
 - "sqrt": the square root of "full" (a tempered version);
+- "clipA" (A a number): "full" clipped to [m / A, A m], m its mean over all the weights: no
+  weight counts more than A times, or less than 1/A times, the average one;
 - "dampA" (A a number): "full" plus A times its tensor's mean: a floor for the weights the
   calibration batches do not exercise (CREPE's classifier rows of the pitches they miss).
 
@@ -38,10 +40,12 @@ from study_importance_proxies import sweep  # noqa: E402
 import deepcompress as dc  # noqa: E402
 
 KINDS = ("none", "full", "tensor", "within", "rank1", "sqrt", "damp0.1", "damp0.3", "damp1")
+KINDS += ("clip4", "clip16", "clip64")
 
 
-def shaped(h: torch.Tensor, kind: str) -> torch.Tensor:
-    """One tensor's importance `h` reshaped as `kind` says (see the module's docstring)."""
+def shaped(h: torch.Tensor, kind: str, overall: float) -> torch.Tensor:
+    """One tensor's importance `h` reshaped as `kind` says (see the module's docstring);
+    `overall`: the mean importance of all the weights."""
     h = h.double()
     mean = h.mean().clamp_min(1e-30)
     if kind == "full":
@@ -55,6 +59,9 @@ def shaped(h: torch.Tensor, kind: str) -> torch.Tensor:
         out = (m.mean(1, keepdim=True) * m.mean(0, keepdim=True) / mean).reshape(h.shape)
     elif kind == "sqrt":
         out = h.sqrt()
+    elif kind.startswith("clip"):
+        a = float(kind[4:])
+        out = h.clamp(overall / a, overall * a)
     elif kind.startswith("damp"):
         out = h + float(kind[4:]) * mean
     else:
@@ -76,8 +83,10 @@ def main(argv=None) -> None:
     n = 64
     inputs = crepe_frames(n, 1000)[0] if args.net.startswith("crepe") else resemblyzer_mels(n, 1000)
     h = dc.importance(build(args.net, state), list(inputs.split(32)))
+    overall = sum(float(h[k].double().sum()) for k in weights)
+    overall /= sum(h[k].numel() for k in weights)
     kinds = {
-        kind: None if kind == "none" else {k: shaped(h[k], kind) for k in weights}
+        kind: None if kind == "none" else {k: shaped(h[k], kind, overall) for k in weights}
         for kind in args.kinds
     }
     sweep(state, fidelity, kinds, args.quality, rd=args.rd)
