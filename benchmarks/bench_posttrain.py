@@ -161,7 +161,8 @@ def _nnc():
 QP_DENSITY = {"value": 2}
 
 
-def nncodec_encode(state, path, qp):
+def nncodec_encode(state, path, qp, use_dq=True):
+    """NNCodec's file of `state` at `qp` (its defaults: dependent quantization on)."""
     params = {k: v.numpy().astype(np.float32, copy=True) for k, v in state.items()}
     out = io.StringIO()  # it prints an INFO line per clipped QP: keep them for the report
     stdout, sys.stdout = sys.stdout, out
@@ -173,6 +174,7 @@ def nncodec_encode(state, path, qp):
             qp=int(qp),
             qp_density=d,
             nonweight_qp=-75 << (d - 2),
+            use_dq=use_dq,
             verbose=False,
         )
     finally:

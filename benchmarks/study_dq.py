@@ -26,7 +26,6 @@ dependent quantization off and on) with our coders: what each spends on the same
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
 import sys
@@ -198,10 +197,8 @@ def same_values(state, fid, names, qps) -> None:
     """NNCodec's file (dependent quantization off and on) against ours for the very values
     NNCodec's decoder returns: what each coder spends on the same reconstruction; with the
     squared error and fidelity of those values."""
-    from bench_posttrain import _nnc
-
-    nnc = _nnc()
-    from nncodec.nnc_core.common import get_stepsize_from_qp
+    from bench_posttrain import nncodec_decode, nncodec_encode
+    from nncodec.nnc_core.common import get_stepsize_from_qp  # after nncodec_encode's stubs
 
     w = {k: state[k].float().contiguous() for k in names}
     print("| NNCodec | qp | its bytes | ours, same values | ratio | nonzero | sq. err | fidelity |")
@@ -210,15 +207,10 @@ def same_values(state, fid, names, qps) -> None:
         for qp in qps:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "x.nnc")
-                stdout, sys.stdout = sys.stdout, io.StringIO()  # its INFO lines
-                try:
-                    params = {k: v.numpy().copy() for k, v in w.items()}
-                    nnc.compress(params, bitstream_path=path, qp=qp, use_dq=use_dq)
-                    dec = nnc.decompress(bytearray(Path(path).read_bytes()))
-                finally:
-                    sys.stdout = stdout
+                nncodec_encode(w, path, qp, use_dq=use_dq)
+                dec = nncodec_decode(path)
                 theirs = os.path.getsize(path)
-            d = {k: torch.from_numpy(np.asarray(dec[k], np.float32)).reshape(w[k].shape) for k in w}
+            d = {k: dec[k].reshape(w[k].shape) for k in w}
             step = float(get_stepsize_from_qp(np.int32(qp), 2)) / (2 if use_dq else 1)
             ours = coded_size(d, step)
             nz = sum(int(v.count_nonzero()) for v in d.values())
