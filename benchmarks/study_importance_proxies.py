@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realnets import Fidelity, build, crepe_frames, load_state, resemblyzer_mels  # noqa: E402
+from bench_posttrain import calibrate  # noqa: E402
+from realnets import Fidelity, load_state  # noqa: E402
 
 import deepcompress as dc  # noqa: E402
 
@@ -61,9 +62,7 @@ def main(argv=None) -> None:
     state = load_state(args.net)
     weights = {k: v for k, v in state.items() if v.is_floating_point() and v.dim() >= 2}
     fidelity = Fidelity(args.net, seed=args.seed)
-    n = 64
-    inputs = crepe_frames(n, 1000)[0] if args.net.startswith("crepe") else resemblyzer_mels(n, 1000)
-    calibrated = dc.importance(build(args.net, state), list(inputs.split(32)))
+    calibrated = calibrate(args.net, 64, 1000)
     kinds = {
         "none": None,
         **{k: proxy(weights, k) for k in ("tensor", "row", "col")},

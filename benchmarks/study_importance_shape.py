@@ -34,10 +34,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realnets import Fidelity, build, crepe_frames, load_state, resemblyzer_mels  # noqa: E402
+from bench_posttrain import calibrate  # noqa: E402
+from realnets import Fidelity, load_state  # noqa: E402
 from study_importance_proxies import sweep  # noqa: E402
-
-import deepcompress as dc  # noqa: E402
 
 KINDS = ("none", "full", "tensor", "within", "rank1", "sqrt", "damp0.1", "damp0.3", "damp1")
 KINDS += ("clip4", "clip16", "clip64")
@@ -80,9 +79,7 @@ def main(argv=None) -> None:
     state = load_state(args.net)
     weights = [k for k, v in state.items() if v.is_floating_point() and v.dim() >= 2]
     fidelity = Fidelity(args.net, seed=args.seed)
-    n = 64
-    inputs = crepe_frames(n, 1000)[0] if args.net.startswith("crepe") else resemblyzer_mels(n, 1000)
-    h = dc.importance(build(args.net, state), list(inputs.split(32)))
+    h = calibrate(args.net, 64, 1000)
     overall = sum(float(h[k].double().sum()) for k in weights)
     overall /= sum(h[k].numel() for k in weights)
     kinds = {
