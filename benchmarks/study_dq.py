@@ -13,7 +13,10 @@ at step d (its rate term priced by an ideal code of each index given its context
 index's magnitude capped at 2 and the quantizer in use; 3 rounds refit the prices). Printed for
 each: that estimate, the real file our coders write for the indices (`encode_state_dict` on the
 indices themselves, a grid of step 1: the coders see exactly the index stream a DQ mode would
-give them, without knowing the state), the squared error and the fidelity of the weights.
+give them, without knowing the state), the same with each tensor's indices split into two
+streams by the quantizer that chose them (a decoder can merge them back by running the state
+machine, so this is what coding given the state would cost with our coders unchanged), the
+squared error and the fidelity of the weights.
 
     python benchmarks/study_dq.py --net crepe-full --quality -1.5 -1 -0.75 -0.5 --dq 1 \
         --lam 0.05 0.1 0.2 0.4
@@ -150,14 +153,15 @@ def dq(x: np.ndarray, d: float, lam: float, rounds: int = 3):
         ks, qs = _trellis(x, d, lam, rate, TRANS)
         bits, rate = estimate_bits(ks, qs)
     rec = np.where(qs == 0, 2.0 * ks * d, (2.0 * ks - np.sign(ks)) * d)
-    return rec, ks, bits
+    return rec, ks, bits, qs
 
 
 def rounded(x: np.ndarray, s: float):
     """Rounding to the grid of step `s`: reconstruction, indices, estimated bits."""
     ks = np.rint(x / s).astype(np.int32)
-    bits, _ = estimate_bits(ks, np.zeros(ks.size, np.int8))
-    return ks * s, ks, bits
+    qs = np.zeros(ks.size, np.int8)
+    bits, _ = estimate_bits(ks, qs)
+    return ks * s, ks, bits, qs
 
 
 def weights_of(state: dict) -> list[str]:
@@ -179,18 +183,23 @@ def coded_size(tensors: dict[str, torch.Tensor], step: float) -> int:
 
 def run(state, fid, names, step, label, quantizer) -> None:
     """One row: estimated bits, the real file of the indices, squared error, fidelity."""
-    out, idx, bits, err = dict(state), {}, 0.0, 0.0
+    out, idx, split, bits, err = dict(state), {}, {}, 0.0, 0.0
     for k in names:
         x = state[k].double().numpy().reshape(-1)
-        rec, ks, b = quantizer(x, step)
+        rec, ks, b, qs = quantizer(x, step)
+        for q in (0, 1):
+            part = ks[qs == q]
+            if part.size:
+                split[f"{k}.q{q}"] = torch.from_numpy(part.astype(np.float32)).reshape(1, -1)
         bits += b
         err += float(((x - rec) ** 2).sum())
         out[k] = torch.from_numpy(rec.reshape(state[k].shape)).float()
         idx[k] = torch.from_numpy(ks.astype(np.float32)).reshape(state[k].shape)
     size = coded_size(idx, 1.0)
+    size2 = coded_size(split, 1.0)
     m = fid.measure(out)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
-    print(f"| {label} | {bits / 8:,.0f} | {size:,} | {err:.4g} | {shown} |", flush=True)
+    print(f"| {label} | {bits / 8:,.0f} | {size:,} | {size2:,} | {err:.4g} | {shown} |", flush=True)
 
 
 def same_values(state, fid, names, qps) -> None:
@@ -240,8 +249,9 @@ def main(argv=None) -> None:
     if args.same_values:
         return same_values(state, fid, names, args.same_values)
     rms = ecsq.rms([state[k] for k in names])
-    print("| quantizer | bytes (estimate) | bytes (file of the indices) | sq. error | fidelity |")
-    print("| --- | --- | --- | --- | --- |")
+    head = "quantizer | bytes (estimate) | file of the indices | split by quantizer | sq. error"
+    print(f"| {head} | fidelity |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for q in args.quality:
         s = rms * 2.0**-q
         run(state, fid, names, s, f"round q {q:g}", rounded)
