@@ -94,6 +94,12 @@ def load_state(name: str) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+def weight_names(state: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the float tensors of two dimensions or more: the weights the studies
+    quantize (biases, norms and int64 buffers are left as they are)."""
+    return [k for k, v in state.items() if v.is_floating_point() and v.dim() >= 2]
+
+
 class Crepe(nn.Module):
     """torchcrepe 0.0.24 `model.Crepe` (the same parameter names and forward pass)."""
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realnets import load_state  # noqa: E402
+from realnets import load_state, weight_names  # noqa: E402
 
 from deepcompress import ecsq  # noqa: E402
 
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     p.add_argument("--quality", type=float, default=7.5)
     args = p.parse_args(argv)
     state = load_state(args.net)
-    names = [k for k, v in state.items() if v.is_floating_point() and v.dim() >= 2]
+    names = weight_names(state)
     step = ecsq.rms([state[k] for k in names]) * 2.0**-args.quality
     print(f"{args.net}, quality {args.quality:g}: bits a weight (last row: bytes in all)\n")
     print("| tensor | weights | " + " | ".join(MODELS) + " |")

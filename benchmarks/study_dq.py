@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realnets import Fidelity, load_state  # noqa: E402
+from realnets import Fidelity, load_state, weight_names  # noqa: E402
 
 import deepcompress as dc  # noqa: E402
 from deepcompress import ecsq  # noqa: E402
@@ -164,10 +164,6 @@ def rounded(x: np.ndarray, s: float):
     return ks * s, ks, bits, qs
 
 
-def weights_of(state: dict) -> list[str]:
-    return [k for k, v in state.items() if v.is_floating_point() and v.dim() >= 2]
-
-
 def coded_size(tensors: dict[str, torch.Tensor], step: float) -> int:
     """Bytes of the file `encode_state_dict` writes for `tensors`, all on a grid of `step`
     (rounding reproduces them exactly: checked)."""
@@ -244,7 +240,7 @@ def main(argv=None) -> None:
     p.add_argument("--same-values", type=int, nargs="*", metavar="QP", help="see same_values")
     args = p.parse_args(argv)
     state = load_state(args.net)
-    names = weights_of(state)
+    names = weight_names(state)
     fid = Fidelity(args.net, seed=args.seed)
     if args.same_values:
         return same_values(state, fid, names, args.same_values)

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_posttrain import calibrate  # noqa: E402
-from realnets import Fidelity, load_state  # noqa: E402
+from realnets import Fidelity, load_state, weight_names  # noqa: E402
 
 import deepcompress as dc  # noqa: E402
 
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     state = load_state(args.net)
-    weights = {k: v for k, v in state.items() if v.is_floating_point() and v.dim() >= 2}
+    weights = {k: state[k] for k in weight_names(state)}
     fidelity = Fidelity(args.net, seed=args.seed)
     calibrated = calibrate(args.net, 64, 1000)
     kinds = {

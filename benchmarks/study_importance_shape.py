@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_posttrain import calibrate  # noqa: E402
-from realnets import Fidelity, load_state  # noqa: E402
+from realnets import Fidelity, load_state, weight_names  # noqa: E402
 from study_importance_proxies import sweep  # noqa: E402
 
 KINDS = ("none", "full", "tensor", "within", "rank1", "sqrt", "damp0.1", "damp0.3", "damp1")
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     p.add_argument("--rd", type=float, default=1.0, help="encode's rd (1: per-weight importance)")
     args = p.parse_args(argv)
     state = load_state(args.net)
-    weights = [k for k, v in state.items() if v.is_floating_point() and v.dim() >= 2]
+    weights = weight_names(state)
     fidelity = Fidelity(args.net, seed=args.seed)
     h = calibrate(args.net, 64, 1000)
     overall = sum(float(h[k].double().sum()) for k in weights)
