@@ -403,12 +403,35 @@ def test_importance_estimates_the_output_gauss_newton_diagonal(tmp_path):
     dc.encode_state_dict(
         sd, tmp_path / "i.dcz", quality=2, rd=1, importance={"weight": h["weight"]}
     )
-    with pytest.raises(ValueError, match="not weight tensors"):
-        dc.encode_state_dict(sd, tmp_path / "x.dcz", importance={"bias": h["bias"]})
+    with pytest.raises(ValueError, match="does not hold"):
+        dc.encode_state_dict(sd, tmp_path / "x.dcz", importance={"weigth": h["weight"]})
     with pytest.raises(ValueError, match="broadcastable"):
         dc.encode_state_dict(sd, tmp_path / "x.dcz", importance={"weight": torch.ones(4)})
     with pytest.raises(ValueError, match="at least one batch"):
         dc.importance(lin, [])
+
+
+def test_importance_of_a_whole_model_goes_straight_into_encode(tmp_path):
+    """What `dc.importance` returns (biases, norms, a pruned layer's parametrization names)
+    is taken as it is: the entries of tensors stored raw are ignored, the others count."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.ReLU(), torch.nn.Linear(16, 4)
+    )
+    dc.prune_(m, sparsity={"3": 0.5})
+    h = dc.importance(m, [torch.randn(4, 8)])
+    assert "1.bias" in h and "3.parametrizations.weight.original" in h
+    weights_only = {"0.weight": h["0.weight"], "3.weight": h["3.parametrizations.weight.original"]}
+    state = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    a = dc.encode_state_dict(state, tmp_path / "a.dcz", quality=3, rd=1, importance=h)
+    b = dc.encode_state_dict(state, tmp_path / "b.dcz", quality=3, rd=1, importance=None)
+    assert a != b  # it counted
+    dc.strip_(m)
+    plain = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    c = dc.encode_state_dict(plain, tmp_path / "c.dcz", quality=3, rd=1, importance=h)
+    d = dc.encode_state_dict(plain, tmp_path / "d.dcz", quality=3, rd=1, importance=weights_only)
+    assert (tmp_path / "c.dcz").read_bytes() == (tmp_path / "d.dcz").read_bytes()
+    assert c == d
 
 
 def test_importance_moves_bits_to_the_weights_that_matter(tmp_path):

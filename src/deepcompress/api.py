@@ -138,6 +138,8 @@ def encode_state_dict(
             counts this much (relative to the others). None: all alike (data-free). Its mean
             over a tensor sets that tensor's step; with `rd` > 0 it also moves each weight's
             choice of level (the measured gains in RESULTS.md, issue 20, are with rd=1).
+            Entries of tensors stored as they are (biases, norms) are ignored, so the whole
+            dict `dc.importance` returns can be passed; a name the state lacks is refused.
         rd: how much the rate counts when a weight picks its level, 0..1: 0 (the default,
             `encode.POSTTRAIN_RD`) rounds to the nearest level of the quality's grid, 1 is
             entropy-constrained quantization (`ecsq`: fewer bytes at equal squared error, with

@@ -234,7 +234,7 @@ def state_records(
                 check_quality(q, name)
             qualities[name] = q  # UNSET: the common quality
     scale = rms([state[g[0].tname] for g in weights])
-    errw = _error_weights(importance, state, [g[0].tname for g in weights])
+    errw = _error_weights(importance, state, [g[0].tname for g in weights], tied)
 
     def encode_at(common: float) -> tuple[list[Record], dict[str, dict]]:
         chosen = dict(settings)
@@ -312,17 +312,27 @@ def _fit(encode_at, measure, size: int, lo: float, hi: float, start: float, prob
     return best
 
 
-def _error_weights(importance, state, names: list[str]) -> dict[str, torch.Tensor]:
+def _error_weights(importance, state, names: list[str], tied: dict[str, str]) -> dict:
     """`importance` checked (a tensor broadcastable to each named weight's shape, finite,
-    >= 0; names it has that are not weight tensors refused) and scaled to mean 1 over all the
-    weights it gives."""
+    >= 0) and scaled to mean 1 over all the weights it gives. It may hold every parameter of a
+    model, as `importance.importance` gives them: entries for tensors of the state that are not
+    shared (biases, norms: stored as they are) are ignored, a tied name counts for its first
+    name, and `P.parametrizations.N.original` (a parametrized model's name) for `P.N` when the
+    state holds that one instead. A name the state does not hold is refused."""
     if not importance:
         return {}
-    unknown = sorted(set(importance) - set(names))
-    if unknown:
-        raise ValueError(f"importance for {unknown}, which are not weight tensors of the state")
-    out = {}
+    coded, out, unknown = set(names), {}, []
     for name, h in importance.items():
+        if name not in state:
+            base, sep, rest = name.partition(".parametrizations.")
+            alias = f"{base}.{rest[: -len('.original')]}" if rest.endswith(".original") else None
+            if not sep or alias not in state:
+                unknown.append(name)
+                continue
+            name = alias
+        name = tied.get(name, name)
+        if name not in coded:
+            continue
         h = torch.as_tensor(h).detach().cpu().double()
         try:
             h = torch.broadcast_to(h, state[name].shape)
@@ -334,6 +344,8 @@ def _error_weights(importance, state, names: list[str]) -> dict[str, torch.Tenso
         if not torch.isfinite(h).all() or (h < 0).any():
             raise ValueError(f"importance of {name!r} must be finite and >= 0")
         out[name] = h
+    if unknown:
+        raise ValueError(f"importance for {sorted(unknown)}, which the state does not hold")
     total = sum(float(h.sum()) for h in out.values())
     count = sum(h.numel() for h in out.values())
     mean = total / count if total > 0 else 1.0
