@@ -182,6 +182,23 @@ def test_save_index_bits_by_pattern_and_kind(tmp_path):
     assert {r.params.get("index_bits") for r in read(tmp_path / "n.dcz").records} == {None, 4}
 
 
+def test_bad_index_bits_and_raw_dtype_are_refused_before_any_file(tmp_path):
+    """0 is not "choose" (None is), a fraction is not a width, an integer dtype is not a float
+    one: each a clear ValueError, in save and encode_state_dict, and no file written."""
+    net = Net()
+    dc.prune_(net, sparsity=0.5)
+    state = dc.strip_(copy.deepcopy(net)).state_dict()
+    for kw in (dict(index_bits=0), dict(index_bits=2.5), dict(index_bits=True),
+               dict(index_bits={"head.*": 0}), dict(raw_dtype=torch.int8),
+               dict(raw_dtype="float16"), dict(raw_dtype=torch.complex64)):  # fmt: skip
+        with pytest.raises(ValueError, match="index_bits|raw_dtype|cannot be stored"):
+            dc.save(net, tmp_path / "m.dcz", **kw)
+        if "index_bits" in kw and not isinstance(kw["index_bits"], dict):
+            with pytest.raises(ValueError, match="index_bits|raw_dtype|cannot be stored"):
+                dc.encode_state_dict(state, tmp_path / "m.dcz", **kw)
+    assert not list(tmp_path.iterdir())
+
+
 def test_keys_that_match_nothing_are_refused_and_nothing_changes():
     net = Net()
     before = copy.deepcopy(net.state_dict())

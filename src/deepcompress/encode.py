@@ -19,7 +19,7 @@ from torch import nn
 from ._progress import bar
 from .coding import codec
 from .coding.coders import check_entropy
-from .coding.sparse_index import nonzero_gaps
+from .coding.sparse_index import check_index_bits, nonzero_gaps
 from .ecsq import QUALITY_RANGE, check_quality, lam_for_quality, quantize, rms
 from .format.container import Record
 from .parametrizations import Masked, Shared, Snapped
@@ -47,6 +47,17 @@ POSTTRAIN_QUALITY = 8.0
 #: squared error but lost more fidelity than it saved: its dead zone pulls the many small
 #: weights to zero, a bias that a deep network accumulates (benchmarks/RESULTS.md, issue 20).
 POSTTRAIN_RD = 0.0
+
+
+def check_raw_dtype(raw_dtype) -> None:
+    """None, or a floating-point dtype the file can hold; else ValueError (before any work)."""
+    if raw_dtype is None:
+        return
+    if not isinstance(raw_dtype, torch.dtype) or not raw_dtype.is_floating_point:
+        raise ValueError(
+            f"raw_dtype must be a floating-point dtype (such as torch.float16), got {raw_dtype!r}"
+        )
+    codec.dtype_name(raw_dtype)
 
 
 def encode_tensor(
@@ -145,6 +156,7 @@ def model_records(
     `index_bits` is a value or a mapping (as `prune_`'s settings) over the compressed tensors.
     """
     check_entropy(entropy)
+    check_raw_dtype(raw_dtype)
     state = model_state(model)
     groups, tied = dedup((name, key) for name, _, _, key in state)
     held = [(n, t, h) for n, t, h, _ in state if n in groups]
@@ -158,6 +170,8 @@ def model_records(
 
         slots = [[Slot(None, n, kind(n), groups[n])] for n, _, h in held if h is not None]
         widths = {g[0].tname: v for g, v in plan(slots, index_bits, what="compressed tensor")}
+        for v in widths.values():
+            check_index_bits(v)
     records = [
         encode_tensor(
             name, t, held=h, index_bits=widths.get(name), entropy=entropy, raw_dtype=raw_dtype
@@ -201,6 +215,8 @@ def state_records(
     if isinstance(rd, bool) or not isinstance(rd, (int, float)) or not 0 <= rd <= 1:
         raise ValueError(f"rd must be a number in [0, 1], got {rd!r}")
     check_entropy(entropy)
+    check_raw_dtype(raw_dtype)
+    check_index_bits(index_bits)
     for name, t in state.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name!r} is a {type(t).__name__}, not a tensor")

@@ -17,6 +17,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_index_bits(index_bits) -> None:
+    """None (the width is chosen by size) or an integer in 1..16; else ValueError."""
+    if index_bits is None:
+        return
+    ok = isinstance(index_bits, (int, np.integer)) and not isinstance(index_bits, bool)
+    if not ok or not 1 <= index_bits <= 16:
+        raise ValueError(
+            f"index_bits must be an integer in 1..16 (or None: chosen by size), got {index_bits!r}"
+        )
+
+
 def max_gap(index_bits: int) -> int:
     """The largest gap a width of `index_bits` bits can store."""
     if not 1 <= index_bits <= 16:
