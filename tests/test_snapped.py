@@ -87,6 +87,24 @@ def test_training_moves_weights_between_levels_and_the_file_holds_the_model_trai
     assert torch.equal(dc.load(path, model=_net(3))(x), net(x))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("quality", [2.0, 12.0])  # 12: a grid finer than float16's spacing
+def test_a_half_bfloat16_or_double_model_is_saved_as_trained(dtype, quality, tmp_path):
+    """The file decodes float32(m * step) cast to the tensor's dtype: what the model computes."""
+    net = _net().to(dtype)
+    dc.prune_(net, sparsity=0.5)
+    dc.quantize_(net, quality=quality, trainable="weights")
+    dc.save(net, tmp_path / "m.dcz")
+    state = dc.load(tmp_path / "m.dcz")
+    for i in (0, 2):
+        assert state[f"{i}.weight"].dtype == dtype
+        assert torch.equal(state[f"{i}.weight"], net[i].weight.detach())
+    shared = _net().to(dtype)
+    dc.quantize_(shared, bits=5)  # k-means of bfloat16 values too
+    dc.save(shared, tmp_path / "k.dcz")
+    assert torch.equal(dc.load(tmp_path / "k.dcz")["0.weight"], shared[0].weight.detach())
+
+
 def test_a_checkpoint_keeps_the_floats_and_the_grid(tmp_path):
     net = _snapped()
     _train(net, steps=3)

@@ -106,7 +106,7 @@ def encode_tensor(
         params, parts = codec.encode_shared(held.idx, held.codebook.detach(), index_bits, entropy)
         kind = "shared"
     elif isinstance(held, Snapped):  # its grid's levels in use, stored as integers
-        shared = held.frozen(t)
+        shared = held.frozen(t, torch.float32)  # the grid's exact levels, whatever t's dtype
         params, parts = codec.encode_shared(
             shared.idx, shared.codebook.detach(), index_bits, entropy, grid=held.step
         )

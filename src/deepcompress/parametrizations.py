@@ -89,8 +89,9 @@ class Snapped(nn.Module):
     the uniform grid of `step`, so a weight may move to another level (or to zero and back)
     where centroid fine-tuning (`Shared`) only moves the levels. The forward computes exactly
     what a file's grid codebook decodes to (`float32(m * step)`, m an integer), so the model
-    trained is the model saved. `mask` holds the pruned weights at zero; `step` is a Python
-    float (not a buffer: it must not follow a `.half()` of the model).
+    trained is the model saved (in a float16, bfloat16 or float64 model, that float32 value cast
+    to the model's dtype, as the file decodes it). `mask` holds the pruned weights at zero;
+    `step` is a Python float (not a buffer: it must not follow a `.half()` of the model).
     """
 
     def __init__(self, step: float, mask: torch.Tensor):
@@ -102,23 +103,26 @@ class Snapped(nn.Module):
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         wide = torch.float32 if original.device.type == "mps" else torch.float64  # no f64 there
-        grid = (torch.round(original.to(wide) / self.step) * self.step).to(original.dtype)
+        grid = torch.round(original.to(wide) / self.step) * self.step
+        grid = grid.to(torch.float32).to(original.dtype)  # what the file decodes to
         snapped = original + (grid - original).detach()
         return torch.where(self.mask, snapped, torch.zeros((), dtype=original.dtype))
 
     def extra_repr(self) -> str:
         return f"step={self.step:.6g}"
 
-    def frozen(self, weight: torch.Tensor) -> Shared:
+    def frozen(self, weight: torch.Tensor, dtype: torch.dtype | None = None) -> Shared:
         """The `Shared` equal to `weight` (what this parametrization computed): the grid's
-        levels in use as the codebook, ascending, each weight's level as its index (0: zero)."""
+        levels in use as the codebook, ascending, each weight's level as its index (0: zero).
+        The codebook is in `dtype` (None: the weight's; the file's is float32, exact)."""
         m = torch.round(weight.detach().cpu().to(torch.float64) / self.step).to(torch.int64)
         levels, inverse = torch.unique(m, return_inverse=True)  # sorted: zero among them
         nonzero = levels != 0
         symbol = torch.cumsum(nonzero.to(torch.int64), 0) * nonzero  # level -> 0 or 1..k
         codebook = (levels[nonzero].to(torch.float64) * self.step).to(torch.float32)
         idx = symbol[inverse].reshape(weight.shape)
-        return Shared(codebook.to(weight.device, weight.dtype), idx.to(weight.device))
+        dtype = weight.dtype if dtype is None else dtype
+        return Shared(codebook.to(weight.device, dtype), idx.to(weight.device))
 
 
 OURS: tuple[type[nn.Module], ...] = (Masked, Shared, Snapped)

@@ -117,8 +117,9 @@ def kmeans_1d(
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    x = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
-    x = x.astype(np.float64).reshape(-1)
+    if isinstance(values, torch.Tensor):  # via float64: numpy has no bfloat16
+        values = values.detach().cpu().to(torch.float64)
+    x = np.asarray(values).astype(np.float64).reshape(-1)
     if not np.isfinite(x).all():
         raise ValueError("values contain NaN or infinity")
     if x.size == 0:
