@@ -25,6 +25,7 @@ from .format.container import DEFAULT_MAX_ELEMENTS
 from .format.writer import file_size, write_records
 from .parametrizations import strip_
 from .settings import UNSET
+from .targets import model_state
 
 __all__ = ["__version__", "encode_state_dict", "load", "load_bytes", "save", "strip_", "warmup"]
 
@@ -205,10 +206,13 @@ def load(
 
     Args:
         path: a file written by `save` or `encode_state_dict`.
-        model: optional module to load the weights into (strictly: every key must match). Any
-            deepcompress masks or codebooks on it are removed first, so it becomes a plain
-            dense model holding the decoded weights. Weights tied in `model` stay tied (every
-            name of a tied tensor receives the same values).
+        model: optional module to load the weights into (strictly: every key and shape must
+            match, checked before the model is touched). Any deepcompress masks or codebooks
+            on it are removed first, so it becomes a plain dense model holding the decoded
+            weights. Weights tied in `model` stay tied (every name of a tied tensor receives
+            the same values). A weight computed by another parametrization (`weight_norm`, a
+            user's) is stored as the weight it computes and set back through its
+            `right_inverse`.
         runtime: with a model, "dense" (decode every weight) or "compressed": weight-shared
             Linear and Conv2d (groups=1) layers are replaced by modules that run from the
             compressed form without building the dense weight (see `runtime`); inference only.
@@ -224,7 +228,8 @@ def load(
         FileNotFoundError: no such file.
         FormatError: the file is damaged or not a deepcompress file (a bad `meta["tied"]`
             included).
-        ValueError: the file's tensors do not match `model`'s, or an unknown runtime.
+        ValueError: the file's tensors do not match `model`'s (names or shapes), a
+            parametrization of `model` without `right_inverse`, or an unknown runtime.
     """
     if runtime not in ("dense", "compressed"):
         raise ValueError(f"runtime must be 'dense' or 'compressed', not {runtime!r}")
@@ -233,8 +238,9 @@ def load(
     file = reader.read(path, max_elements)
     if model is None:
         return file.decode()
-    strip_(model)
     names = file.names()
+    _check_fits(model, names, Path(path).name)
+    strip_(model)
     kept: set[str] = set()
     if runtime == "compressed":
         from .runtime.modules import swap_compressed_  # the last stage, loaded on demand
@@ -242,28 +248,67 @@ def load(
         kept = swap_compressed_(model, names)
     from .coding.codec import decode_record
 
+    computed = _parametrized(model)  # after strip_: the parametrizations left are the user's
     decoded: dict[str, torch.Tensor] = {}
-    state = {}
+    state, through = {}, {}
     for name, rec in names.items():
         layer, _, tname = name.rpartition(".")
         if layer in kept and tname in ("weight", "bias"):
             continue
         if rec.name not in decoded:
             decoded[rec.name] = decode_record(rec)
-        state[name] = decoded[rec.name]
-    try:
-        # Tied names carry the same tensor, so a tied model stays tied (load_state_dict
-        # copies into the one Parameter, once per name).
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        raise ValueError(f"{Path(path).name} does not fit the model: {e}") from None
-    missing = [k for k in result.missing_keys if k.rpartition(".")[0] not in kept]
-    if missing or result.unexpected_keys:
-        raise ValueError(
-            f"{Path(path).name} does not match the model: missing {missing}, "
-            f"unexpected {result.unexpected_keys}"
-        )
+        (through if name in computed else state)[name] = decoded[rec.name]
+    # Tied names carry the same tensor, so a tied model stays tied (load_state_dict copies
+    # into the one Parameter, once per name). Names and shapes were checked above.
+    model.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        for name, value in through.items():
+            module, tname = computed[name]
+            setattr(module, tname, value.to(getattr(module, tname).dtype))  # right_inverse
     return model
+
+
+def _parametrized(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """`{plain name: (module, tensor name)}` of every parametrized tensor of `model`."""
+    from torch.nn.utils import parametrize
+
+    out = {}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        if parametrize.is_parametrized(module):
+            for tname in module.parametrizations:
+                out[f"{prefix}.{tname}" if prefix else tname] = (module, tname)
+    return out
+
+
+def _check_fits(model: nn.Module, names: dict, fname: str) -> None:
+    """ValueError, before `model` is touched, unless the file holds exactly the tensors (names
+    and shapes) that `model_state(model)` names and each of the model's own parametrizations
+    (not deepcompress's: `strip_` removes those) can be set through `right_inverse`."""
+    from .parametrizations import holder
+
+    shapes = {name: tuple(t.shape) for name, t, _, _ in model_state(model)}
+    missing = [k for k in shapes if k not in names]
+    unexpected = [k for k in names if k not in shapes]
+    if missing or unexpected:
+        raise ValueError(
+            f"{fname} does not match the model: missing {missing}, unexpected {unexpected}"
+        )
+    wrong = [
+        f"{k} {tuple(r.shape)} (the model's {shapes[k]})"
+        for k, r in names.items()
+        if tuple(r.shape) != shapes[k]
+    ]
+    if wrong:
+        raise ValueError(f"{fname} does not fit the model: shapes differ: {'; '.join(wrong)}")
+    for name, (module, tname) in _parametrized(model).items():
+        plist = module.parametrizations[tname]
+        lacking = [type(p).__name__ for p in plist if not hasattr(p, "right_inverse")]
+        if holder(plist) is None and lacking:
+            raise ValueError(
+                f"{name} is computed by the parametrization {lacking[0]}, which has no "
+                "right_inverse to set it from the file; remove it first "
+                "(torch.nn.utils.parametrize.remove_parametrizations)"
+            )
 
 
 def load_bytes(data: bytes, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, torch.Tensor]:

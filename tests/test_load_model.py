@@ -1,0 +1,94 @@
+"""`dc.load(path, model=...)`: the file's names and shapes are checked against the model before
+it is touched, and a weight the user's own parametrization computes is set through it."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+
+import deepcompress as dc
+
+
+def _mlp(bias: bool = True, out: int = 4) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16, bias=bias), nn.ReLU(), nn.Linear(16, out))
+
+
+def _weight_normed() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(weight_norm(nn.Linear(8, 8)), nn.ReLU(), nn.Linear(8, 4))
+
+
+class Doubled(nn.Module):
+    """A user's parametrization: weight = 2 * original."""
+
+    def forward(self, w):
+        return 2 * w
+
+    def right_inverse(self, w):
+        return w / 2
+
+
+class NoInverse(nn.Module):
+    def forward(self, w):
+        return w.tanh()
+
+
+@pytest.mark.parametrize("runtime", ["dense", "compressed"])
+def test_a_weight_normed_model_loads_through_its_parametrization(runtime, tmp_path):
+    net = _weight_normed()
+    dc.prune_(net, sparsity={"2": 0.5})
+    dc.quantize_(net, bits={"2": 4})
+    dc.save(net, tmp_path / "m.dcz")
+    assert set(dc.load(tmp_path / "m.dcz")) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    fresh = _weight_normed()
+    with torch.no_grad():
+        fresh[0].parametrizations.weight.original1.mul_(3)  # some other g and v
+    loaded = dc.load(tmp_path / "m.dcz", model=fresh, runtime=runtime)
+    assert parametrize.is_parametrized(loaded[0], "weight")  # still weight-normed
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=1e-6)
+
+
+def test_a_users_parametrization_is_set_through_its_right_inverse(tmp_path):
+    net = _mlp()
+    parametrize.register_parametrization(net[0], "weight", Doubled())
+    dc.save(net, tmp_path / "m.dcz")
+    fresh = _mlp()
+    with torch.no_grad():
+        fresh[0].weight.zero_()
+    parametrize.register_parametrization(fresh[0], "weight", Doubled())
+    dc.load(tmp_path / "m.dcz", model=fresh)
+    assert torch.equal(fresh[0].weight, net[0].weight)
+    assert torch.equal(fresh[0].parametrizations.weight.original, net[0].weight / 2)
+
+
+def test_mismatches_are_refused_before_the_model_is_touched(tmp_path):
+    """Missing and unexpected names, shapes and a parametrization with no right_inverse: one
+    clear ValueError each, and the model keeps its weights, masks and codebooks."""
+    net = _mlp()
+    dc.prune_(net, sparsity=0.5)
+    dc.quantize_(net, bits=4)
+    dc.save(net, tmp_path / "m.dcz")
+    no_inverse = _mlp()
+    parametrize.register_parametrization(no_inverse[2], "weight", NoInverse())
+    pruned = _mlp(bias=False)
+    dc.prune_(pruned, sparsity=0.3)
+    for model, match in (
+        (pruned, r"unexpected \['0.bias'\]"),
+        (nn.Sequential(*_mlp(), nn.Linear(4, 2)), r"missing \['3.weight', '3.bias'\]"),
+        (_mlp(out=5), r"shapes differ: 2.weight \(4, 16\) \(the model's \(5, 16\)\)"),
+        (no_inverse, "no right_inverse"),
+    ):
+        before = copy.deepcopy(model.state_dict())
+        for runtime in ("dense", "compressed"):
+            with pytest.raises(ValueError, match=match) as e:
+                dc.load(tmp_path / "m.dcz", model=model, runtime=runtime)
+            assert "\n" not in str(e.value)
+            after = model.state_dict()
+            assert list(after) == list(before)
+            assert all(torch.equal(after[k], v) for k, v in before.items())
