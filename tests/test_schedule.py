@@ -386,3 +386,33 @@ def test_the_budget_edge_allows_for_float_rounding():
     assert rate(46) > rate(41) + 0.1  # the rounding the edge allows for
     assert rate(46) <= edge(rate(41), 0.1) and rate(47) > edge(rate(41), 0.1)
     assert 0.8 <= edge(0.7, 0.1) < 0.8 + 1e-5
+
+
+class _TiedLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.mid = nn.Embedding(30, 16), nn.Linear(16, 16)
+        self.head = nn.Linear(16, 30, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.head(torch.relu(self.mid(self.emb(x))))
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_the_layers_of_one_tied_weight_get_one_bit_width(pruned):
+    """k-means bits are chosen per kind; an embedding tied to a Linear head is one tensor with
+    one codebook, so both get the most bits either kind has (it failed with 'one tied tensor
+    but the settings give them different values')."""
+    from deepcompress.selection import per_layer
+
+    net = _TiedLM()
+    if pruned:
+        dc.prune_(net, sparsity=0.5)
+    bits = per_layer(net, {"embedding": 3, "linear": 6})
+    assert bits == {"emb": 6, "mid": 6, "head": 6}
+    assert per_layer(net, {"embedding": 5, "linear": 4}) == {"emb": 5, "mid": 4, "head": 5}
+    dc.quantize_(net, bits=bits)
+    assert dc.sharing.shared_parts(net.emb).codebook.numel() <= 2**6
+    assert net.head.weight is net.emb.weight or torch.equal(net.head.weight, net.emb.weight)

@@ -11,7 +11,7 @@ from torch import nn
 
 from .parametrizations import shared_parts
 from .sharing import quantize_
-from .targets import compressible_layers
+from .targets import compressible_layers, model_state
 
 #: The k-means bits tried per kind of layer, fewest first (also the fewest `step` goes to), and
 #: the most any may get.
@@ -32,12 +32,23 @@ def kind_of(module: nn.Module) -> str:
 
 
 def per_layer(model: nn.Module, bits: dict[str, int]) -> dict[str, int]:
-    """Bits per layer from bits per layer name or per kind, for the layers `bits` reaches."""
+    """Bits per layer from bits per layer name or per kind, for the layers `bits` reaches. The
+    layers of one tied weight (an embedding shared with the output layer) all get the most
+    bits any of them would: one tensor, one codebook."""
     out = {}
     for name, module in compressible_layers(model):
         b = bits.get(name, bits.get(kind_of(module)))
         if b is not None:
             out[name] = int(b)
+    keys = {name: key for name, _, _, key in model_state(model)}
+    tied: dict[object, list[str]] = {}
+    for name in out:
+        key = keys.get(f"{name}.weight" if name else "weight")
+        if key is not None:
+            tied.setdefault(key, []).append(name)
+    for names in tied.values():
+        most = max(out[n] for n in names)
+        out.update(dict.fromkeys(names, most))
     return out
 
 
