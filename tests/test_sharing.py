@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 import deepcompress as dc
 from deepcompress.sharing import CENTROID_INITS, INITS, shared_parts
@@ -210,3 +211,17 @@ def test_best_init_keeps_the_lower_squared_error():
             c, labels = dc.kmeans_1d(x, 16, init=init)
             sse[init] = float(((x - c[labels].astype(np.float64)) ** 2).sum())
         assert sse["best"] <= min(sse["linear"], sse["density"]) * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize(
+    "kw", [dict(bits=4), dict(quality=4), dict(quality=4, trainable="weights")]
+)
+def test_nan_or_infinite_weights_are_refused_by_name_and_nothing_changes(bad, kw):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        net[2].weight[1, 2] = bad
+    with pytest.raises(ValueError, match=r"^2\.weight contains NaN or infinity"):
+        dc.quantize_(net, **kw)
+    assert not any(parametrize.is_parametrized(m) for m in net.modules())

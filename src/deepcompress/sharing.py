@@ -236,7 +236,8 @@ def quantize_(
 
     Raises:
         ValueError: bits outside 1..16, an unknown init, a key or exclude pattern that matches
-            no weight, different bits for one tied tensor, or a layer already quantized.
+            no weight, different bits for one tied tensor, a layer already quantized, or NaN
+            or infinite weights (naming the tensor).
             Nothing is changed when one of these is raised.
     """
     if init not in INITS:
@@ -264,6 +265,8 @@ def quantize_(
             raise ValueError(f"bits for {owner.names[0]!r} must be in 1..16, got {b}")
         if quality is not None:
             check_quality(b, repr(owner.names[0]))
+        if not torch.isfinite(_floats(owner.module, owner.tname)).all():
+            raise ValueError(f"{owner.names[0]} contains NaN or infinity; refusing to quantize it")
         regrid = trainable == "weights" and snapped(owner.module, owner.tname) is not None
         if not regrid and shared_parts(owner.module, owner.tname) is not None:
             raise ValueError(f"layer {owner.names[0].rpartition('.')[0]!r} is already quantized")
