@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -445,3 +446,26 @@ def test_importance_moves_bits_to_the_weights_that_matter(tmp_path):
     out = dc.load(tmp_path / "h.dcz")
     err = {k: relative_error(out, sd, k) for k in sd}
     assert err["a.weight"] * 20 < err["b.weight"]  # 100x the weight: about 100x less error
+
+
+def test_a_tensor_the_common_quality_destroys_is_named_in_a_warning(tmp_path):
+    """One slope for all is optimal for the squared error as a whole, but a head 1000x smaller
+    than the rest loses everything at the near-lossless default: say so, naming it."""
+    g = torch.Generator().manual_seed(0)
+    sd = {
+        "emb.weight": torch.randn(1000, 64, generator=g),
+        "head.weight": torch.randn(10, 64, generator=g) * 1e-3,
+        "mid.weight": torch.randn(64, 64, generator=g) * 0.3,  # an ordinary spread of scales
+    }
+    with pytest.warns(UserWarning, match=r"leaves head\.weight \(RMS [\d.e-]+, relative error"):
+        dc.encode_state_dict(sd, tmp_path / "a.dcz")
+    back = dc.load(tmp_path / "a.dcz")
+    assert relative_error(back, sd, "head.weight") > 0.5  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dc.encode_state_dict(sd, tmp_path / "b.dcz", quality={"head.weight": 18})
+        dc.encode_state_dict({k: sd[k] for k in ("emb.weight", "mid.weight")}, tmp_path / "c.dcz")
+    assert relative_error(dc.load(tmp_path / "b.dcz"), sd, "head.weight") < 1e-3
+    tiny = {"w": torch.randn(16, 16, generator=g) * 1e-40}  # below any grid: all zeros
+    with pytest.warns(UserWarning, match="leaves w "):
+        dc.encode_state_dict(tiny, tmp_path / "d.dcz")

@@ -47,6 +47,9 @@ POSTTRAIN_QUALITY = 8.0
 #: squared error but lost more fidelity than it saved: its dead zone pulls the many small
 #: weights to zero, a bias that a deep network accumulates (benchmarks/RESULTS.md, issue 20).
 POSTTRAIN_RD = 0.0
+#: A tensor whose RMS is this many times below the RMS of all the weights gets that many times
+#: their relative error at one common quality; `state_records` warns when that error is large.
+SMALL_SCALE = 16
 
 
 def check_raw_dtype(raw_dtype) -> None:
@@ -279,6 +282,7 @@ def state_records(
 
     if size is None:
         records, chosen = encode_at(POSTTRAIN_QUALITY if quality is UNSET else _common(quality))
+        _warn_lost(records, state, chosen, scale)
         return records, tied, chosen
     if measure is None:
         raise ValueError("a size target needs a way to measure the file (measure=)")
@@ -290,7 +294,36 @@ def state_records(
     records, chosen = _fit(
         encode_at, lambda r, c: measure(r, c, tied), int(size), *QUALITY_RANGE, common
     )
+    _warn_lost(records, state, chosen, scale)
     return records, tied, chosen
+
+
+def _warn_lost(records: list[Record], state, chosen: dict, scale: float) -> None:
+    """Warn (UserWarning, naming them) of the tensors one common quality leaves mostly lost:
+    every value rounded to zero, or a scale `SMALL_SCALE` times below the model's and so an
+    estimated relative error (step / sqrt(12) / RMS, at most 1) of 0.1 or more. The one-slope
+    allocation is optimal for the weights' squared error as a whole; a layer of a far smaller
+    scale (a head at 1e-3 beside weights of 1) pays for it, and a per-tensor quality fixes it.
+    """
+    import warnings
+
+    lost = []
+    for rec in records:
+        if "quality" not in chosen.get(rec.name, {}) or rec.codec != "shared":
+            continue
+        own = rms([state[rec.name]])
+        if not state[rec.name].count_nonzero():
+            continue
+        err = min(1.0, rec.params["grid"] / 12**0.5 / own)
+        if rec.params["k"] == 0 or (own * SMALL_SCALE < scale and err >= 0.1):
+            lost.append(f"{rec.name} (RMS {own:.3g}, relative error about {err:.2g})")
+    if lost:
+        warnings.warn(
+            f"the common quality leaves {', '.join(lost)} mostly lost (the model's weights have "
+            f"RMS {scale:.3g}); give them a quality of their own, or None to store them as "
+            "they are: quality={name: value, ...}",
+            stacklevel=4,
+        )
 
 
 def _fit(encode_at, measure, size: int, lo: float, hi: float, start: float, probes: int = 6):
