@@ -101,7 +101,12 @@ class CompressedMatrix:
         raise NotImplementedError
 
     def matmul_t(self, x: torch.Tensor) -> torch.Tensor:
-        """`x @ W.T` for x of shape (B, cols): (B, rows), float32."""
+        """`x @ W.T` for x of shape (B, cols): (B, rows), float32. Where B, rows or cols is 0,
+        zeros of that shape, no kernel called (the kernels assume at least one of each).
+
+        Raises:
+            ValueError: x is not (B, cols).
+        """
         raise NotImplementedError
 
 
@@ -235,6 +240,8 @@ class EntryMatrix(CompressedMatrix):
         return torch.from_numpy(out)
 
     def matmul_t(self, x: torch.Tensor) -> torch.Tensor:
+        if _nothing_to_run(x, self.shape):
+            return torch.zeros(x.shape[0], self.shape[0])
         xt = _xt(x, self.shape[1])
         out = np.zeros((self.shape[0], xt.shape[1]), dtype=np.float64)
         _entries_mm(self.row_ptr, self.ent, self.code_bits, self.mask, self.table, xt, out)
@@ -280,7 +287,13 @@ class _CodedMatrix(CompressedMatrix):
         self, x: torch.Tensor, use_simd: bool | None = None, level: str | None = None
     ) -> torch.Tensor:
         """`x @ W.T` with the C kernels of `level` (default: the matrix's `.level`);
-        `use_simd` False forces the numba reference kernel (for tests)."""
+        `use_simd` False forces the numba reference kernel (for tests).
+
+        Raises:
+            ValueError: x is not (B, cols).
+        """
+        if _nothing_to_run(x, self.shape):
+            return torch.zeros(x.shape[0], self.shape[0])
         level = level or self.level
         use_simd = level is not None and use_simd is not False
         xt = _xt(x, self._x_rows() if use_simd else self.shape[1])
@@ -350,6 +363,21 @@ def _row_ptr(row: np.ndarray, rows: int) -> np.ndarray:
     ptr = np.zeros(rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(row, minlength=rows), out=ptr[1:])
     return ptr
+
+
+def _nothing_to_run(x: torch.Tensor, shape: tuple[int, int]) -> bool:
+    """Whether `x @ W.T` for W of `shape` is all zeros with nothing to compute: no inputs, no
+    rows or no columns (a kernel must not be called then: those for a single input would
+    write a value per row into an output of no columns).
+
+    Raises:
+        ValueError: x is not 2-D with `shape[1]` columns (fewer would be read as zero-padded).
+    """
+    if x.dim() != 2 or x.shape[1] != shape[1]:
+        raise ValueError(
+            f"x must be (batch, {shape[1]}) for a {shape} matrix, got {tuple(x.shape)}"
+        )
+    return x.shape[0] == 0 or shape[0] == 0 or shape[1] == 0
 
 
 def _xt(x: torch.Tensor, n_rows: int) -> np.ndarray:

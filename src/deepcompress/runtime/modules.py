@@ -9,6 +9,10 @@ go, on every core, and never build the dense matrix.
 
     net = dc.load("model.dcz", model=MyNet(), runtime="compressed")
 
+Only layers that compute exactly what nn.Linear's or nn.Conv2d's forward does, and whose parent
+calls them rather than reading their weight (MultiheadAttention reads out_proj's), are swapped
+(`supports`, `calls_its_children`); the others load dense, as does a model that is one layer.
+
 Modes, per layer and batch size (`CompressedLinear.plan`): "compressed" runs the kernel; "dense"
 rebuilds the dense weight for that call only and uses torch's GEMM. Where each wins
 (benchmarks/RESULTS.md, issues 5 and 18, `bench_runtime.py --sweep`): at batch 1 compressed, by
@@ -21,12 +25,14 @@ kernels this machine runs.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numba
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..coding import codec
 from ..errors import FormatError
@@ -45,8 +51,12 @@ class CompressedLinear(nn.Module):
         self.plan: dict[int, str] = {}  # batch size -> "compressed" | "dense"; default compressed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in_features), as nn.Linear takes it (an empty batch too) -> (..., out_features)
+        in x's dtype. Raises ValueError (RuntimeError in the "dense" mode) if the last
+        dimension is not in_features."""
         # each torch call costs about a microsecond: skip those a 2-D float32 input needs not
-        x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+        # (the sizes spelled out: reshape(-1, 0) cannot tell how many rows an empty x has)
+        x2 = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
         y = _matmul(self.weight_c, x2, self.plan.get(x2.shape[0], "compressed"))
         if self.bias is not None:
             y.add_(self.bias)  # y is a new tensor
@@ -69,7 +79,20 @@ class CompressedConv2d(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.plan: dict[int, str] = {}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W), or (C, H, W) unbatched, as nn.Conv2d takes it (B = 0 too) ->
+        (B, out_channels, OH, OW), or (out_channels, OH, OW), in x's dtype.
+
+        Raises:
+            RuntimeError: x is neither 3-D nor 4-D, or smaller than the kernel (as nn.Conv2d).
+            ValueError: x's channels do not fit the weight.
+        """
+        if x.dim() == 3:
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        if x.dim() != 4:
+            raise RuntimeError(
+                f"expected 3-D (unbatched) or 4-D (batched) input to conv2d, got {tuple(x.shape)}"
+            )
         b, _, h, w = x.shape
         cols = nn.functional.unfold(
             x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride
@@ -80,11 +103,13 @@ class CompressedConv2d(nn.Module):
                 (h, w), self.padding, self.dilation, self.kernel_size, self.stride
             )
         )
-        flat = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (B*L, C*kh*kw)
+        # every size spelled out: a -1 cannot be inferred when B = 0
+        flat = cols.transpose(1, 2).reshape(b * oh * ow, cols.shape[1])  # (B*L, C*kh*kw)
         y = _matmul(self.weight_c, flat, self.plan.get(b, "compressed"))  # (B*L, out)
         if self.bias is not None:
             y = y + self.bias
-        return y.reshape(b, oh * ow, -1).transpose(1, 2).reshape(b, -1, oh, ow).to(x.dtype)
+        out = self.out_channels
+        return y.reshape(b, oh * ow, out).transpose(1, 2).reshape(b, out, oh, ow).to(x.dtype)
 
 
 def _matmul(wc: CompressedMatrix, x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -94,16 +119,54 @@ def _matmul(wc: CompressedMatrix, x: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def supports(module: nn.Module) -> bool:
-    """Whether `module` can run from a compressed weight: Linear, or Conv2d with groups=1,
-    zero padding given as numbers."""
+    """Whether `module` can run from a compressed weight, i.e. computes exactly what our
+    layers do: a Linear, or a Conv2d with groups=1 and zero padding given as numbers, whose
+    class keeps nn.Linear's / nn.Conv2d's `forward` (and `_conv_forward`; a subclass with its
+    own, a LoRA linear or timm's Conv2dSame, would lose it), with no forward of its own on the
+    instance, no forward hooks (they would be lost), no parametrization, and a weight of at
+    least one element (an empty layer stays dense, so it fails or not as torch's does)."""
+    cls = type(module)
     if isinstance(module, nn.Linear):
-        return True
+        same = cls.forward is nn.Linear.forward
+    elif isinstance(module, nn.Conv2d):
+        same = (
+            cls.forward is nn.Conv2d.forward
+            and cls._conv_forward is nn.Conv2d._conv_forward
+            and module.groups == 1
+            and module.padding_mode == "zeros"
+            and isinstance(module.padding, tuple)
+        )
+    else:
+        return False
     return (
-        isinstance(module, nn.Conv2d)
-        and module.groups == 1
-        and module.padding_mode == "zeros"
-        and isinstance(module.padding, tuple)
+        same
+        and "forward" not in vars(module)
+        and not module._forward_hooks
+        and not module._forward_pre_hooks
+        and not parametrize.is_parametrized(module)
+        and module.weight.numel() > 0
     )
+
+
+#: torch modules that read their Linear children's weights instead of calling them
+#: (`self.out_proj.weight`; the encoder layer's fast path reads linear1/linear2's too).
+READS_CHILD_WEIGHTS = (
+    nn.MultiheadAttention,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+)
+
+
+def calls_its_children(parent: nn.Module) -> bool:
+    """Whether `parent`'s Linear and Conv2d children may be swapped, i.e. `parent` only calls
+    them: a container (Sequential, ModuleList, ModuleDict, a bare Module) or a module whose
+    `forward` is defined outside torch (the user's own, torchvision's), unless it is one of
+    `READS_CHILD_WEIGHTS`. torch's other modules with such children are left dense: any of
+    them may read a child's `.weight`, which a compressed layer does not have."""
+    if isinstance(parent, READS_CHILD_WEIGHTS):
+        return False
+    owner = next(c for c in type(parent).__mro__ if "forward" in vars(c))
+    return owner in (nn.Module, nn.Sequential) or owner.__module__.split(".")[0] != "torch"
 
 
 def compressed_layer(module: nn.Module, weight: CompressedMatrix, bias) -> nn.Module:
@@ -115,28 +178,32 @@ def compressed_layer(module: nn.Module, weight: CompressedMatrix, bias) -> nn.Mo
 
 def swap_compressed_(model: nn.Module, names: dict) -> set[str]:
     """Replace each layer of `model` that can run from its compressed weight (`supports`,
-    a `shared` record of the layer's weight shape) by its compressed module, built from the
-    file's records (`names`: every name of the file, aliases included, to its record).
+    a `shared` record of the layer's weight shape, a parent that `calls_its_children`) by its
+    compressed module, built from the file's records (`names`: every name of the file, aliases
+    included, to its record). `model` itself is never replaced (it cannot be, in place).
     Returns the names of the layers replaced; their weight and bias are in the new modules."""
     swapped = set()
     for name, rec in names.items():
         layer, _, tname = name.rpartition(".")
+        if tname != "weight" or rec.codec != "shared" or not layer:
+            continue
+        parent_name, _, child = layer.rpartition(".")
         try:
-            module = model.get_submodule(layer)
+            parent, module = model.get_submodule(parent_name), model.get_submodule(layer)
         except AttributeError:
             continue
+        weight = getattr(module, "weight", None)
         if (
-            tname == "weight"
-            and rec.codec == "shared"
-            and tuple(module.weight.shape) == rec.shape
+            isinstance(weight, torch.Tensor)
+            and tuple(weight.shape) == rec.shape
             and supports(module)
+            and calls_its_children(parent)
         ):
             bias = names.get(f"{layer}.bias")
             new = compressed_layer(
                 module, matrix_from_record(rec), None if bias is None else codec.decode_record(bias)
             )
-            parent, _, child = layer.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, new)
+            setattr(parent, child, new)
             swapped.add(layer)
     return swapped
 
@@ -151,10 +218,9 @@ def matrix_from_record(rec) -> CompressedMatrix:
         positions, symbols, codebook = codec.shared_entries(rec.params, rec.parts, numel)
     except FormatError as e:
         raise FormatError(f"tensor {rec.name!r}: {e}") from None
-    rows = rec.shape[0]
-    return CompressedMatrix.from_positions(
-        (rows, numel // max(1, rows)), positions, symbols, codebook
-    )
+    # the columns from the shape: numel // rows would make a (0, n) weight (0, 0)
+    shape = (rec.shape[0], math.prod(rec.shape[1:]))
+    return CompressedMatrix.from_positions(shape, positions, symbols, codebook)
 
 
 #: How much faster another layout must be for `autotune_` to convert a weight to it.
@@ -175,7 +241,15 @@ def autotune_(
     `layouts` ("index", "bitmap") and converted to another one where its planned times,
     summed over the batch sizes, are at least `MARGIN` less: past 13% kept, "index" can run
     faster than the "bitmap" that `load` takes, at up to twice its bytes (`layouts=()` keeps
-    the loaded layout). Returns the plans; the thread counts go to each weight's `.threads`."""
+    the loaded layout). Returns the plans; the thread counts go to each weight's `.threads`.
+
+    Raises:
+        ValueError: a batch size or `repeats` below 1, or an empty `example`.
+    """
+    batch_sizes = tuple(batch_sizes)
+    _check_counts(batch_sizes, repeats)
+    if len(example) == 0:
+        raise ValueError("autotune_ needs an example of at least one input, got an empty batch")
     inputs: dict[nn.Module, torch.Tensor] = {}
     layers = {
         n: m
@@ -251,13 +325,30 @@ def median_seconds(fn, repeats: int, before=None) -> float:
     return float(np.median(times))
 
 
+def _check_counts(batch_sizes, repeats: int) -> None:
+    """Raises ValueError (one line) unless every batch size and `repeats` is at least 1."""
+    bad = [b for b in batch_sizes if b < 1]
+    if bad:
+        raise ValueError(f"batch sizes must be at least 1, got {bad[0]}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+
+
 def bench_file(path, batch_sizes=(1, 8), repeats: int = 20) -> list[dict]:
-    """Per weight-shared layer of a file: the latency of `x @ W.T` dense (torch) and
-    compressed (ours) at each batch size, and the resident bytes of each. Conv weights are
-    timed as their (out, in*kh*kw) matrix, i.e. per output position."""
+    """Per weight-shared layer of a file (`path`): the latency of `x @ W.T` dense (torch) and
+    compressed (ours) at each of `batch_sizes`, the median of `repeats` calls, and the resident
+    bytes of each. Conv weights are timed as their (out, in*kh*kw) matrix, i.e. per output
+    position. Weights of no elements are left out (nothing to time). Returns one dict a layer.
+
+    Raises:
+        ValueError: a batch size or `repeats` below 1.
+        FormatError: the file is damaged.
+    """
+    batch_sizes = tuple(batch_sizes)
+    _check_counts(batch_sizes, repeats)
     rows = []
     for rec in read(path).records:
-        if rec.codec != "shared" or len(rec.shape) < 2:
+        if rec.codec != "shared" or len(rec.shape) < 2 or rec.numel == 0:
             continue
         m = matrix_from_record(rec)
         w = m.dense()

@@ -117,8 +117,12 @@ def run(layout, pos, ptr, codes, table, xt, out, lvl: str, threads: int | None =
     """out (rows, B) = xt.T @ W.T for W in `layout` ("index" or "bitmap") with the kernels of
     level `lvl` (one of `supported()`); xt (cols, B) float32 C-contiguous, padded to whole
     64-column blocks for "bitmap"; out float32. `threads` None: all of numba's threads, or
-    one for a product below SERIAL_WORK kept weights x batch."""
+    one for a product below SERIAL_WORK kept weights x batch. With no inputs, rows or columns,
+    `out` is zeroed and no kernel runs (the batch-1 kernels would write into a 0-column out)."""
     nbatch = xt.shape[1]
+    if nbatch == 0 or out.size == 0 or xt.shape[0] == 0:
+        out.fill(0)
+        return
     nb = pos.shape[1] if pos.ndim == 2 else 0
     # (dtype.itemsize, not dtype.name: the name takes microseconds to build)
     kind = _KIND[layout, pos.itemsize] + (3 if nbatch > 1 else 0)
