@@ -6,7 +6,7 @@ import sys
 
 import torch
 from plots import assert_plot_png
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import deepcompress as dc
 
@@ -176,3 +176,21 @@ def test_a_device_this_machine_lacks_is_one_line_before_any_work(tmp_path):
     args = ("--out", str(tmp_path), "--nproc", "2", "--device", "meta")
     r = cli("reproduce", "lenet-300-100", *args)
     assert r.returncode == 2 and "--nproc 2 trains on the CPU" in r.stderr
+
+
+def test_an_output_folder_and_a_bad_config_value_are_refused_in_one_line(tmp_path, capsys):
+    from deepcompress.cli import main
+
+    src = tmp_path / "m.safetensors"
+    save_file({"a.weight": torch.randn(8, 8)}, str(src))
+    (tmp_path / "adir").mkdir()
+    assert main(["encode", str(src), "-o", str(tmp_path / "adir"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and ".tmp" not in err and err.count("\n") == 1
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"bits": "four"}')
+    out = tmp_path / "x.dcz"
+    assert main(["encode", str(src), "-o", str(out), "--config", str(cfg), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "bits for 'a.weight' must be an integer in 1..16" in err and "'four'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "cfg.json", "m.safetensors"]

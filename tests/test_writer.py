@@ -91,3 +91,10 @@ def test_records_are_streamed_to_the_file_byte_for_byte(tmp_path):
     assert data == to_bytes(records, header)
     assert size == len(data) == file_size(records, meta, tied)
     assert read(tmp_path / "m.dcz").tied == tied
+
+
+def test_a_folder_is_never_the_target(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        write_atomic(tmp_path / "d", b"x")
+    assert [p.name for p in tmp_path.iterdir()] == ["d"] and not list((tmp_path / "d").iterdir())

@@ -240,6 +240,8 @@ def _paths(args) -> tuple[Path, Path]:
         raise ValueError("the output would overwrite the input file")
     if not dst.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(dst.parent)!r} does not exist")
+    if dst.is_dir():
+        raise IsADirectoryError(f"{args.output!r} is a folder: give the name of the file to write")
     return src, dst
 
 

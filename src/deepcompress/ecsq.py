@@ -39,6 +39,7 @@ slopes), which is what `encode`'s `quality` uses.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +81,7 @@ def lam_for_quality(quality: float, scale: float) -> float:
 def check_quality(q, name: str) -> float:
     """`q` as a float; ValueError naming `name` unless it is a number in QUALITY_RANGE."""
     lo, hi = QUALITY_RANGE
-    if isinstance(q, bool) or not isinstance(q, (int, float)) or not lo <= q <= hi:
+    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not lo <= q <= hi:  # numpy too
         raise ValueError(f"quality for {name} must be a number in [{lo:g}, {hi:g}], got {q!r}")
     return float(q)
 

@@ -11,6 +11,7 @@ encode`) walk their tensors, resolve each one's settings through the one strict 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -240,12 +241,15 @@ def state_records(
     for name in given["bits"]:
         s, b, q = (given[k][name] for k in ("sparsity", "bits", "quality"))
         if s is not UNSET or b is not UNSET:
-            s = float(s or 0.0) if s is not UNSET else 0.0
+            s = 0.0 if s is UNSET or s is None else s
             b = POSTTRAIN_BITS if b is UNSET else b
-            if not 0.0 <= s <= 1.0:
-                raise ValueError(f"sparsity for {name!r} must be in [0, 1], got {s}")
-            if b is not None and not 1 <= int(b) <= 16:
-                raise ValueError(f"bits for {name!r} must be in 1..16 or None, got {b}")
+            if not _number(s) or not 0.0 <= s <= 1.0:
+                raise ValueError(f"sparsity for {name!r} must be a number in [0, 1], got {s!r}")
+            if b is not None and not (_number(b) and b == int(b) and 1 <= b <= 16):
+                raise ValueError(
+                    f"bits for {name!r} must be an integer in 1..16 or None, got {b!r}"
+                )
+            s, b = float(s), None if b is None else int(b)  # plain numbers for the header
             if s > 0 or b is not None:
                 settings[name] = {"sparsity": s, "bits": b}
         elif q is not None:
@@ -296,6 +300,11 @@ def state_records(
     )
     _warn_lost(records, state, chosen, scale)
     return records, tied, chosen
+
+
+def _number(v) -> bool:
+    """Whether `v` is a real number (not a bool, a string or NaN)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v
 
 
 def _warn_lost(records: list[Record], state, chosen: dict, scale: float) -> None:

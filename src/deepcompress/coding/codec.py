@@ -29,14 +29,7 @@ from ._checks import field_int
 from .codebook import codebook, encode_grid, grid_values
 from .coders import CODERS, DEFAULT, decode_stream, encode_stream, histogram
 from .coders import huffman_table_bytes as table_bytes
-from .sparse_index import (
-    check_index_bits,
-    decode_positions,
-    encode_entries,
-    encode_positions,
-    max_gap,
-    raw_gaps,
-)
+from .sparse_index import decode_positions, encode_entries, encode_positions, max_gap, raw_gaps
 
 #: dtype names allowed in a file, and what they decode to. Nothing else is ever looked up.
 DTYPES: dict[str, torch.dtype] = {
@@ -155,7 +148,6 @@ def encode_sparse_entries(
     positions: np.ndarray, values: torch.Tensor, index_bits: int | None = None, entropy="auto"
 ) -> tuple[dict, list[bytes]]:
     """`sparse` given the kept flat `positions` (ascending) and their `values`."""
-    check_index_bits(index_bits)
     ib = choose_index_bits(positions) if index_bits is None else int(index_bits)
     gaps, is_real = encode_positions(positions, ib)
     stored = torch.zeros(len(gaps), dtype=values.dtype)
@@ -208,7 +200,6 @@ def entry_streams(d: np.ndarray, symbols: np.ndarray, k: int, index_bits: int | 
         raise ValueError(f"cluster indices of kept weights must be in 1..{k}")
     if len(d) != len(symbols):
         raise ValueError(f"{len(d)} gaps for {len(symbols)} kept weights")
-    check_index_bits(index_bits)
     ib = _gap_width(d, symbols) if index_bits is None else int(index_bits)
     return (ib, *encode_entries(d, ib, symbols))
 

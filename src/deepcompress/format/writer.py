@@ -27,10 +27,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     Raises:
         FileNotFoundError: the folder of `path` does not exist.
+        IsADirectoryError: `path` is a folder.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"folder {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder: give the name of the file to write")
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
