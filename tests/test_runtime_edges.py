@@ -298,3 +298,28 @@ def test_bench_refuses_bad_counts_and_skips_empty_weights(tmp_path, kernels_refu
         autotune_(comp, torch.randn(2, 8), batch_sizes=(1, 0))
     with pytest.raises(ValueError, match="at least one input"):
         autotune_(comp, torch.randn(0, 8))
+
+
+def test_reading_a_compressed_layers_weight_says_what_to_do(tmp_path):
+    """A user module that reads `self.fc.weight` (its layer swapped: its parent is the user's)
+    gets an AttributeError that names the way out, not nn.Module's bare one."""
+
+    class Reads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return F.linear(x, self.fc.weight, self.fc.bias)
+
+    net = Reads()
+    dc.quantize_(net, bits=4)
+    dc.save(net, tmp_path / "r.dcz")
+    run = dc.load(tmp_path / "r.dcz", model=Reads(), runtime="compressed")
+    with pytest.raises(AttributeError, match="runtime='dense'"):
+        run(torch.randn(2, 8))
+    assert not hasattr(run.fc, "weight") and run.fc.in_features == 8
+    dense = dc.load(tmp_path / "r.dcz", model=Reads())
+    x = torch.randn(2, 8)
+    torch.testing.assert_close(dense(x), F.linear(x, run.fc.weight_c.dense(), run.fc.bias))

@@ -40,7 +40,21 @@ from ..format.reader import read
 from .layouts import CompressedMatrix
 
 
-class CompressedLinear(nn.Module):
+class _NoDenseWeight:
+    """A clear error for code that reads `.weight` of a compressed layer (a parent module
+    calling `F.linear(x, self.fc.weight)`), instead of nn.Module's bare AttributeError."""
+
+    def __getattr__(self, name: str):
+        if name == "weight":
+            raise AttributeError(
+                f"{type(self).__name__} keeps its weight compressed (.weight_c; .weight_c.dense() "
+                "builds it): a module that reads a layer's .weight cannot run it compressed; "
+                "load with runtime='dense'"
+            )
+        return super().__getattr__(name)
+
+
+class CompressedLinear(_NoDenseWeight, nn.Module):
     """A Linear layer executed from its compressed weight (inference only)."""
 
     def __init__(self, weight: CompressedMatrix, bias: torch.Tensor | None):
@@ -68,7 +82,7 @@ class CompressedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, compressed"
 
 
-class CompressedConv2d(nn.Module):
+class CompressedConv2d(_NoDenseWeight, nn.Module):
     """A Conv2d (groups=1, zero padding) executed as im2col + the compressed kernel."""
 
     def __init__(self, conv: nn.Conv2d, weight: CompressedMatrix, bias: torch.Tensor | None):
