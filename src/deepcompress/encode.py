@@ -12,6 +12,7 @@ encode`) walk their tensors, resolve each one's settings through the one strict 
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -314,15 +315,13 @@ def _warn_lost(records: list[Record], state, chosen: dict, scale: float) -> None
     allocation is optimal for the weights' squared error as a whole; a layer of a far smaller
     scale (a head at 1e-3 beside weights of 1) pays for it, and a per-tensor quality fixes it.
     """
-    import warnings
-
     lost = []
     for rec in records:
         if "quality" not in chosen.get(rec.name, {}) or rec.codec != "shared":
             continue
-        own = rms([state[rec.name]])
         if not state[rec.name].count_nonzero():
             continue
+        own = rms([state[rec.name]])
         err = min(1.0, rec.params["grid"] / 12**0.5 / own)
         if rec.params["k"] == 0 or (own * SMALL_SCALE < scale and err >= 0.1):
             lost.append(f"{rec.name} (RMS {own:.3g}, relative error about {err:.2g})")
