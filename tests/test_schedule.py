@@ -334,8 +334,11 @@ def test_a_run_that_fails_while_sharing_leaves_no_candidate_file(digits, tmp_pat
 
 
 @pytest.mark.parametrize(
-    "kw", [{"budget": -1}, {"lr": 0}, {"rounds": 0}, {"epochs": 0}, {"sharing": "huffman"}]
-)
+    "kw",
+    [{"budget": -1}, {"lr": 0}, {"rounds": 0}, {"epochs": 0}, {"sharing": "huffman"},
+     {"distill": 2.0}, {"distill": -0.5}, {"extra": -1}, {"entropy": "zip"},
+     {"raw_dtype": torch.int8}],
+)  # fmt: skip
 def test_bad_arguments(kw, tmp_path):
     args = {"budget": 0.1, "lr": 0.1, "rounds": 3, "epochs": 1, **kw}
     with pytest.raises(ValueError):
@@ -416,3 +419,105 @@ def test_the_layers_of_one_tied_weight_get_one_bit_width(pruned):
     dc.quantize_(net, bits=bits)
     assert dc.sharing.shared_parts(net.emb).codebook.numel() <= 2**6
     assert net.head.weight is net.emb.weight or torch.equal(net.head.weight, net.emb.weight)
+
+
+def _tiny(tmp_path, evaluate, train=None, **kw):
+    torch.manual_seed(0)
+    net = kw.pop("net", None) or nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
+    return dc.compress(
+        net, train=train or (lambda m, *, epochs, lr, loss=None: None), evaluate=evaluate,
+        out=tmp_path / "t.dcz", lr=0.1, epochs=1, distill=0, progress=False,
+        **{"budget": 0.5, **kw},
+    )  # fmt: skip
+
+
+def test_frozen_parameters_stay_frozen_through_every_phase_and_a_resume(tmp_path):
+    """A layer the user froze (transfer learning) is never trained, also after a resume:
+    the copies `compress` retrains used to come back all trainable."""
+    seen, calls = [], []
+
+    def train(m, *, epochs, lr, loss=None):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        seen.append(m[0].weight.requires_grad)
+
+    def frozen_net():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
+        net[0].requires_grad_(False)
+        return net
+
+    with pytest.raises(KeyboardInterrupt):
+        _tiny(tmp_path, lambda m: 0.0, train, net=frozen_net(), **PRUNE)
+    summary = _tiny(tmp_path, lambda m: 0.0, train, net=frozen_net(), resume=True, **PRUNE)
+    assert len(seen) > 2 and set(seen) == {False}, seen
+    assert not summary.model[0].weight.requires_grad and summary.model[2].weight.requires_grad
+
+
+def test_resume_on_the_same_model_object_after_an_interruption(tmp_path):
+    """After Ctrl-C the model is already pruned in place; resuming with it continues."""
+    calls = []
+
+    def train(m, *, epochs, lr, loss=None):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
+    with pytest.raises(KeyboardInterrupt):
+        _tiny(tmp_path, lambda m: 0.0, train, net=net, **PRUNE)
+    summary = _tiny(tmp_path, lambda m: 0.0, train, net=net, resume=True, **PRUNE)
+    assert (tmp_path / "t.dcz").stat().st_size == summary.bytes
+
+
+def test_a_file_over_the_budget_is_written_with_a_warning(tmp_path):
+    """When no setting keeps within the budget, the file holds the most precise one tried and
+    a warning says so (it used to pass silently)."""
+    calls = []
+
+    def evaluate(m):
+        calls.append(1)
+        return 0.0 if len(calls) == 1 else 10.0  # the dense model only
+
+    with pytest.warns(UserWarning, match=r"error 10 breaks the budget \(dense 0 \+ 0.5\)"):
+        summary = _tiny(tmp_path, evaluate)
+    assert summary.error == 10.0 and summary.quality == max(dc.selection.QUALITIES[-1], 8)
+
+
+def test_calibration_from_an_iterator_serves_every_recalibration(tmp_path):
+    """A generator of batches is read once into a list: every change recalibrates on it
+    (it used to be used up by the first, and later ones reset BatchNorm to mean 0, var 1)."""
+    from deepcompress.retrain import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6))
+    batches = [torch.randn(32, 4) * 3 + 1 for _ in range(3)]
+    recalibrate_batchnorm(net, batches)
+    before = copy.deepcopy(net[1].state_dict())
+    with pytest.raises(ValueError, match="no batches"):
+        recalibrate_batchnorm(net, iter([]))
+    assert all(torch.equal(v, before[k]) for k, v in net[1].state_dict().items())
+    stats = []
+
+    def on_phase(stage, m, err):
+        if stage == "shared":  # just recalibrated
+            stats.append(bool((m[1].running_var == 1).all()))
+
+    net2 = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 3))
+    _tiny(tmp_path, lambda m: 0.0, net=net2, calibration=(b for b in batches),
+          on_phase=on_phase)  # fmt: skip
+    assert len(stats) > 1 and not any(stats), stats  # never the defaults (var 1)
+
+
+def test_distillation_refuses_outputs_of_another_shape():
+    from deepcompress.retrain import distillation_loss
+
+    teacher = nn.Linear(5, 7)
+    loss = distillation_loss(teacher, 0.5)
+    x = torch.randn(2, 3, 5)
+    out = teacher(x)
+    assert loss(out, torch.randn(2, 3, 7), x) >= 0  # same shape: fine
+    with pytest.raises(ValueError, match=r"\(2, 3, 7\) but the outputs given to loss are"):
+        loss(out.reshape(-1, 7), torch.zeros(6, dtype=torch.long), x)

@@ -198,20 +198,25 @@ def register_shared_(module: nn.Module, tname: str, shared: Shared | Snapped) ->
     """Put `shared` (a `Shared` or a `Snapped`) on `module.<tname>`: as its only
     parametrization, or in place of the `Masked` it holds (torch's remove_parametrizations
     edits the module's generated class, which copy.deepcopy shares: it would break every
-    copy). A `Snapped` keeps the float weights as its trainable original."""
+    copy). A `Snapped` keeps the float weights as its trainable original. A weight the user
+    froze (`requires_grad=False`) keeps frozen: its codebook too."""
     if not parametrize.is_parametrized(module, tname):
+        trainable = getattr(module, tname).requires_grad
         parametrize.register_parametrization(module, tname, shared, unsafe=True)
         if isinstance(shared, Shared):
             module.parametrizations[tname].original.requires_grad_(False)  # empty, never used
+            shared.codebook.requires_grad_(trainable)
         return
     plist = module.parametrizations[tname]
     if len(plist) != 1:
         raise ValueError(
             f"{type(module).__name__}.{tname} has parametrizations of its own; remove them first"
         )
+    trainable = plist.original.requires_grad
     plist[0] = shared
     if isinstance(shared, Shared):
         plist.original = nn.Parameter(plist.original.new_empty(0), requires_grad=False)
+        shared.codebook.requires_grad_(trainable)
     plist.unsafe = True
 
 

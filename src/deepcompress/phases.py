@@ -106,13 +106,17 @@ def share_rate(rd: bool, trainable: str, lr: float) -> float:
     return (QAT_LR if rd and trainable == "weights" else FINETUNE_LR) * lr
 
 
-def check_arguments(budget, lr, rounds, epochs) -> None:
+def check_arguments(budget, lr, rounds, epochs, distill=0.0, extra=0) -> None:
     if not budget >= 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     if rounds < 1 or epochs < 1:
         raise ValueError(f"rounds and epochs must be >= 1, got {rounds} and {epochs}")
+    if not 0 <= distill <= 1:
+        raise ValueError(f"distill must be in [0, 1] (the soft targets' share), got {distill}")
+    if extra < 0:
+        raise ValueError(f"extra must be >= 0, got {extra}")
 
 
 def edge(base: float, allowance: float) -> float:
@@ -196,3 +200,19 @@ def plan(
     share = share_settings(model, quality if rd else chosen, rd, trainable)
     phases.append(Phase("quantize", 2 * epochs, share_rate(rd, trainable, lr), **share))
     return phases
+
+
+def rounds_file(out: Path, r: int) -> Path:
+    """Where the model after accepted pruning round `r` is kept (for the held-out check)."""
+    return Path(f"{out}.round{r}.ckpt")
+
+
+def earlier_file(out: Path, i: int) -> Path:
+    """Where the file of kept quantization-aware step `i` waits, once a later one is kept, for
+    the held-out check to step back to."""
+    return Path(f"{out}.rd.{i}.tmp")
+
+
+def qat_file(out: Path, i: int) -> Path:
+    """Where the model of kept quantization-aware step `i` is kept (for resume)."""
+    return Path(f"{out}.qat{i}.ckpt")

@@ -4,10 +4,13 @@
   the dense model (Hinton et al. 2015) while the pruned or weight-shared model retrains.
 - `recalibrate_batchnorm`: BatchNorm statistics recomputed after a structural change (pruning
   or weight sharing shifts every activation's mean and variance).
+- `trainable_copy`: a copy of the dense model to retrain, with the user's frozen parameters
+  still frozen.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 import torch
@@ -23,6 +26,12 @@ def distillation_loss(teacher: nn.Module, weight: float, temperature: float = 4.
     def loss(outputs: torch.Tensor, targets: torch.Tensor, inputs) -> torch.Tensor:
         with torch.no_grad():
             soft = teacher(inputs)
+        if isinstance(soft, torch.Tensor) and soft.shape != outputs.shape:
+            raise ValueError(
+                f"distillation: the dense model's output for these inputs is "
+                f"{tuple(soft.shape)} but the outputs given to loss are {tuple(outputs.shape)}; "
+                "call loss(model(x), y, x) on the output unreshaped, or pass distill=0"
+            )
         classifier = (
             outputs.dim() == 2 and targets is not None and not targets.is_floating_point()
             and targets.dim() == 1
@@ -41,21 +50,44 @@ def distillation_loss(teacher: nn.Module, weight: float, temperature: float = 4.
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches: Iterable | None) -> None:
-    """Recompute every BatchNorm's running statistics as a plain average over `batches`."""
+    """Recompute every BatchNorm's running statistics as a plain average over `batches`.
+
+    Raises:
+        ValueError: `batches` gave none (an iterator already used up); the statistics are
+            left as they were, not reset to their defaults.
+    """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if batches is None or not norms:
         return
     device = devices.of(model)
-    saved = [(m.momentum, m.training) for m in norms]
+    saved = [(m.momentum, m.training, copy.deepcopy(m.state_dict())) for m in norms]
     was_training = model.training
     model.eval()
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
         m.train()
+    seen = 0
     for batch in batches:
         model((batch[0] if isinstance(batch, tuple | list) else batch).to(device))
-    for m, (momentum, training) in zip(norms, saved):
+        seen += 1
+    for m, (momentum, training, state) in zip(norms, saved):
         m.momentum = momentum
         m.train(training)
+        if not seen:
+            m.load_state_dict(state)
     model.train(was_training)
+    if not seen:
+        raise ValueError(
+            "calibration gave no batches (an iterator already used up?): pass a list of "
+            "batches or a DataLoader, which can be read again after each change"
+        )
+
+
+def trainable_copy(dense: nn.Module, frozen: set[str]) -> nn.Module:
+    """A copy of `dense` (frozen for distillation) to retrain: every parameter trainable
+    except those named in `frozen` (the ones the user froze, kept so through resumes)."""
+    model = copy.deepcopy(dense)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
+    return model

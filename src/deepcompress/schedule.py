@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -35,7 +36,9 @@ from torch import nn
 from . import api, compress_report
 from .analysis import sensitivity, tolerated_sparsity
 from .checkpoint import read_meta, restore, save_checkpoint
+from .coding.coders import check_entropy
 from .devices import resolve as resolve_device
+from .encode import check_raw_dtype
 from .parametrizations import strip_
 from .phases import (
     GRID,
@@ -45,15 +48,18 @@ from .phases import (
     Summary,
     back_off,
     check_arguments,
+    earlier_file,
     edge,
     fmt,
     plan,
     prune_phases,
+    qat_file,
+    rounds_file,
     share_rate,
     share_settings,
     sparsities,
 )
-from .retrain import distillation_loss, recalibrate_batchnorm
+from .retrain import distillation_loss, recalibrate_batchnorm, trainable_copy
 from .runtime.energy import energy_view
 from .selection import choose_bits, choose_quality, index_bits, step
 from .sharing import TRAINABLE
@@ -126,7 +132,8 @@ def compress(
             None: "weights", or "codebook" with `sharing="kmeans"`.
         prune: False skips the sensitivity and pruning (sharing's zero level prunes).
         calibration: batches of inputs (or (inputs, ...) tuples) on which BatchNorm statistics
-            are recomputed after each structural change.
+            are recomputed after each structural change: a list or a DataLoader (an iterator
+            is read into a list first, since it is needed again after every change).
         resume: continue from `out` + ".ckpt" if it holds this same run.
         seed: each phase starts with `torch.manual_seed(seed + phase number)`.
         entropy: the file's coder choice (see `save`).
@@ -144,14 +151,21 @@ def compress(
             (`compress_report`).
 
     Returns:
-        a `Summary` whose `error` is `evaluate` of the model decoded from the file.
+        a `Summary` whose `error` is `evaluate` of the model decoded from the file (a
+        UserWarning if no setting tried kept it within the budget). Parameters the user froze
+        (`requires_grad=False`) stay frozen in every phase and in the returned model.
 
     Raises:
-        ValueError: a negative budget, a non-positive lr, rounds or epochs < 1, an unknown
-            `sharing`, a device this machine does not have.
+        ValueError: a negative budget, a non-positive lr, rounds or epochs < 1, `distill`
+            outside [0, 1], `extra` < 0, an unknown `sharing` or `entropy`, a `raw_dtype` that
+            is not a float dtype, a device this machine does not have.
         FileNotFoundError: `out`'s folder does not exist (checked before any work).
     """
-    check_arguments(budget, lr, rounds, epochs)
+    check_arguments(budget, lr, rounds, epochs, distill, extra)
+    check_entropy(entropy)
+    check_raw_dtype(raw_dtype)
+    if calibration is not None and iter(calibration) is calibration:
+        calibration = list(calibration)  # an iterator: read once, used after every change
     if sharing not in SHARING:
         raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
     if trainable is None:  # k-means has no grid to train the weights through
@@ -171,7 +185,8 @@ def compress(
     settings = {"seed": seed, "budget": budget, "lr": lr, "rounds": rounds, "extra": extra,
                 "epochs": epochs, "distill": distill, "sharing": sharing,
                 "check": check is not None, "trainable": trainable, "prune": prune,
-                "raw_dtype": str(raw_dtype)}  # fmt: skip
+                "raw_dtype": str(raw_dtype), "entropy": entropy,
+                "calibration": calibration is not None}  # fmt: skip
     state = None
     if resume and ckpt.is_file() and dense_file.is_file():
         state = read_meta(ckpt)
@@ -191,11 +206,12 @@ def compress(
         save_checkpoint(dense, dense_file, {})
         say(f"dense model: error {dense_error:.4g}; targets {fmt(target)}")
     else:
+        strip_(model)  # the same model object, pruned in place before an interruption
         dense = copy.deepcopy(model)
-        strip_(dense)
         restore(dense, dense_file)
         restore(model, ckpt)
         say(f"resumed after pruning round {state['done']}" if prune else "resumed")
+    frozen = {n for n, p in dense.named_parameters() if not p.requires_grad}  # the user's
     dense.eval().requires_grad_(False)
     limit = edge(state["dense_error"], budget)
     loss = distillation_loss(dense, distill) if distill > 0 else None
@@ -270,7 +286,7 @@ def compress(
         err = run(Phase("quantize", 2 * epochs, share_rate(rd, trainable, lr), **share), rounds)
         bits = index_bits(net)
         size = api.save(net, path, entropy=entropy, raw_dtype=raw_dtype, progress=False)
-        decoded = api.load(path, model=copy.deepcopy(dense).requires_grad_(True))
+        decoded = api.load(path, model=trainable_copy(dense, frozen))
         error = float(evaluate(decoded))
         state["history"].append({"phase": "quantize", "sharing": mode,
                                  "quality" if rd else "bits": setting, "error": error,
@@ -291,13 +307,13 @@ def compress(
 
     def restored(i: int, path: Path) -> tuple:
         """Step `i` back from its checkpoint, its file rewritten to `path`: (model, got)."""
-        m = copy.deepcopy(dense).requires_grad_(True)
+        m = trainable_copy(dense, frozen)
         restore(m, qat_file(out, i))
         size = api.save(m, path, entropy=entropy, raw_dtype=raw_dtype, progress=False)
         if size != steps[i]["bytes"]:
             raise RuntimeError(f"{qat_file(out, i)} does not give the file it recorded: "
                                f"delete {ckpt} to start afresh")  # fmt: skip
-        decoded = api.load(path, model=copy.deepcopy(dense).requires_grad_(True))
+        decoded = api.load(path, model=trainable_copy(dense, frozen))
         return m, (steps[i]["error"], steps[i]["bytes"], decoded, steps[i]["bits"])
 
     try:  # the candidates beside `out` go, whatever happens (a run that fails included)
@@ -355,7 +371,7 @@ def compress(
                     continue
                 if len(kept) > 1:
                     kept.pop()
-                    pruned = copy.deepcopy(dense).requires_grad_(True)
+                    pruned = trainable_copy(dense, frozen)
                     restore(pruned, rounds_file(out, kept[-1]))
                     why = f"back to pruning round {kept[-1]}"
                 elif (up := step(setting, rd, 1)) is not None:
@@ -383,6 +399,10 @@ def compress(
     say(f"{out}: {size} bytes, {summary.ratio:.1f}x, error {error:.4g} "
         f"(dense {state['dense_error']:.4g}, budget {budget:g}); weight reads "
         f"{summary.energy['saving']:.1f}x less energy (45 nm estimate)")  # fmt: skip
+    if error > limit:  # every setting tried broke it: the file is the last one, over budget
+        warnings.warn(f"{out}: error {error:.4g} breaks the budget (dense "
+                      f"{state['dense_error']:.4g} + {budget:g}): no setting tried kept within "
+                      "it; the file holds the most precise one tried", stacklevel=2)  # fmt: skip
     if checked is not None:
         broke = checked > edge(state["dense_check"], budget)
         say(
@@ -395,22 +415,6 @@ def compress(
     if report is not None:
         say(f"report: {compress_report.write(summary, dense, report, budget)}")
     return summary
-
-
-def rounds_file(out: Path, r: int) -> Path:
-    """Where the model after accepted pruning round `r` is kept (for the held-out check)."""
-    return Path(f"{out}.round{r}.ckpt")
-
-
-def earlier_file(out: Path, i: int) -> Path:
-    """Where the file of kept quantization-aware step `i` waits, once a later one is kept, for
-    the held-out check to step back to."""
-    return Path(f"{out}.rd.{i}.tmp")
-
-
-def qat_file(out: Path, i: int) -> Path:
-    """Where the model of kept quantization-aware step `i` is kept (for resume)."""
-    return Path(f"{out}.qat{i}.ckpt")
 
 
 __all__ = ["Phase", "Summary", "compress", "plan"]
