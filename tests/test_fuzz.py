@@ -4,6 +4,7 @@ The long run (100,000+ inputs) is `python fuzz/fuzz_load.py`; this is the suite'
 """
 
 import pickle
+import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -136,3 +137,56 @@ def test_errors_say_where():
     i, e = next((i, e) for i, e in enumerate(header["tensors"]) if e["codec"] == "shared")
     with pytest.raises(dc.FormatError, match=f"tensor '{e['name']}'"):
         dc.load_bytes(mutate_field(SAMPLE, i, "entries", e["entries"] + 1))
+
+
+def _raw_file(header_text: bytes) -> bytes:
+    from deepcompress.format.container import PREAMBLE, crc32
+
+    return PREAMBLE.pack(b"\x89DCZ", 1, 0, len(header_text), crc32(header_text)) + header_text
+
+
+def test_strict_json_duplicate_keys_and_nan_are_refused():
+    """Two readers must not see two files: a key twice in one object (one keeps the first,
+    another the last) and NaN/Infinity (not JSON) are refused; a writer refuses NaN in meta."""
+    entry = b'{"name":"x","shape":[],"dtype":"float32","codec":"raw","parts":[0],"offset":0,'
+    for text in (
+        b'{"tensors":[],"tensors":[]}',
+        b'{"tensors":[],"meta":{"a":1,"a":2}}',
+        b'{"tensors":[],"meta":{"a":NaN}}',
+        b'{"tensors":[],"meta":{"a":-Infinity}}',
+        b'{"tensors":[' + entry + b'"crc":0,"crc":0}]}',
+    ):
+        with pytest.raises(dc.FormatError, match="twice|not JSON"):
+            dc.load_bytes(_raw_file(text))
+    import torch
+
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        dc.save(torch.nn.Linear(2, 2), "/nonexistent-never-written.dcz", meta={"e": float("nan")})
+
+
+@pytest.mark.parametrize("shape", [[0, 2**34, 2**34, 2**34], [2**34, 2**34, 0], [0] + [2**20] * 7])
+def test_a_zero_size_tensor_cannot_declare_overflowing_sizes(shape):
+    """Zero elements pass the element cap, but torch's strides of the other sizes overflow
+    (it raised RuntimeError, not FormatError)."""
+    header, data = split(SAMPLE)
+    for e in header["tensors"]:
+        e["shape"] = shape
+        with pytest.raises(dc.FormatError, match="over"):
+            dc.load_bytes(join(header, data))
+        break
+
+
+def test_a_grid_codebook_whose_integers_overflow_is_refused():
+    import numpy as np
+    import torch
+
+    from deepcompress.coding import codebook as cb
+    from deepcompress.errors import FormatError
+
+    part = zlib.compress(cb._varints(np.array([0, 2**63 - 1], dtype=np.uint64)), 9)
+    with pytest.raises(FormatError, match="overflow"):
+        cb.codebook({"k": 2, "grid": 1.0}, [part])
+    ok = cb.encode_grid(np.array([-3, 0, 5]))
+    assert torch.equal(
+        torch.from_numpy(cb.codebook({"k": 3, "grid": 0.5}, [ok])), torch.tensor([-1.5, 0, 2.5])
+    )

@@ -81,7 +81,10 @@ def codebook(params: dict, parts: list[bytes]) -> np.ndarray:
         if not inflate.eof or inflate.unused_data or len(raw) > k * _VARINT_MAX:
             raise FormatError("the grid codebook's zlib stream is truncated or too long")
         u = _unvarints(raw, k).astype(np.int64)  # < 2**63: fits
-        m = np.cumsum(np.concatenate([[(u[0] >> 1) ^ -(u[0] & 1)], u[1:] + 1])) if k else u
+        with np.errstate(over="ignore"):  # a wrap past 2**63 shows as a step down: refused
+            m = np.cumsum(np.concatenate([[(u[0] >> 1) ^ -(u[0] & 1)], u[1:] + 1])) if k else u
+        if (np.diff(m) <= 0).any():
+            raise FormatError("the grid codebook's integers overflow 64 bits")
         values = grid_values(m, params["grid"])
     if not np.isfinite(values).all():
         raise FormatError("the codebook holds NaN or infinity")

@@ -89,7 +89,12 @@ def to_chunks(
     header = {"tensors": entries}
     if meta:
         header["meta"] = meta
-    hbytes = json.dumps(header, separators=(",", ":"), sort_keys=False).encode()
+    try:  # NaN and Infinity are not JSON: a reader refuses them
+        hbytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        raise ValueError(
+            "meta holds NaN or infinity, which the file's JSON header cannot hold"
+        ) from None
     flags = 0
     if compress_header:
         packed = zlib.compress(hbytes, 9)
@@ -97,6 +102,19 @@ def to_chunks(
             hbytes, flags = packed, FLAG_ZLIB_HEADER
     pre = PREAMBLE.pack(MAGIC, VERSION, flags, len(hbytes), crc32(hbytes))
     return [pre + hbytes, *chunks]
+
+
+def _unique(pairs: list) -> dict:
+    """A JSON object whose keys are all distinct (another reader could take the first)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = [k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i])]
+        raise ValueError(f"key {seen[0]!r} appears twice in one object")
+    return out
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def from_bytes(buf: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[list[Record], dict]:
@@ -127,7 +145,9 @@ def from_bytes(buf: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[li
     if flags & FLAG_ZLIB_HEADER:
         hbytes = _inflate(hbytes)
     try:
-        header = json.loads(hbytes.decode("utf-8"))
+        header = json.loads(
+            hbytes.decode("utf-8"), object_pairs_hook=_unique, parse_constant=_no_constant
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise FormatError(f"header is not valid JSON: {e}") from None
     if not isinstance(header, dict) or not isinstance(header.get("tensors"), list):
@@ -200,8 +220,9 @@ def _check_entry(entry, i: int) -> Record:
         if type(s) is not int or not 0 <= s <= MAX_NUMEL:
             raise FormatError(f"{where}: bad dimension {s!r} in shape")
     numel = int(np.prod(shape, dtype=object)) if shape else 1
-    if numel > MAX_NUMEL:
-        raise FormatError(f"{where}: shape {shape} has {numel} elements, over {MAX_NUMEL}")
+    if numel > MAX_NUMEL or int(np.prod([s for s in shape if s], dtype=object)) > MAX_NUMEL:
+        # the second: a zero-size tensor's other sizes too (torch's strides would overflow)
+        raise FormatError(f"{where}: shape {shape} is over {MAX_NUMEL} elements")
     dtype = entry.get("dtype")
     if not isinstance(dtype, str) or dtype not in codec.DTYPES:
         raise FormatError(f"{where}: unknown dtype {dtype!r}")
