@@ -207,7 +207,8 @@ def load(
     Args:
         path: a file written by `save` or `encode_state_dict`.
         model: optional module to load the weights into (strictly: every key and shape must
-            match, checked before the model is touched). Any deepcompress masks or codebooks
+            match; that is checked and every tensor decoded before the model is touched, so a
+            file that fails leaves it as it was). Any deepcompress masks or codebooks
             on it are removed first, so it becomes a plain dense model holding the decoded
             weights. Weights tied in `model` stay tied (every name of a tied tensor receives
             the same values). A weight computed by another parametrization (`weight_norm`, a
@@ -240,24 +241,29 @@ def load(
         return file.decode()
     names = file.names()
     _check_fits(model, names, Path(path).name)
-    strip_(model)
-    kept: set[str] = set()
+    # Everything is decoded before the model is touched: a damaged stream (FormatError) or a
+    # failed allocation leaves it as it was.
+    swaps = {}
     if runtime == "compressed":
-        from .runtime.modules import swap_compressed_  # the last stage, loaded on demand
+        from .runtime.modules import compressed_swaps, swap_compressed_  # loaded on demand
 
-        kept = swap_compressed_(model, names)
+        swaps = compressed_swaps(model, names)
     from .coding.codec import decode_record
 
-    computed = _parametrized(model)  # after strip_: the parametrizations left are the user's
     decoded: dict[str, torch.Tensor] = {}
-    state, through = {}, {}
+    state = {}
     for name, rec in names.items():
         layer, _, tname = name.rpartition(".")
-        if layer in kept and tname in ("weight", "bias"):
+        if layer in swaps and tname in ("weight", "bias"):
             continue
         if rec.name not in decoded:
             decoded[rec.name] = decode_record(rec)
-        (through if name in computed else state)[name] = decoded[rec.name]
+        state[name] = decoded[rec.name]
+    strip_(model)
+    if swaps:
+        swap_compressed_(swaps)
+    computed = _parametrized(model)  # after strip_: the parametrizations left are the user's
+    through = {name: state.pop(name) for name in list(state) if name in computed}
     # Tied names carry the same tensor, so a tied model stays tied (load_state_dict copies
     # into the one Parameter, once per name). Names and shapes were checked above.
     model.load_state_dict(state, strict=False)

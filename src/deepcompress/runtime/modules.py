@@ -37,6 +37,7 @@ from torch.nn.utils import parametrize
 from ..coding import codec
 from ..errors import FormatError
 from ..format.reader import read
+from ..parametrizations import holder
 from .layouts import CompressedMatrix
 
 
@@ -137,8 +138,9 @@ def supports(module: nn.Module) -> bool:
     layers do: a Linear, or a Conv2d with groups=1 and zero padding given as numbers, whose
     class keeps nn.Linear's / nn.Conv2d's `forward` (and `_conv_forward`; a subclass with its
     own, a LoRA linear or timm's Conv2dSame, would lose it), with no forward of its own on the
-    instance, no forward hooks (they would be lost), no parametrization, and a weight of at
-    least one element (an empty layer stays dense, so it fails or not as torch's does)."""
+    instance, no forward hooks (they would be lost), no parametrization but deepcompress's
+    (`load` strips those), and a weight of at least one element (an empty layer stays dense,
+    so it fails or not as torch's does)."""
     cls = type(module)
     if isinstance(module, nn.Linear):
         same = cls.forward is nn.Linear.forward
@@ -157,9 +159,14 @@ def supports(module: nn.Module) -> bool:
         and "forward" not in vars(module)
         and not module._forward_hooks
         and not module._forward_pre_hooks
-        and not parametrize.is_parametrized(module)
+        and all(holder(p) is not None for p in _plists(module))
         and module.weight.numel() > 0
     )
+
+
+def _plists(module: nn.Module) -> list:
+    """The parametrization lists on `module`'s tensors (none if it has none)."""
+    return list(module.parametrizations.values()) if parametrize.is_parametrized(module) else []
 
 
 #: torch modules that read their Linear children's weights instead of calling them
@@ -190,13 +197,16 @@ def compressed_layer(module: nn.Module, weight: CompressedMatrix, bias) -> nn.Mo
     return CompressedConv2d(module, weight, bias)
 
 
-def swap_compressed_(model: nn.Module, names: dict) -> set[str]:
-    """Replace each layer of `model` that can run from its compressed weight (`supports`,
-    a `shared` record of the layer's weight shape, a parent that `calls_its_children`) by its
-    compressed module, built from the file's records (`names`: every name of the file, aliases
-    included, to its record). `model` itself is never replaced (it cannot be, in place).
-    Returns the names of the layers replaced; their weight and bias are in the new modules."""
-    swapped = set()
+def compressed_swaps(model: nn.Module, names: dict) -> dict[str, tuple[nn.Module, str, nn.Module]]:
+    """For each layer of `model` that can run from its compressed weight (`supports`, a
+    `shared` record of the layer's weight shape, a parent that `calls_its_children`), its
+    compressed module, built (decoded) from the file's records (`names`: every name of the
+    file, aliases included, to its record), as `{layer name: (parent, child name, module)}`.
+    `model` is not changed (`swap_compressed_` applies them): a damaged stream raises
+    FormatError here, before anything is replaced. `model` itself is never one of them (it
+    cannot be replaced in place). deepcompress's own masks and codebooks on a layer do not
+    stop it (`load` strips them first); another parametrization does."""
+    swaps = {}
     for name, rec in names.items():
         layer, _, tname = name.rpartition(".")
         if tname != "weight" or rec.codec != "shared" or not layer:
@@ -217,9 +227,16 @@ def swap_compressed_(model: nn.Module, names: dict) -> set[str]:
             new = compressed_layer(
                 module, matrix_from_record(rec), None if bias is None else codec.decode_record(bias)
             )
-            setattr(parent, child, new)
-            swapped.add(layer)
-    return swapped
+            swaps[layer] = (parent, child, new)
+    return swaps
+
+
+def swap_compressed_(swaps: dict[str, tuple[nn.Module, str, nn.Module]]) -> set[str]:
+    """Put each of `compressed_swaps`' modules in its parent; the names of the layers
+    replaced (their weight and bias are in the new modules)."""
+    for parent, child, new in swaps.values():
+        setattr(parent, child, new)
+    return set(swaps)
 
 
 def matrix_from_record(rec) -> CompressedMatrix:
