@@ -194,3 +194,20 @@ def test_an_output_folder_and_a_bad_config_value_are_refused_in_one_line(tmp_pat
     err = capsys.readouterr().err
     assert "bits for 'a.weight' must be an integer in 1..16" in err and "'four'" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "cfg.json", "m.safetensors"]
+
+
+def test_names_from_a_hostile_file_cannot_drive_the_terminal(tmp_path, capsys):
+    """inspect prints names and meta with control characters escaped (an ANSI/OSC sequence
+    could clear the screen or write the clipboard); decode refuses safetensors' own key."""
+    from deepcompress.cli import main
+
+    evil = "\x1b]0;pwned\x07\x1b[2Jw"
+    dc.encode_state_dict({evil: torch.randn(4, 4)}, tmp_path / "e.dcz")
+    dc.save(torch.nn.Linear(2, 2), tmp_path / "m.dcz", meta={"note": "\x1b]52;c;aGk=\x07"})
+    for f in ("e.dcz", "m.dcz"):
+        assert main(["inspect", str(tmp_path / f)]) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out and "\\x1b" in out
+    dc.encode_state_dict({"__metadata__": torch.ones(2)}, tmp_path / "s.dcz")
+    assert main(["decode", str(tmp_path / "s.dcz"), "-o", str(tmp_path / "s.safetensors")]) == 2
+    assert "reserves" in capsys.readouterr().err and not (tmp_path / "s.safetensors").exists()

@@ -28,10 +28,7 @@ EXAMPLES = {
         "Without retraining, pruning and few bits cost accuracy: measure it on your data."
     ),
     "inspect": "example: deepcompress inspect model.dcz --json",
-    "sensitivity": (
-        "example: deepcompress sensitivity lenet-5 --weights runs/lenet-5-reference.safetensors "
-        "--plot sens.png --budget 0.5"
-    ),
+    "sensitivity": "example: deepcompress sensitivity lenet-5 --weights ref.safetensors --budget 1",
     "bench": "example: deepcompress bench model.dcz --batch 1 8",
 }
 
@@ -175,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bench(args) -> int:
+    from .format.inspect import printable
     from .runtime.modules import bench_file
 
     rows = bench_file(args.file, tuple(args.batch), args.repeats)
@@ -192,7 +190,7 @@ def _bench(args) -> int:
         shape = "x".join(map(str, r["shape"]))
         share = 100 * r["compressed_bytes"] / r["dense_bytes"]
         print(
-            f"{r['tensor'][:19]:<20}{shape:>12}{100 * r['kept']:>6.1f}%{r['layout']:>9}"
+            f"{printable(r['tensor'])[:19]:<20}{shape:>12}{100 * r['kept']:>6.1f}%{r['layout']:>9}"
             f"{share:>9.1f}%{times}"
         )
     return 0
@@ -260,6 +258,8 @@ def _decode(args) -> int:
 
     src, dst = _paths(args)
     state = {k: v.contiguous() for k, v in load(src).items()}
+    if "__metadata__" in state:  # safetensors' own key: its file would not load
+        raise ValueError("a tensor is named '__metadata__', which safetensors reserves")
     with atomic_path(dst) as tmp:
         save_file(state, str(tmp), metadata={"source": src.name})
     print(json.dumps({"tensors": len(state), "output": str(dst)}))

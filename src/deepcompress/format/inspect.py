@@ -73,8 +73,15 @@ def describe(path: str | os.PathLike) -> dict:
     }
 
 
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on (ANSI escapes, control codes,
+    but not newlines) written as its Python escape: names and meta come from the file, which
+    may be hostile (an escape sequence can rewrite the screen or the clipboard)."""
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+
+
 def format_description(d: dict) -> str:
-    """`describe`'s result as text."""
+    """`describe`'s result as text (names and meta made `printable`)."""
     lines = [
         f"{d['file']}: {d['bytes']} bytes, format version {d['format_version']}, header "
         f"{d['header_bytes']} bytes, checksums {d['checksums']}",
@@ -113,4 +120,4 @@ def format_description(d: dict) -> str:
             f"{bound:.0f} bytes ({100 * (payload + tables) / max(bound, 1) - 100:+.2f}% with "
             "tables)"
         )
-    return "\n".join(lines)
+    return printable("\n".join(lines))
