@@ -211,3 +211,17 @@ def test_names_from_a_hostile_file_cannot_drive_the_terminal(tmp_path, capsys):
     dc.encode_state_dict({"__metadata__": torch.ones(2)}, tmp_path / "s.dcz")
     assert main(["decode", str(tmp_path / "s.dcz"), "-o", str(tmp_path / "s.safetensors")]) == 2
     assert "reserves" in capsys.readouterr().err and not (tmp_path / "s.safetensors").exists()
+
+
+def test_the_element_cap_is_set_by_an_environment_variable(tmp_path):
+    """$DEEPCOMPRESS_MAX_ELEMENTS (read at import) caps what a file may declare, for the
+    command line too: a few kB of rANS can declare 2**32 elements, ~80 GiB to decode."""
+    import os
+
+    dc.encode_state_dict({"w": torch.randn(20, 20)}, tmp_path / "w.dcz")
+    env = {**os.environ, "DEEPCOMPRESS_MAX_ELEMENTS": "399"}
+    run = [sys.executable, "-m", "deepcompress.cli", "inspect", str(tmp_path / "w.dcz")]
+    r = subprocess.run(run, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "DEEPCOMPRESS_MAX_ELEMENTS" in r.stderr
+    env["DEEPCOMPRESS_MAX_ELEMENTS"] = "400"
+    assert subprocess.run(run, capture_output=True, env=env, timeout=300).returncode == 0

@@ -9,7 +9,9 @@ anything is allocated or decoded. Every defect raises `FormatError` saying what 
 from __future__ import annotations
 
 import json
+import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass, field
 
@@ -25,9 +27,26 @@ PREAMBLE = struct.Struct("<4sHHII")  # magic, version, flags, header length, hea
 FLAG_ZLIB_HEADER = 1  # the header is stored zlib-compressed
 MAX_HEADER = 64 << 20
 MAX_DIMS = 8
-#: Default cap on the elements of all tensors of a file together (16 GiB of float32), checked
-#: before anything is decoded: a tiny hostile file could otherwise ask for any amount of memory.
-DEFAULT_MAX_ELEMENTS = 1 << 32
+
+
+def _default_max_elements() -> int:
+    """$DEEPCOMPRESS_MAX_ELEMENTS if it is a positive integer, else 2**32 (with a warning if it
+    is set but not one)."""
+    value = os.environ.get("DEEPCOMPRESS_MAX_ELEMENTS", "")
+    if value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    if value:
+        warnings.warn(
+            f"DEEPCOMPRESS_MAX_ELEMENTS={value!r} is not a positive integer: ignored", stacklevel=2
+        )
+    return 1 << 32
+
+
+#: Default cap on the elements of all tensors of a file together (2**32: 16 GiB of float32;
+#: decoding may need up to about 5x that while it runs), checked before anything is decoded: a
+#: tiny hostile file could otherwise ask for any amount of memory. $DEEPCOMPRESS_MAX_ELEMENTS,
+#: read at import, sets it for every reader and the command line.
+DEFAULT_MAX_ELEMENTS = _default_max_elements()
 
 
 @dataclass
@@ -164,7 +183,8 @@ def from_bytes(buf: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[li
         if elements > max_elements:
             raise FormatError(
                 f"{where}: the file declares over {max_elements} elements in all (the "
-                f"max_elements limit); raise the limit only for a file you trust"
+                f"max_elements limit, or $DEEPCOMPRESS_MAX_ELEMENTS); raise the limit only for "
+                "a file you trust"
             )
         if rec.name in names:
             raise FormatError(f"{where}: name appears twice")
