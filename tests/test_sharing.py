@@ -225,3 +225,16 @@ def test_nan_or_infinite_weights_are_refused_by_name_and_nothing_changes(bad, kw
     with pytest.raises(ValueError, match=r"^2\.weight contains NaN or infinity"):
         dc.quantize_(net, **kw)
     assert not any(parametrize.is_parametrized(m) for m in net.modules())
+
+
+def test_strip_keeps_a_frozen_weight_frozen():
+    """A layer the user froze stays frozen through prune_, quantize_ (its codebook too) and
+    strip_ (which used to make every weight it rebuilt trainable)."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    net[0].weight.requires_grad_(False)
+    dc.prune_(net, sparsity=0.5)
+    dc.quantize_(net, bits=2)
+    assert not shared_parts(net[0]).codebook.requires_grad
+    assert shared_parts(net[1]).codebook.requires_grad
+    dc.strip_(net)
+    assert not net[0].weight.requires_grad and net[1].weight.requires_grad

@@ -229,7 +229,8 @@ def strip_(model: nn.Module) -> nn.Module:
     Returns:
         `model`, whose `state_dict()` has its original keys again (`ip1.weight`, ...). Modules
         that computed their weight through one shared parametrization (a tied weight, see
-        `prune_`) get one and the same Parameter again.
+        `prune_`) get one and the same Parameter again. A weight the user froze (its float
+        weights or codebook not requiring grad) comes back frozen.
     """
     # id(parametrization list) -> (the list, kept alive so that its id stays unique, and the
     # Parameter made from it)
@@ -241,15 +242,17 @@ def strip_(model: nn.Module) -> nn.Module:
             plist = module.parametrizations[tname]
             if holder(plist) is None:
                 continue
+            trainable = any(p.requires_grad for p in plist.parameters())
             if len(module.parametrizations) > 1:
                 parametrize.remove_parametrizations(module, tname, leave_parametrized=True)
+                getattr(module, tname).requires_grad_(trainable)
                 continue
             # The common case, undone by hand: torch's remove_parametrizations deletes the
             # property from the module's generated class, which copy.deepcopy shares, and
             # so would break every deep copy of this model.
             if id(plist) not in made:
                 value = getattr(module, tname).detach().clone()
-                made[id(plist)] = (plist, nn.Parameter(value))
+                made[id(plist)] = (plist, nn.Parameter(value, requires_grad=trainable))
             del module.parametrizations
             module.__class__ = module.__class__.__bases__[0]
             module.register_parameter(tname, made[id(plist)][1])
