@@ -129,3 +129,34 @@ def test_a_stream_that_fails_to_decode_leaves_the_model_as_it_was(runtime, tmp_p
     assert [type(m) for m in model.modules()] == kinds
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in after)
+
+
+def test_a_parametrization_that_cannot_hold_the_weight_is_refused_untouched(tmp_path):
+    """weight_norm of an all-zero row (a pruned output) is NaN, `orthogonal` holds only
+    orthogonal weights: set through right_inverse they compute another weight, so the load is
+    refused, before the model is touched (it used to load NaN or a different weight)."""
+    from torch.nn.utils.parametrizations import orthogonal
+
+    net = _mlp(out=16)
+    with torch.no_grad():
+        net[2].weight[3] = 0
+    dc.save(net, tmp_path / "m.dcz")
+    for make in (weight_norm, orthogonal):
+        model = _mlp(out=16)
+        make(model[2])
+        before = copy.deepcopy(model.state_dict())
+        with pytest.raises(ValueError, match="cannot hold the file's weight"):
+            dc.load(tmp_path / "m.dcz", model=model)
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_lazy_module_takes_the_files_shapes(tmp_path):
+    net = nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2))
+    net(torch.randn(1, 5))
+    dc.quantize_(net, bits=4)
+    dc.save(net, tmp_path / "m.dcz")
+    fresh = dc.load(
+        tmp_path / "m.dcz", model=nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2))
+    )
+    x = torch.randn(3, 5)
+    torch.testing.assert_close(fresh(x), net(x), rtol=0, atol=1e-6)

@@ -11,6 +11,7 @@ modules, a module registered twice) are stored once, under their first name; the
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -259,40 +260,63 @@ def load(
         if rec.name not in decoded:
             decoded[rec.name] = decode_record(rec)
         state[name] = decoded[rec.name]
+    computed = _parametrized(model, users_only=True)  # those strip_ leaves
+    through = {name: state.pop(name) for name in list(state) if name in computed}
+    for name, value in through.items():  # tried on a copy first: the model is not touched yet
+        _set_through(copy.deepcopy(computed[name][0]), computed[name][1], value, name)
     strip_(model)
     if swaps:
         swap_compressed_(swaps)
-    computed = _parametrized(model)  # after strip_: the parametrizations left are the user's
-    through = {name: state.pop(name) for name in list(state) if name in computed}
     # Tied names carry the same tensor, so a tied model stays tied (load_state_dict copies
     # into the one Parameter, once per name). Names and shapes were checked above.
     model.load_state_dict(state, strict=False)
-    with torch.no_grad():
-        for name, value in through.items():
-            module, tname = computed[name]
-            setattr(module, tname, value.to(getattr(module, tname).dtype))  # right_inverse
+    for name, value in through.items():
+        _set_through(*computed[name], value, name)
     return model
 
 
-def _parametrized(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
-    """`{plain name: (module, tensor name)}` of every parametrized tensor of `model`."""
+def _set_through(module: nn.Module, tname: str, value: torch.Tensor, name: str) -> None:
+    """Set the parametrized `module.<tname>` to `value` through its parametrizations'
+    `right_inverse`; ValueError if the weight it then computes is not `value` (weight_norm of
+    an all-zero row gives NaN, `orthogonal` cannot hold a weight that is not)."""
+    current = getattr(module, tname)
+    value = value.to(device=current.device, dtype=current.dtype)
+    with torch.no_grad():
+        setattr(module, tname, value)
+        got = getattr(module, tname)
+    scale = float(value.abs().max()) if value.numel() else 0.0
+    if not torch.allclose(got, value, rtol=1e-4, atol=1e-6 * scale):
+        raise ValueError(
+            f"{name}: its parametrization cannot hold the file's weight (set through its "
+            "right_inverse, it computes another); remove it first "
+            "(torch.nn.utils.parametrize.remove_parametrizations)"
+        )
+
+
+def _parametrized(model: nn.Module, users_only: bool = False) -> dict:
+    """`{plain name: (module, tensor name)}` of every parametrized tensor of `model` (with
+    `users_only`, of those no deepcompress mask or codebook is on: `strip_` leaves them)."""
     from torch.nn.utils import parametrize
+
+    from .parametrizations import holder
 
     out = {}
     for prefix, module in model.named_modules(remove_duplicate=False):
         if parametrize.is_parametrized(module):
-            for tname in module.parametrizations:
-                out[f"{prefix}.{tname}" if prefix else tname] = (module, tname)
+            for tname, plist in module.parametrizations.items():
+                if not users_only or holder(plist) is None:
+                    out[f"{prefix}.{tname}" if prefix else tname] = (module, tname)
     return out
 
 
 def _check_fits(model: nn.Module, names: dict, fname: str) -> None:
     """ValueError, before `model` is touched, unless the file holds exactly the tensors (names
     and shapes) that `model_state(model)` names and each of the model's own parametrizations
-    (not deepcompress's: `strip_` removes those) can be set through `right_inverse`."""
-    from .parametrizations import holder
+    (not deepcompress's: `strip_` removes those) can be set through `right_inverse`. A lazy
+    module's uninitialized tensor takes the file's shape (as `load_state_dict` does)."""
+    from torch.nn.parameter import is_lazy
 
-    shapes = {name: tuple(t.shape) for name, t, _, _ in model_state(model)}
+    shapes = {n: None if is_lazy(t) else tuple(t.shape) for n, t, _, _ in model_state(model)}
     missing = [k for k in shapes if k not in names]
     unexpected = [k for k in names if k not in shapes]
     if missing or unexpected:
@@ -302,14 +326,14 @@ def _check_fits(model: nn.Module, names: dict, fname: str) -> None:
     wrong = [
         f"{k} {tuple(r.shape)} (the model's {shapes[k]})"
         for k, r in names.items()
-        if tuple(r.shape) != shapes[k]
+        if shapes[k] is not None and tuple(r.shape) != shapes[k]
     ]
     if wrong:
         raise ValueError(f"{fname} does not fit the model: shapes differ: {'; '.join(wrong)}")
-    for name, (module, tname) in _parametrized(model).items():
+    for name, (module, tname) in _parametrized(model, users_only=True).items():
         plist = module.parametrizations[tname]
         lacking = [type(p).__name__ for p in plist if not hasattr(p, "right_inverse")]
-        if holder(plist) is None and lacking:
+        if lacking:
             raise ValueError(
                 f"{name} is computed by the parametrization {lacking[0]}, which has no "
                 "right_inverse to set it from the file; remove it first "

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
 from .parametrizations import holder
@@ -141,11 +142,19 @@ def model_state(model: nn.Module) -> list[tuple[str, torch.Tensor, nn.Module | N
                 out.append((dot + tname, tensor, holder(plist), ("parametrized", id(plist))))
         for tname, p in module._parameters.items():
             if p is not None:
-                out.append((dot + tname, p.detach(), None, storage_key(p)))
+                out.append((dot + tname, *_plain(p)))
         for tname, b in module._buffers.items():
             if b is not None and tname not in module._non_persistent_buffers_set:
-                out.append((dot + tname, b.detach(), None, storage_key(b)))
+                out.append((dot + tname, *_plain(b)))
     return out
+
+
+def _plain(t: torch.Tensor) -> tuple:
+    """`(tensor, None, key)` for `model_state`; a lazy module's uninitialized tensor as it is,
+    never tied (it has no storage yet)."""
+    if is_lazy(t):
+        return t, None, None
+    return t.detach(), None, storage_key(t)
 
 
 def dedup(keys: Iterable[tuple[str, object]]) -> tuple[dict[str, list[str]], dict[str, str]]:
