@@ -323,3 +323,22 @@ def test_reading_a_compressed_layers_weight_says_what_to_do(tmp_path):
     dense = dc.load(tmp_path / "r.dcz", model=Reads())
     x = torch.randn(2, 8)
     torch.testing.assert_close(dense(x), F.linear(x, run.fc.weight_c.dense(), run.fc.bias))
+
+
+def test_a_torch_fx_graph_module_runs_compressed(tmp_path):
+    """A GraphModule (torch.fx) only calls its children: they are swapped (its forward is
+    defined in torch, which alone would have kept them dense)."""
+    torch.manual_seed(0)
+    net = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)))
+    dc.prune_(net, sparsity=0.5)
+    dc.quantize_(net, bits=4)
+    dc.save(net, tmp_path / "g.dcz")
+    fresh = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)))
+    run = dc.load(tmp_path / "g.dcz", model=fresh, runtime="compressed")
+    assert [type(m).__name__ for m in run.children()] == [
+        "CompressedLinear",
+        "ReLU",
+        "CompressedLinear",
+    ]
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(run(x), net(x), rtol=0, atol=1e-5)

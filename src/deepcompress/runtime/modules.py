@@ -180,12 +180,15 @@ READS_CHILD_WEIGHTS = (
 
 def calls_its_children(parent: nn.Module) -> bool:
     """Whether `parent`'s Linear and Conv2d children may be swapped, i.e. `parent` only calls
-    them: a container (Sequential, ModuleList, ModuleDict, a bare Module) or a module whose
-    `forward` is defined outside torch (the user's own, torchvision's), unless it is one of
-    `READS_CHILD_WEIGHTS`. torch's other modules with such children are left dense: any of
-    them may read a child's `.weight`, which a compressed layer does not have."""
+    them: a container (Sequential, ModuleList, ModuleDict, a bare Module), a torch.fx
+    GraphModule, or a module whose `forward` is defined outside torch (the user's own,
+    torchvision's), unless it is one of `READS_CHILD_WEIGHTS`. torch's other modules with
+    such children are left dense: any of them may read a child's `.weight`, which a
+    compressed layer does not have."""
     if isinstance(parent, READS_CHILD_WEIGHTS):
         return False
+    if isinstance(parent, torch.fx.GraphModule):  # its generated forward calls its children
+        return True
     owner = next(c for c in type(parent).__mro__ if "forward" in vars(c))
     return owner in (nn.Module, nn.Sequential) or owner.__module__.split(".")[0] != "torch"
 
