@@ -469,3 +469,26 @@ def test_a_tensor_the_common_quality_destroys_is_named_in_a_warning(tmp_path):
     tiny = {"w": torch.randn(16, 16, generator=g) * 1e-40}  # below any grid: all zeros
     with pytest.warns(UserWarning, match="leaves w "):
         dc.encode_state_dict(tiny, tmp_path / "d.dcz")
+
+
+def test_the_lost_tensor_warning_counts_only_the_nonzero_weights(tmp_path):
+    """A very sparse tensor's zeros stay zeros: its error is that of its few non-zeros, so
+    it is not reported as lost (the estimate divided by the RMS over all values)."""
+    g = torch.Generator().manual_seed(0)
+    sparse = torch.zeros(200, 200)
+    sparse.view(-1)[torch.randperm(40000, generator=g)[:8]] = 0.5
+    sd = {"a.weight": torch.randn(100, 100, generator=g), "b.weight": sparse}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dc.encode_state_dict(sd, tmp_path / "s.dcz")
+    assert relative_error(dc.load(tmp_path / "s.dcz"), sd, "b.weight") < 1e-4
+
+
+def test_importance_of_a_bare_pruned_layer(tmp_path):
+    lin = torch.nn.Linear(6, 4)
+    dc.prune_(lin, sparsity=0.5)
+    h = dc.importance(lin, [torch.randn(3, 6)])
+    assert "parametrizations.weight.original" in h  # no leading dot: the model is the layer
+    dc.strip_(lin)
+    state = {k: v.detach().clone() for k, v in lin.state_dict().items()}
+    dc.encode_state_dict(state, tmp_path / "b.dcz", quality=3, rd=1, importance=h)

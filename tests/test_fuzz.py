@@ -160,8 +160,9 @@ def test_strict_json_duplicate_keys_and_nan_are_refused():
             dc.load_bytes(_raw_file(text))
     import torch
 
-    with pytest.raises(ValueError, match="NaN or infinity"):
-        dc.save(torch.nn.Linear(2, 2), "/nonexistent-never-written.dcz", meta={"e": float("nan")})
+    for meta in ({"e": float("nan")}, {1: "a", "1": "b"}):  # 1 and "1": one JSON key twice
+        with pytest.raises(ValueError, match="strict JSON"):
+            dc.save(torch.nn.Linear(2, 2), "/nonexistent-never-written.dcz", meta=meta)
 
 
 @pytest.mark.parametrize("shape", [[0, 2**34, 2**34, 2**34], [2**34, 2**34, 0], [0] + [2**20] * 7])

@@ -328,3 +328,12 @@ def test_quality_encode_memory_stays_near_the_tensor_size():
     kept = int(np.count_nonzero(quantize(t, lam, rd=0).symbols))
     assert record.codec == "shared" and record.params["entries"] > kept  # fillers
     assert peak < 2.75 * t.numel() * 4, peak / (t.numel() * 4)
+
+
+def test_settings_given_as_numpy_or_tensor_numbers_and_bad_numbers(tmp_path):
+    sd = {"a.weight": torch.randn(8, 8)}
+    dc.encode_state_dict(sd, tmp_path / "n.dcz", sparsity=torch.tensor(0.5), bits=np.int64(4))
+    dc.encode_state_dict(sd, tmp_path / "q.dcz", quality=np.float32(3))
+    for kw in (dict(bits=float("inf")), dict(bits="four"), dict(sparsity=float("nan"))):
+        with pytest.raises(ValueError, match="must be"):
+            dc.encode_state_dict(sd, tmp_path / "x.dcz", **kw)

@@ -337,7 +337,7 @@ def test_a_run_that_fails_while_sharing_leaves_no_candidate_file(digits, tmp_pat
     "kw",
     [{"budget": -1}, {"lr": 0}, {"rounds": 0}, {"epochs": 0}, {"sharing": "huffman"},
      {"distill": 2.0}, {"distill": -0.5}, {"extra": -1}, {"entropy": "zip"},
-     {"raw_dtype": torch.int8}],
+     {"raw_dtype": torch.int8}, {"calibration": []}, {"calibration": iter([])}],
 )  # fmt: skip
 def test_bad_arguments(kw, tmp_path):
     args = {"budget": 0.1, "lr": 0.1, "rounds": 3, "epochs": 1, **kw}

@@ -11,7 +11,7 @@ encode`) walk their tensors, resolve each one's settings through the one strict 
 
 from __future__ import annotations
 
-import numbers
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 
@@ -26,7 +26,7 @@ from .ecsq import QUALITY_RANGE, check_quality, lam_for_quality, quantize, rms
 from .format.container import Record
 from .parametrizations import Masked, Shared, Snapped
 from .pruning import kept_positions
-from .settings import UNSET, assign, plan
+from .settings import UNSET, assign, check_raw_dtype, is_number, item, plan
 from .sharing import INITS, kmeans_1d
 from .targets import Slot, dedup, layer_kind, model_state, storage_key
 
@@ -52,17 +52,6 @@ POSTTRAIN_RD = 0.0
 #: A tensor whose RMS is this many times below the RMS of all the weights gets that many times
 #: their relative error at one common quality; `state_records` warns when that error is large.
 SMALL_SCALE = 16
-
-
-def check_raw_dtype(raw_dtype) -> None:
-    """None, or a floating-point dtype the file can hold; else ValueError (before any work)."""
-    if raw_dtype is None:
-        return
-    if not isinstance(raw_dtype, torch.dtype) or not raw_dtype.is_floating_point:
-        raise ValueError(
-            f"raw_dtype must be a floating-point dtype (such as torch.float16), got {raw_dtype!r}"
-        )
-    codec.dtype_name(raw_dtype)
 
 
 def encode_tensor(
@@ -242,11 +231,11 @@ def state_records(
     for name in given["bits"]:
         s, b, q = (given[k][name] for k in ("sparsity", "bits", "quality"))
         if s is not UNSET or b is not UNSET:
-            s = 0.0 if s is UNSET or s is None else s
-            b = POSTTRAIN_BITS if b is UNSET else b
-            if not _number(s) or not 0.0 <= s <= 1.0:
+            s = 0.0 if s is UNSET or s is None else item(s)
+            b = POSTTRAIN_BITS if b is UNSET else item(b)
+            if not is_number(s) or not 0.0 <= s <= 1.0:
                 raise ValueError(f"sparsity for {name!r} must be a number in [0, 1], got {s!r}")
-            if b is not None and not (_number(b) and b == int(b) and 1 <= b <= 16):
+            if b is not None and not (is_number(b) and b == int(b) and 1 <= b <= 16):
                 raise ValueError(
                     f"bits for {name!r} must be an integer in 1..16 or None, got {b!r}"
                 )
@@ -303,15 +292,11 @@ def state_records(
     return records, tied, chosen
 
 
-def _number(v) -> bool:
-    """Whether `v` is a real number (not a bool, a string or NaN)."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v
-
-
 def _warn_lost(records: list[Record], state, chosen: dict, scale: float) -> None:
     """Warn (UserWarning, naming them) of the tensors one common quality leaves mostly lost:
     every value rounded to zero, or a scale `SMALL_SCALE` times below the model's and so an
-    estimated relative error (step / sqrt(12) / RMS, at most 1) of 0.1 or more. The one-slope
+    estimated relative error (sqrt(density) x step / sqrt(12) / RMS, at most 1) of 0.1 or
+    more. The one-slope
     allocation is optimal for the weights' squared error as a whole; a layer of a far smaller
     scale (a head at 1e-3 beside weights of 1) pays for it, and a per-tensor quality fixes it.
     """
@@ -319,10 +304,12 @@ def _warn_lost(records: list[Record], state, chosen: dict, scale: float) -> None
     for rec in records:
         if "quality" not in chosen.get(rec.name, {}) or rec.codec != "shared":
             continue
-        if not state[rec.name].count_nonzero():
+        nonzero = int(state[rec.name].count_nonzero())
+        if not nonzero:
             continue
         own = rms([state[rec.name]])
-        err = min(1.0, rec.params["grid"] / 12**0.5 / own)
+        density = nonzero / state[rec.name].numel()  # zeros stay zeros: no error there
+        err = min(1.0, density**0.5 * rec.params["grid"] / 12**0.5 / own)
         if rec.params["k"] == 0 or (own * SMALL_SCALE < scale and err >= 0.1):
             lost.append(f"{rec.name} (RMS {own:.3g}, relative error about {err:.2g})")
     if lost:
@@ -381,12 +368,12 @@ def _error_weights(importance, state, names: list[str], tied: dict[str, str]) ->
     coded, out, unknown = set(names), {}, []
     for name, h in importance.items():
         if name not in state:
-            base, sep, rest = name.partition(".parametrizations.")
-            alias = f"{base}.{rest[: -len('.original')]}" if rest.endswith(".original") else None
-            if not sep or alias not in state:
+            alias = re.fullmatch(r"(?:(.*)\.)?parametrizations\.([^.]+)\.original", name)
+            plain = alias and (f"{alias[1]}.{alias[2]}" if alias[1] else alias[2])
+            if plain not in state:
                 unknown.append(name)
                 continue
-            name = alias
+            name = plain
         name = tied.get(name, name)
         if name not in coded:
             continue

@@ -13,8 +13,10 @@ from pathlib import Path
 from torch import nn
 
 from .analysis import sensitivity, tolerated_sparsity
+from .coding.coders import check_entropy
 from .pruning import prune_
 from .selection import per_layer
+from .settings import check_raw_dtype
 from .sharing import quantize_
 from .targets import compressible_layers
 
@@ -106,7 +108,12 @@ def share_rate(rd: bool, trainable: str, lr: float) -> float:
     return (QAT_LR if rd and trainable == "weights" else FINETUNE_LR) * lr
 
 
-def check_arguments(budget, lr, rounds, epochs, distill=0.0, extra=0) -> None:
+def check_arguments(
+    budget, lr, rounds, epochs, distill=0.0, extra=0, entropy="auto", raw_dtype=None
+) -> None:
+    """ValueError (one line) for any argument of `compress`/`plan` out of its range."""
+    check_entropy(entropy)
+    check_raw_dtype(raw_dtype)
     if not budget >= 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     if not lr > 0:

@@ -27,7 +27,7 @@ import copy
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sized
 from pathlib import Path
 
 import torch
@@ -36,9 +36,7 @@ from torch import nn
 from . import api, compress_report
 from .analysis import sensitivity, tolerated_sparsity
 from .checkpoint import read_meta, restore, save_checkpoint
-from .coding.coders import check_entropy
 from .devices import resolve as resolve_device
-from .encode import check_raw_dtype
 from .parametrizations import strip_
 from .phases import (
     GRID,
@@ -161,11 +159,11 @@ def compress(
             is not a float dtype, a device this machine does not have.
         FileNotFoundError: `out`'s folder does not exist (checked before any work).
     """
-    check_arguments(budget, lr, rounds, epochs, distill, extra)
-    check_entropy(entropy)
-    check_raw_dtype(raw_dtype)
-    if calibration is not None and iter(calibration) is calibration:
-        calibration = list(calibration)  # an iterator: read once, used after every change
+    check_arguments(budget, lr, rounds, epochs, distill, extra, entropy, raw_dtype)
+    if isinstance(calibration, Iterator):
+        calibration = list(calibration)  # read once: it is needed after every change
+    if isinstance(calibration, Sized) and not len(calibration):
+        raise ValueError("calibration holds no batches")
     if sharing not in SHARING:
         raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
     if trainable is None:  # k-means has no grid to train the weights through

@@ -14,9 +14,14 @@ kind key where there are no kinds (a state dict), is an error naming it.
 from __future__ import annotations
 
 import fnmatch
+import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping
 
+import torch
+
+from .coding.codec import DTYPE_NAMES, DTYPES
 from .targets import KINDS, Slot
 
 UNSET = object()
@@ -167,3 +172,25 @@ def plan(
     reaching it, leaves a tensor alone)."""
     pairs = assign(groups, setting, exclude, default=None, what=what, strict=strict)
     return [(g, v) for g, v in pairs if v is not None]
+
+
+def item(v):
+    """A one-element tensor as its Python number; anything else as it is."""
+    return v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
+
+
+def is_number(v) -> bool:
+    """Whether `v` is a real number (not a bool, a string or NaN)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_raw_dtype(raw_dtype) -> None:
+    """None, or a floating-point dtype the file can hold; else ValueError (before any work)."""
+    if raw_dtype is None:
+        return
+    if not isinstance(raw_dtype, torch.dtype) or not raw_dtype.is_floating_point:
+        raise ValueError(
+            f"raw_dtype must be a floating-point dtype (such as torch.float16), got {raw_dtype!r}"
+        )
+    if raw_dtype not in DTYPE_NAMES:
+        raise ValueError(f"raw_dtype {raw_dtype} cannot be stored; supported: {sorted(DTYPES)}")

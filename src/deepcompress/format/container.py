@@ -33,8 +33,11 @@ def _default_max_elements() -> int:
     """$DEEPCOMPRESS_MAX_ELEMENTS if it is a positive integer, else 2**32 (with a warning if it
     is set but not one)."""
     value = os.environ.get("DEEPCOMPRESS_MAX_ELEMENTS", "")
-    if value.strip().isdigit() and int(value) > 0:
-        return int(value)
+    try:
+        if int(value) > 0:
+            return int(value)
+    except ValueError:
+        pass
     if value:
         warnings.warn(
             f"DEEPCOMPRESS_MAX_ELEMENTS={value!r} is not a positive integer: ignored", stacklevel=2
@@ -108,12 +111,12 @@ def to_chunks(
     header = {"tensors": entries}
     if meta:
         header["meta"] = meta
-    try:  # NaN and Infinity are not JSON: a reader refuses them
+    try:  # strict JSON, as a reader wants it: no NaN/Infinity, no key twice (1 and "1")
         hbytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError:
-        raise ValueError(
-            "meta holds NaN or infinity, which the file's JSON header cannot hold"
-        ) from None
+        if meta:
+            json.loads(hbytes, object_pairs_hook=_unique)
+    except ValueError as e:
+        raise ValueError(f"meta cannot be stored as strict JSON: {e}") from None
     flags = 0
     if compress_header:
         packed = zlib.compress(hbytes, 9)
