@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 import deepcompress as dc
 from deepcompress.encode import POSTTRAIN_INIT
@@ -337,3 +338,24 @@ def test_settings_given_as_numpy_or_tensor_numbers_and_bad_numbers(tmp_path):
     for kw in (dict(bits=float("inf")), dict(bits="four"), dict(sparsity=float("nan"))):
         with pytest.raises(ValueError, match="must be"):
             dc.encode_state_dict(sd, tmp_path / "x.dcz", **kw)
+
+
+def test_infinity_in_a_tensor_stored_as_is_and_quality_none(tmp_path):
+    """An attention mask of -inf is a buffer stored as it is: it comes back (it was refused as
+    'NaN or infinity'); a weight to compress with an infinity, and NaN anywhere, are refused.
+    quality=None stores every tensor as it is, as documented."""
+    mask = torch.triu(torch.full((4, 4), float("-inf")), 1)
+    sd = {"fc.weight": torch.randn(8, 8), "mask": mask}
+    with pytest.raises(ValueError, match="'mask' contains NaN or infinity.*exclude it"):
+        dc.encode_state_dict(sd, tmp_path / "m.dcz")  # a 2-D float tensor: a weight to quantize
+    dc.encode_state_dict(sd, tmp_path / "m.dcz", exclude=["mask"])
+    assert torch.equal(dc.load(tmp_path / "m.dcz")["mask"], mask)
+    net = nn.Sequential(nn.Linear(4, 4))
+    net.register_buffer("mask", mask)
+    dc.save(net, tmp_path / "s.dcz", raw_dtype=torch.float16)
+    assert torch.equal(dc.load(tmp_path / "s.dcz")["mask"], mask.half())
+    dc.encode_state_dict(sd, tmp_path / "n.dcz", quality=None)
+    assert all(torch.equal(v, sd[k]) for k, v in dc.load(tmp_path / "n.dcz").items())
+    for bad in ({"w": torch.tensor([[1.0, float("inf")]])}, {"b": torch.tensor([float("nan")])}):
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            dc.encode_state_dict(bad, tmp_path / "x.dcz")

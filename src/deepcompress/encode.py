@@ -87,14 +87,18 @@ def encode_tensor(
     "smallest" or a coder's name (`coding.coders.ENTROPY_CHOICES`).
 
     Raises:
-        ValueError: NaN or infinite values, a dtype the format cannot hold.
+        ValueError: NaN values, infinite ones in a tensor to compress (a tensor stored as it
+            is may hold them: an attention mask of -inf), a dtype the format cannot hold.
     """
     if t.is_floating_point() and not torch.isfinite(t).all():
-        raise ValueError(f"tensor {name!r} contains NaN or infinity; refusing to encode it")
+        stored_raw = held is None and lam is None and not sparsity and bits is None
+        if not stored_raw or torch.isnan(t).any():
+            raise ValueError(f"tensor {name!r} contains NaN or infinity; refusing to encode it")
     if held is None and raw_dtype is not None and t.is_floating_point():
         cast = t.to(raw_dtype)
-        t = cast if torch.isfinite(cast).all() else t  # past its range (a BatchNorm's variance
-        # of 5e5 in float16): kept as it is, not stored as infinity
+        fits = (torch.isfinite(cast) | ~torch.isfinite(t)).all()  # no new infinity
+        t = cast if fits else t  # past its range (a BatchNorm's variance of 5e5 in float16):
+        # kept as it is, not stored as infinity
     dtype = codec.dtype_name(t.dtype)
     if isinstance(held, Shared):
         params, parts = codec.encode_shared(held.idx, held.codebook.detach(), index_bits, entropy)
@@ -246,7 +250,13 @@ def state_records(
             if q is not UNSET:
                 check_quality(q, name)
             qualities[name] = q  # UNSET: the common quality
-    scale = rms([state[g[0].tname] for g in weights])
+    for name in [*settings, *qualities]:  # before the scale that would carry the infinity
+        if not torch.isfinite(state[name]).all():
+            raise ValueError(
+                f"tensor {name!r} contains NaN or infinity; refusing to quantize it (a mask "
+                "of -inf can be stored as it is: exclude it)"
+            )
+    scale = rms([state[n] for n in _scaled(weights, {*settings, *qualities}, state)])
     errw = _error_weights(importance, state, [g[0].tname for g in weights], tied)
 
     def encode_at(common: float) -> tuple[list[Record], dict[str, dict]]:
@@ -356,6 +366,13 @@ def _fit(encode_at, measure, size: int, lo: float, hi: float, start: float, prob
     return best
 
 
+def _scaled(weights: list, coded: set, state) -> list[str]:
+    """The weight tensors the quality's scale is the RMS of: all, but those not `coded` (the
+    coded ones are checked finite) only if finite (an excluded mask of -inf has no scale)."""
+    names = [g[0].tname for g in weights]
+    return [n for n in names if n in coded or torch.isfinite(state[n]).all()]
+
+
 def _error_weights(importance, state, names: list[str], tied: dict[str, str]) -> dict:
     """`importance` checked (a tensor broadcastable to each named weight's shape, finite,
     >= 0) and scaled to mean 1 over all the weights it gives. It may hold every parameter of a
@@ -398,7 +415,7 @@ def _error_weights(importance, state, names: list[str], tied: dict[str, str]) ->
 
 def _common(quality) -> float:
     """The quality of tensors no key reaches: a plain value, else the default."""
-    if isinstance(quality, Mapping):
+    if isinstance(quality, Mapping) or quality is None:  # None: every tensor stored as is
         return POSTTRAIN_QUALITY
     check_quality(quality, "every tensor")
     return float(quality)
