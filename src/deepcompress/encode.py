@@ -367,8 +367,7 @@ def _fit(encode_at, measure, size: int, lo: float, hi: float, start: float, prob
 
 
 def _scaled(weights: list, coded: set, state) -> list[str]:
-    """The weight tensors the quality's scale is the RMS of: all, but those not `coded` (the
-    coded ones are checked finite) only if finite (an excluded mask of -inf has no scale)."""
+    """The weights the quality's scale is the RMS of: the `coded` ones, and others if finite."""
     names = [g[0].tname for g in weights]
     return [n for n in names if n in coded or torch.isfinite(state[n]).all()]
 
