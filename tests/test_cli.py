@@ -225,3 +225,16 @@ def test_the_element_cap_is_set_by_an_environment_variable(tmp_path):
     assert r.returncode == 2 and "DEEPCOMPRESS_MAX_ELEMENTS" in r.stderr
     env["DEEPCOMPRESS_MAX_ELEMENTS"] = "400"
     assert subprocess.run(run, capture_output=True, env=env, timeout=300).returncode == 0
+
+
+def test_a_config_may_give_exclude_as_one_pattern(tmp_path, capsys):
+    from deepcompress.cli import main
+    from deepcompress.format.reader import read
+
+    src = tmp_path / "m.safetensors"
+    save_file({"a.weight": torch.randn(8, 8), "b.weight": torch.randn(8, 8)}, str(src))
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"exclude": "a.weight"}')  # its characters were taken as patterns
+    out = tmp_path / "m.dcz"
+    assert main(["encode", str(src), "-o", str(out), "--config", str(cfg), "--quiet"]) == 0
+    assert {r.name: r.codec for r in read(out).records} == {"a.weight": "raw", "b.weight": "shared"}

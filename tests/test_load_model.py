@@ -160,3 +160,39 @@ def test_a_lazy_module_takes_the_files_shapes(tmp_path):
     )
     x = torch.randn(3, 5)
     torch.testing.assert_close(fresh(x), net(x), rtol=0, atol=1e-6)
+
+
+def test_a_meta_device_model_is_refused_clearly(tmp_path):
+    dc.save(_mlp(), tmp_path / "m.dcz")
+    with torch.device("meta"):
+        model = _mlp()
+    with pytest.raises(ValueError, match="meta device"):
+        dc.load(tmp_path / "m.dcz", model=model)
+    model.to_empty(device="cpu")
+    dc.load(tmp_path / "m.dcz", model=model)
+    assert torch.equal(model[0].weight, _mlp()[0].weight)
+
+
+def test_compressed_layers_take_the_models_mode(tmp_path):
+    net = _mlp()
+    dc.quantize_(net, bits=4)
+    dc.save(net, tmp_path / "m.dcz")
+    run = dc.load(tmp_path / "m.dcz", model=_mlp().eval(), runtime="compressed")
+    assert type(run[0]).__name__ == "CompressedLinear" and not any(
+        m.training for m in run.modules()
+    )
+
+
+def test_a_torchscript_module_is_refused_by_the_verbs_that_would_do_nothing(tmp_path):
+    """prune_/quantize_/sensitivity found no torch.nn layer in a ScriptModule and silently did
+    nothing; save and load into one still work."""
+    scripted = torch.jit.script(_mlp())
+    for verb in (
+        lambda: dc.prune_(scripted, sparsity=0.9),
+        lambda: dc.quantize_(scripted, bits=2),
+        lambda: dc.sensitivity(scripted, lambda m: 0.0),
+    ):
+        with pytest.raises(TypeError, match="TorchScript"):
+            verb()
+    dc.save(scripted, tmp_path / "s.dcz")
+    dc.load(tmp_path / "s.dcz", model=torch.jit.script(_mlp()))

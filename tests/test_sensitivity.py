@@ -229,3 +229,15 @@ def test_plot_is_written_as_png(model, val_error, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["sensitivity.png"]  # no temporary left
     with pytest.raises(FileNotFoundError):
         plot_sensitivity(table, tmp_path / "missing" / "x.png")
+
+
+def test_a_nan_baseline_is_refused():
+    import math
+
+    import pytest
+    import torch
+
+    import deepcompress as dc
+
+    with pytest.raises(ValueError, match="nan for the unpruned model"):
+        dc.sensitivity(torch.nn.Sequential(torch.nn.Linear(4, 4)), lambda m: math.nan)

@@ -89,6 +89,8 @@ def sensitivity(
     try:
         with _modes_kept(model):
             baseline = float(evaluate(model))
+            if not math.isfinite(baseline):  # every comparison with it would be False
+                raise ValueError(f"evaluate gave {baseline} for the unpruned model")
             rows: dict[str, dict[float, float]] = {}
             for name in chosen:
                 row = {}

@@ -316,7 +316,14 @@ def _check_fits(model: nn.Module, names: dict, fname: str) -> None:
     module's uninitialized tensor takes the file's shape (as `load_state_dict` does)."""
     from torch.nn.parameter import is_lazy
 
-    shapes = {n: None if is_lazy(t) else tuple(t.shape) for n, t, _, _ in model_state(model)}
+    state = model_state(model)
+    on_meta = [n for n, t, _, _ in state if not is_lazy(t) and t.is_meta]
+    if on_meta:
+        raise ValueError(
+            f"{on_meta[0]} is on the meta device (no storage to load into): build the model "
+            "on a real device, or call model.to_empty(device='cpu') first"
+        )
+    shapes = {n: None if is_lazy(t) else tuple(t.shape) for n, t, _, _ in state}
     missing = [k for k in shapes if k not in names]
     unexpected = [k for k in names if k not in shapes]
     if missing or unexpected:

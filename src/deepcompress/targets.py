@@ -48,9 +48,20 @@ def layer_kind(module: nn.Module) -> str | None:
     return None
 
 
+def refuse_script(model: nn.Module) -> None:
+    """TypeError for a TorchScript module: its layers are not torch.nn's (nothing would be
+    compressed) and its parameters cannot take a parametrization."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            "a TorchScript module cannot be pruned, shared or analysed: compress the eager "
+            "model, then script the result (torch.jit.script(dc.load(path, model=...)))"
+        )
+
+
 def compressible_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """Yield `(name, module)` for every layer whose weight deepcompress compresses by default
     (each module once, under its first name)."""
+    refuse_script(model)
     for name, module in model.named_modules():
         if isinstance(module, SUPPORTED_LAYERS):
             yield name, module
@@ -88,6 +99,7 @@ def weight_groups(model: nn.Module) -> list[list[Slot]]:
     parametrized or not: `lm_head.weight = embed.weight`) form one group, in `state_dict()`
     order; its first slot is the owner.
     """
+    refuse_script(model)
     groups: dict[int, list[Slot]] = {}
     slots: dict[tuple[int, str], Slot] = {}
     for prefix, module in model.named_modules(remove_duplicate=False):

@@ -53,6 +53,8 @@ def load_config(path: str | os.PathLike) -> dict:
     unknown = sorted(set(cfg) - set(CONFIG_KEYS))
     if unknown:
         raise ValueError(f"{str(path)!r}: unknown settings {unknown}; known: {list(CONFIG_KEYS)}")
+    if isinstance(cfg.get("exclude"), str):  # one pattern: not its characters
+        cfg["exclude"] = [cfg["exclude"]]
     return cfg
 
 

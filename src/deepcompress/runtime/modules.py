@@ -230,7 +230,7 @@ def compressed_swaps(model: nn.Module, names: dict) -> dict[str, tuple[nn.Module
             new = compressed_layer(
                 module, matrix_from_record(rec), None if bias is None else codec.decode_record(bias)
             )
-            swaps[layer] = (parent, child, new)
+            swaps[layer] = (parent, child, new.train(module.training))
     return swaps
 
 
