@@ -238,3 +238,27 @@ def test_a_config_may_give_exclude_as_one_pattern(tmp_path, capsys):
     out = tmp_path / "m.dcz"
     assert main(["encode", str(src), "-o", str(out), "--config", str(cfg), "--quiet"]) == 0
     assert {r.name: r.codec for r in read(out).records} == {"a.weight": "raw", "b.weight": "shared"}
+
+
+def test_the_flags_override_the_config_file(tmp_path, capsys):
+    """`--size` over the file's quality (and `--quality` over its size) instead of 'not both';
+    a `--bits-per-layer` pattern over the file's exact name it matches."""
+    from deepcompress.cli import main
+    from deepcompress.format.reader import read
+
+    src = tmp_path / "m.safetensors"
+    g = torch.Generator().manual_seed(0)
+    save_file({"fc1.weight": torch.randn(32, 32, generator=g)}, str(src))
+    out = tmp_path / "m.dcz"
+
+    def encode(config: str, *flags) -> dict:
+        (tmp_path / "c.json").write_text(config)
+        args = ["encode", str(src), "-o", str(out), "--config", str(tmp_path / "c.json")]
+        assert main([*args, "--quiet", *flags]) == 0, capsys.readouterr().err
+        return read(out).meta["encode"]["fc1.weight"]
+
+    fitted = encode('{"quality": 4}', "--size", "700")["quality"]
+    assert fitted != 4 and out.stat().st_size <= 700
+    assert encode('{"size": 2000}', "--quality", "4")["quality"] == 4
+    assert encode('{"bits": {"fc1.weight": 4}}', "--bits-per-layer", "fc*=6")["bits"] == 6
+    assert encode('{"bits": {"fc1.weight": 4}}', "--bits-per-layer", "other*=6")["bits"] == 4

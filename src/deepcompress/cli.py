@@ -172,27 +172,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bench(args) -> int:
-    from .format.inspect import printable
+    from .format.inspect import format_bench
     from .runtime.modules import bench_file
 
     rows = bench_file(args.file, tuple(args.batch), args.repeats)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    cols = "".join(f"{'b' + str(b) + ' dense/ours ms':>22}" for b in args.batch)
-    print(f"{'tensor':<20}{'shape':>12}{'kept':>7}{'layout':>9}{'resident':>10}{cols}")
-    for r in rows:
-        times = "".join(
-            f"{r[f'dense_ms_b{b}']:>9.3f} /{r[f'compressed_ms_b{b}']:>7.3f}"
-            f" {r[f'dense_ms_b{b}'] / r[f'compressed_ms_b{b}']:>3.1f}x"
-            for b in args.batch
-        )
-        shape = "x".join(map(str, r["shape"]))
-        share = 100 * r["compressed_bytes"] / r["dense_bytes"]
-        print(
-            f"{printable(r['tensor'])[:19]:<20}{shape:>12}{100 * r['kept']:>6.1f}%{r['layout']:>9}"
-            f"{share:>9.1f}%{times}"
-        )
+    print(json.dumps(rows, indent=2) if args.json else format_bench(rows, args.batch))
     return 0
 
 
@@ -317,6 +301,7 @@ def _encode(args) -> int:
 
     from .api import encode_state_dict
     from .format.config import load_config, merged, pairs
+    from .settings import matches
 
     src, dst = _paths(args)
     try:
@@ -330,7 +315,12 @@ def _encode(args) -> int:
         ("bits", args.bits, args.bits_per_layer, int),
         ("quality", args.quality, [], float),
     ):
-        value = merged(cfg.get(key), flag, pairs(per_layer, cast, f"--{key}-per-layer"))
+        flags = pairs(per_layer, cast, f"--{key}-per-layer")
+        # a flag's pattern wins over the file's keys it matches, exact names included
+        own = cfg.get(key)
+        if isinstance(own, dict):
+            own = {k: v for k, v in own.items() if not any(matches(p, k) for p in flags)}
+        value = merged(own, flag, flags)
         if value is not None:
             kw[key] = value
     for key in ("index_bits", "init", "size", "rd"):
@@ -339,6 +329,10 @@ def _encode(args) -> int:
     for key in ("size", "rd"):
         if getattr(args, key) is not None:
             kw[key] = getattr(args, key)
+    if args.size is not None and args.quality is None and not isinstance(kw.get("quality"), dict):
+        kw.pop("quality", None)  # the flag's size over the file's one quality for all
+    if args.quality is not None and args.size is None:
+        kw.pop("size", None)  # and the flag's quality over the file's size
     size = encode_state_dict(
         state,
         dst,

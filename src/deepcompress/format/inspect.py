@@ -121,3 +121,23 @@ def format_description(d: dict) -> str:
             "tables)"
         )
     return printable("\n".join(lines))
+
+
+def format_bench(rows: list[dict], batch_sizes) -> str:
+    """`runtime.modules.bench_file`'s rows as the text table `deepcompress bench` prints
+    (names made `printable`)."""
+    cols = "".join(f"{'b' + str(b) + ' dense/ours ms':>22}" for b in batch_sizes)
+    lines = [f"{'tensor':<20}{'shape':>12}{'kept':>7}{'layout':>9}{'resident':>10}{cols}"]
+    for r in rows:
+        times = "".join(
+            f"{r[f'dense_ms_b{b}']:>9.3f} /{r[f'compressed_ms_b{b}']:>7.3f}"
+            f" {r[f'dense_ms_b{b}'] / r[f'compressed_ms_b{b}']:>3.1f}x"
+            for b in batch_sizes
+        )
+        shape = "x".join(map(str, r["shape"]))
+        share = 100 * r["compressed_bytes"] / r["dense_bytes"]
+        lines.append(
+            f"{printable(r['tensor'])[:19]:<20}{shape:>12}{100 * r['kept']:>6.1f}%"
+            f"{r['layout']:>9}{share:>9.1f}%{times}"
+        )
+    return "\n".join(lines)
