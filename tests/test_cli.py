@@ -248,7 +248,9 @@ def test_the_flags_override_the_config_file(tmp_path, capsys):
 
     src = tmp_path / "m.safetensors"
     g = torch.Generator().manual_seed(0)
-    save_file({"fc1.weight": torch.randn(32, 32, generator=g)}, str(src))
+    save_file(
+        {"fc1.weight": torch.randn(32, 32, generator=g), "fc2.weight": torch.randn(4, 4)}, str(src)
+    )
     out = tmp_path / "m.dcz"
 
     def encode(config: str, *flags) -> dict:
@@ -261,4 +263,4 @@ def test_the_flags_override_the_config_file(tmp_path, capsys):
     assert fitted != 4 and out.stat().st_size <= 700
     assert encode('{"size": 2000}', "--quality", "4")["quality"] == 4
     assert encode('{"bits": {"fc1.weight": 4}}', "--bits-per-layer", "fc*=6")["bits"] == 6
-    assert encode('{"bits": {"fc1.weight": 4}}', "--bits-per-layer", "other*=6")["bits"] == 4
+    assert encode('{"bits": {"fc1.weight": 4}}', "--bits-per-layer", "fc2*=6")["bits"] == 4
