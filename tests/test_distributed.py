@@ -129,3 +129,26 @@ def test_the_collective_device_follows_the_backend(monkeypatch):
     assert distributed.collective_device() == torch.device("cuda", 3)
     monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
     assert distributed.collective_device() == torch.device("cpu")
+
+
+def planned(out_dir):
+    """`dc.plan` with an evaluate that differs per rank (each its own validation shard)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    shift = 100.0 * rank()  # rank 1 sees every pruning of layer 0 as costly, rank 0 none
+
+    def evaluate(m):
+        return shift * float((m[0].weight == 0).float().mean())
+
+    phases = dc.plan(model, evaluate=evaluate, budget=1.0, lr=0.1)
+    for phase in phases:
+        phase.apply(model)  # broadcasts masks: a different plan per rank would not line up
+    save_checkpoint(model, out_dir / f"rank{rank()}.ckpt", {"phases": len(phases)})
+
+
+def test_plan_takes_rank_0s_sensitivity_on_every_rank(tmp_path):
+    launch(planned, 2, tmp_path)
+    r0, r1 = (load_file(str(tmp_path / f"rank{r}.ckpt")) for r in (0, 1))
+    assert set(r0) == set(r1)
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    assert any(k.endswith((".__mask", ".__idx", ".__step")) for k in r0), list(r0)

@@ -36,6 +36,7 @@ from torch.nn.utils import parametrize
 
 from ._optional import pyplot
 from ._progress import bar as progress_bar
+from .distributed import broadcast_object
 from .format.writer import write_atomic
 from .parametrizations import Masked
 from .pruning import magnitude_mask
@@ -101,7 +102,9 @@ def sensitivity(
                 rows[name] = row
     finally:
         bar.close()
-    return {"baseline": baseline, "sparsities": list(grid), "layers": rows}
+    # rank 0's table on every rank under DDP: each rank's evaluate may see its own shard, and
+    # ranks that planned different sparsities would broadcast masks that do not line up
+    return broadcast_object({"baseline": baseline, "sparsities": list(grid), "layers": rows})
 
 
 def tolerated_sparsity(table: Mapping, increase: float) -> dict[str, float]:

@@ -58,6 +58,17 @@ def broadcast_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def broadcast_object(obj):
+    """Rank 0's `obj` (anything picklable) on every rank; `obj` itself outside a process group.
+    For decisions made from each rank's own measurements (a validation shard per rank), so
+    that every rank takes the same one and the collectives that follow line up."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
