@@ -104,3 +104,20 @@ def test_restore_puts_masks_and_codebooks_on_the_models_device(tmp_path):
     held.append(shared_parts(fresh[0]).codebook)
     assert len(held) == 4 and {b.device.type for b in held} == {"meta"}  # idx, 2 masks, codebook
     assert fresh[2].weight.device.type == "meta"
+
+
+def test_cluster_indices_past_the_codebook_are_refused_before_the_model_is_touched(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8))
+    dc.quantize_(net, bits=3)
+    save_checkpoint(net, tmp_path / "c.ckpt", {})
+    tensors = load_file(str(tmp_path / "c.ckpt"))
+    tensors["0.weight.__idx"][0, 0] = 200  # a codebook of at most 8 levels
+    save_file(tensors, str(tmp_path / "bad.ckpt"))
+    fresh = torch.nn.Sequential(torch.nn.Linear(6, 8))
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ValueError, match="do not fit its codebook"):
+        restore(fresh, tmp_path / "bad.ckpt")
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())

@@ -70,6 +70,11 @@ def restore(model: nn.Module, path: str | os.PathLike) -> dict:
     metadata = _metadata(path)
     tied = json.loads(metadata.get("tied", "{}"))
     tensors = load_file(str(path))
+    for key, codebook in tensors.items():  # checked before the model is touched
+        if key.endswith(".__codebook"):
+            idx = tensors.get(key.replace(".__codebook", ".__idx"))
+            if idx is None or idx.numel() and not 0 <= idx.min() <= idx.max() <= len(codebook):
+                raise ValueError(f"{path}: the cluster indices of {key} do not fit its codebook")
     plain = {k: v for k, v in tensors.items() if ".__" not in k}
     plain.update({alias: plain[target] for alias, target in tied.items()})
     model.load_state_dict(plain, strict=True)
