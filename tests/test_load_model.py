@@ -183,6 +183,7 @@ def test_compressed_layers_take_the_models_mode(tmp_path):
     )
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_a_torchscript_module_is_refused_by_the_verbs_that_would_do_nothing(tmp_path):
     """prune_/quantize_/sensitivity found no torch.nn layer in a ScriptModule and silently did
     nothing; save and load into one still work."""
