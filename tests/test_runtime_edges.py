@@ -342,3 +342,17 @@ def test_a_torch_fx_graph_module_runs_compressed(tmp_path):
     ]
     x = torch.randn(4, 6)
     torch.testing.assert_close(run(x), net(x), rtol=0, atol=1e-5)
+
+
+def test_a_module_registered_twice_stays_one_compressed_module(tmp_path):
+    torch.manual_seed(0)
+    shared = nn.Linear(6, 6)
+    net = nn.Sequential(shared, nn.ReLU(), shared)
+    dc.quantize_(net, bits=4)
+    dc.save(net, tmp_path / "t.dcz")
+    fresh_layer = nn.Linear(6, 6)
+    run = dc.load(tmp_path / "t.dcz", model=nn.Sequential(fresh_layer, nn.ReLU(), fresh_layer),
+                  runtime="compressed")  # fmt: skip
+    assert type(run[0]).__name__ == "CompressedLinear" and run[0] is run[2]
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(run(x), net(x), rtol=0, atol=1e-5)

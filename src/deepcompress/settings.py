@@ -180,7 +180,7 @@ def item(v):
 
 
 def is_number(v) -> bool:
-    """Whether `v` is a real number (not a bool, a string or NaN)."""
+    """Whether `v` is a finite real number (not a bool, a string, NaN or an infinity)."""
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 

@@ -208,8 +208,9 @@ def compressed_swaps(model: nn.Module, names: dict) -> dict[str, tuple[nn.Module
     `model` is not changed (`swap_compressed_` applies them): a damaged stream raises
     FormatError here, before anything is replaced. `model` itself is never one of them (it
     cannot be replaced in place). deepcompress's own masks and codebooks on a layer do not
-    stop it (`load` strips them first); another parametrization does."""
-    swaps = {}
+    stop it (`load` strips them first); another parametrization does. A module registered
+    under two names gets one compressed module (decoded once, still one module)."""
+    swaps, made = {}, {}
     for name, rec in names.items():
         layer, _, tname = name.rpartition(".")
         if tname != "weight" or rec.codec != "shared" or not layer:
@@ -226,11 +227,11 @@ def compressed_swaps(model: nn.Module, names: dict) -> dict[str, tuple[nn.Module
             and supports(module)
             and calls_its_children(parent)
         ):
-            bias = names.get(f"{layer}.bias")
-            new = compressed_layer(
-                module, matrix_from_record(rec), None if bias is None else codec.decode_record(bias)
-            )
-            swaps[layer] = (parent, child, new.train(module.training))
+            if id(module) not in made:
+                bias = names.get(f"{layer}.bias")
+                bias = None if bias is None else codec.decode_record(bias)
+                made[id(module)] = compressed_layer(module, matrix_from_record(rec), bias)
+            swaps[layer] = (parent, child, made[id(module)].train(module.training))
     return swaps
 
 
