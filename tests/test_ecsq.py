@@ -492,3 +492,17 @@ def test_importance_of_a_bare_pruned_layer(tmp_path):
     dc.strip_(lin)
     state = {k: v.detach().clone() for k, v in lin.state_dict().items()}
     dc.encode_state_dict(state, tmp_path / "b.dcz", quality=3, rd=1, importance=h)
+
+
+def test_weights_near_float32s_largest_value(tmp_path):
+    """A coarse grid's top level passed float32's largest value (an infinity: 'the codebook
+    is not on the grid'); the step is made a little finer there."""
+    g = torch.Generator().manual_seed(0)
+    w = (torch.rand(32, 16, generator=g) * 2 - 1) * 3e38
+    errors = []
+    for q in (-1.5, 0, 4):
+        dc.encode_state_dict({"w": w}, tmp_path / "w.dcz", quality=q)
+        back = dc.load(tmp_path / "w.dcz")["w"]
+        assert torch.isfinite(back).all()
+        errors.append(float((back.double() - w.double()).norm() / w.double().norm()))
+    assert errors[0] > errors[1] > errors[2]
