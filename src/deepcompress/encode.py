@@ -306,10 +306,9 @@ def _warn_lost(records: list[Record], state, chosen: dict, scale: float) -> None
     """Warn (UserWarning, naming them) of the tensors one common quality leaves mostly lost:
     every value rounded to zero, or a scale `SMALL_SCALE` times below the model's and so an
     estimated relative error (sqrt(density) x step / sqrt(12) / RMS, at most 1) of 0.1 or
-    more. The one-slope
-    allocation is optimal for the weights' squared error as a whole; a layer of a far smaller
-    scale (a head at 1e-3 beside weights of 1) pays for it, and a per-tensor quality fixes it.
-    """
+    more. The one-slope allocation is optimal for the weights' squared error as a whole; a
+    layer of a far smaller scale (a head at 1e-3 beside weights of 1) pays for it, and a
+    per-tensor quality fixes it."""
     lost = []
     for rec in records:
         if "quality" not in chosen.get(rec.name, {}) or rec.codec != "shared":
