@@ -257,19 +257,14 @@ def _flat(values) -> np.ndarray:
     return x
 
 
-F32_MAX = float(np.finfo(np.float32).max)
-
-
 def grid_step(x: np.ndarray, s: float) -> float:
     """The grid's step: `s`, but no finer than 2**-22 of the largest value, so that the
     integers stay below 2**22 and float32(m * s) are distinct for distinct m; and, for values
     near float32's largest, a little finer where the top level would pass it (be infinite)."""
     top = max(-float(x.min()), float(x.max()))
     s = max(s, top * 2.0**-22, 1e-37)
-    m_top = np.rint(top / s)
-    if m_top * s > F32_MAX:
-        s = F32_MAX / m_top * (1 - 2.0**-40)
-    return s
+    f32_max, m_top = float(np.finfo(np.float32).max), np.rint(top / s)
+    return f32_max / m_top * (1 - 2.0**-40) if m_top * s > f32_max else s
 
 
 def ecsq(
