@@ -524,3 +524,28 @@ def test_distillation_refuses_outputs_of_another_shape():
     assert loss(out, torch.randn(2, 3, 7), x) >= 0  # same shape: fine
     with pytest.raises(ValueError, match=r"\(2, 3, 7\) but the outputs given to loss are"):
         loss(out.reshape(-1, 7), torch.zeros(6, dtype=torch.long), x)
+
+
+def test_a_run_resumed_in_quantization_aware_steps_lists_each_trial_once(tmp_path):
+    """sharing="auto": the k-means trials, never checkpointed, run again after a resume; the
+    history lists them once (it listed them twice), and the file is the same."""
+    calls = []
+
+    def train(m, *, epochs, lr, loss=None):
+        calls.append(1)
+        if stop and len(calls) == stop:
+            raise KeyboardInterrupt
+
+    stop = 0
+    whole = _tiny(tmp_path, lambda m: 0.0, train, sharing="auto")
+    kmeans = sum(h.get("sharing") == "kmeans" for h in whole.history)
+    whole_bytes = (tmp_path / "t.dcz").read_bytes()
+    calls.clear()
+    stop = kmeans + 2  # the second rate-distortion step, after the first one kept
+    with pytest.raises(KeyboardInterrupt):
+        _tiny(tmp_path, lambda m: 0.0, train, sharing="auto", resume=True)
+    stop = 0
+    resumed = _tiny(tmp_path, lambda m: 0.0, train, sharing="auto", resume=True)
+    assert (tmp_path / "t.dcz").read_bytes() == whole_bytes
+    assert sum(h.get("sharing") == "kmeans" for h in resumed.history) == kmeans
+    assert sorted(map(repr, resumed.history)) == sorted(map(repr, whole.history))  # any order

@@ -296,6 +296,8 @@ def compress(
 
     earlier: list = []  # quantization-aware steps kept before the last: (setting, got, file)
     steps = state.setdefault("qat", [])  # and all of them as checkpointed, for resume
+    if steps:  # resumed: k-means runs again (never checkpointed), its trials listed once
+        state["history"] = [h for h in state["history"] if h.get("sharing") != "kmeans"]
 
     def keep(setting, got: tuple, model: nn.Module) -> None:
         """Checkpoint a kept quantization-aware step (its float weights train on)."""
