@@ -58,3 +58,13 @@ def test_energy_follows_where_each_model_fits(tmp_path):
     assert neither["saving"] == pytest.approx(split["saving"] * SRAM_PJ / DRAM_PJ)
     with pytest.raises(ValueError, match="on_chip_bytes"):
         dc.energy_view(path, on_chip_bytes=-1)
+
+
+def test_a_file_of_no_weights_and_bad_on_chip_sizes(tmp_path):
+    import pytest
+
+    dc.encode_state_dict({}, tmp_path / "none.dcz")
+    assert dc.energy_view(tmp_path / "none.dcz")["saving"] == 1.0  # it was inf
+    for bad in ("8", 1.5, True):
+        with pytest.raises(ValueError, match="on_chip_bytes"):
+            dc.energy_view(tmp_path / "none.dcz", on_chip_bytes=bad)

@@ -3,7 +3,7 @@
 FOLDER/report.md holds the run (the dense model's error and the file's, the held-out check),
 every phase tried in order (pruning rounds with their sparsities, sharing steps with their
 quality or bits, the error of each and the bytes of each file written), the file's layers
-(kept fraction, index bits, bytes), and the paper's energy view of the file. With matplotlib
+(kept fraction, cluster-index bits, bytes), and the paper's energy view of the file. With matplotlib
 (`pip install 'deepcompress[plot]'`) it also draws, beside it, `weights.png` (each layer's
 weights, dense and decoded from the file, the decoded ones' levels marked) and `errors.png`
 (the error after each phase, against the budget's edge); without it the report says so.
@@ -54,7 +54,12 @@ def markdown(summary: Summary, budget: float) -> str:
     per_layer: dict[str, int] = defaultdict(int)
     for t in describe(s.path)["tensors"]:
         per_layer[t["name"].rpartition(".")[0]] += t["bytes"]
-    lines += ["", "## The file's layers", "", "| layer | kept | index bits | bytes |"]
+    lines += [
+        "",
+        "## The file's layers",
+        "",
+        "| layer | kept | cluster-index bits (levels + zero) | bytes |",
+    ]
     lines.append("| --- | --- | --- | --- |")
     for name, sparsity in s.sparsity.items():
         bits = s.bits.get(name, "")

@@ -102,7 +102,7 @@ def format_description(d: dict) -> str:
     for t in d["tensors"]:
         streams = "  ".join(
             f"{n} {s['coder']} {s['bits_per_symbol']:.2f} ({s['bits_per_symbol_with_table']:.2f})"
-            f"/{s['entropy_bits_per_symbol']:.2f}"
+            f"/{s['entropy_bits_per_symbol'] + 0.0:.2f}"  # + 0.0: no -0.00
             for n, s in t["streams"].items()
         )
         lines.append(

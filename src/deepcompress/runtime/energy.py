@@ -48,8 +48,8 @@ def energy_view(path: str | os.PathLike, on_chip_bytes: int = ON_CHIP_BYTES) -> 
         ValueError: `on_chip_bytes` < 0.
         FormatError / FileNotFoundError: as `dc.load` for a damaged or missing file.
     """
-    if not int(on_chip_bytes) >= 0:
-        raise ValueError(f"on_chip_bytes must be >= 0, got {on_chip_bytes}")
+    if isinstance(on_chip_bytes, bool) or not isinstance(on_chip_bytes, int) or on_chip_bytes < 0:
+        raise ValueError(f"on_chip_bytes must be an integer >= 0, got {on_chip_bytes!r}")
     layers = []
     for rec in read(path).records:
         dtype = getattr(torch, rec.dtype, None)
@@ -72,7 +72,8 @@ def energy_view(path: str | os.PathLike, on_chip_bytes: int = ON_CHIP_BYTES) -> 
             "energy_uj": read_energy_pj(total, fits) / 1e6,
         }
     c = out["compressed"]["energy_uj"]
-    out["saving"] = out["dense"]["energy_uj"] / c if c > 0 else float("inf")
+    d = out["dense"]["energy_uj"]
+    out["saving"] = d / c if c > 0 else (1.0 if d == 0 else float("inf"))  # no weights: 1
     out["layers"] = layers
     return out
 
