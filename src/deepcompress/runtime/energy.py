@@ -18,6 +18,7 @@ are estimates from published per-access energies, not measurements.
 
 from __future__ import annotations
 
+import numbers
 import os
 
 import torch
@@ -48,7 +49,11 @@ def energy_view(path: str | os.PathLike, on_chip_bytes: int = ON_CHIP_BYTES) -> 
         ValueError: `on_chip_bytes` < 0.
         FormatError / FileNotFoundError: as `dc.load` for a damaged or missing file.
     """
-    if isinstance(on_chip_bytes, bool) or not isinstance(on_chip_bytes, int) or on_chip_bytes < 0:
+    if (
+        isinstance(on_chip_bytes, bool)
+        or not isinstance(on_chip_bytes, numbers.Integral)
+        or (on_chip_bytes < 0)
+    ):
         raise ValueError(f"on_chip_bytes must be an integer >= 0, got {on_chip_bytes!r}")
     layers = []
     for rec in read(path).records:
