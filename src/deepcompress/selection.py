@@ -11,7 +11,7 @@ from torch import nn
 
 from .parametrizations import shared_parts
 from .sharing import quantize_
-from .targets import compressible_layers, model_state
+from .targets import compressible_layers, dedup, model_state
 
 #: The k-means bits tried per kind of layer, fewest first (also the fewest `step` goes to), and
 #: the most any may get.
@@ -41,12 +41,8 @@ def per_layer(model: nn.Module, bits: dict[str, int]) -> dict[str, int]:
         if b is not None:
             out[name] = int(b)
     keys = {name: key for name, _, _, key in model_state(model)}
-    tied: dict[object, list[str]] = {}
-    for name in out:
-        key = keys.get(f"{name}.weight" if name else "weight")
-        if key is not None:
-            tied.setdefault(key, []).append(name)
-    for names in tied.values():
+    groups, _ = dedup((n, keys.get(f"{n}.weight" if n else "weight")) for n in out)
+    for names in groups.values():
         most = max(out[n] for n in names)
         out.update(dict.fromkeys(names, most))
     return out

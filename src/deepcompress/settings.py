@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from .coding.codec import DTYPE_NAMES, DTYPES
+from .coding.codec import dtype_name
 from .targets import KINDS, Slot
 
 UNSET = object()
@@ -192,5 +192,4 @@ def check_raw_dtype(raw_dtype) -> None:
         raise ValueError(
             f"raw_dtype must be a floating-point dtype (such as torch.float16), got {raw_dtype!r}"
         )
-    if raw_dtype not in DTYPE_NAMES:
-        raise ValueError(f"raw_dtype {raw_dtype} cannot be stored; supported: {sorted(DTYPES)}")
+    dtype_name(raw_dtype)  # ValueError for one the format cannot hold
