@@ -243,8 +243,9 @@ def _check_entry(entry, i: int) -> Record:
         if type(s) is not int or not 0 <= s <= MAX_NUMEL:
             raise FormatError(f"{where}: bad dimension {s!r} in shape")
     numel = int(np.prod(shape, dtype=object)) if shape else 1
-    if numel > MAX_NUMEL or int(np.prod([s for s in shape if s], dtype=object)) > MAX_NUMEL:
-        # the second: a zero-size tensor's other sizes too (torch's strides would overflow)
+    # the non-zero sizes' product bounds numel and, for a zero-size tensor, its other sizes
+    # (whose strides torch would overflow)
+    if int(np.prod([s for s in shape if s], dtype=object)) > MAX_NUMEL:
         raise FormatError(f"{where}: shape {shape} is over {MAX_NUMEL} elements")
     dtype = entry.get("dtype")
     if not isinstance(dtype, str) or dtype not in codec.DTYPES:
