@@ -52,8 +52,10 @@ def markdown(summary: Summary, budget: float) -> str:
         size = f"{h['bytes']:,}" if "bytes" in h else ""
         lines.append(f"| {i} | {h['phase']} | {_setting(h)} | {h['error']:.4g} | {size} |")
     per_layer: dict[str, int] = defaultdict(int)
+    per_tensor = {}  # for the bare weights (an LSTM's), named as tensors
     for t in describe(s.path)["tensors"]:
         per_layer[t["name"].rpartition(".")[0]] += t["bytes"]
+        per_tensor[t["name"]] = t["bytes"]
     lines += [
         "",
         "## The file's layers",
@@ -63,7 +65,8 @@ def markdown(summary: Summary, budget: float) -> str:
     lines.append("| --- | --- | --- | --- |")
     for name, sparsity in s.sparsity.items():
         bits = s.bits.get(name, "")
-        lines.append(f"| {name} | {1 - sparsity:.1%} | {bits} | {per_layer.get(name, 0):,} |")
+        size = per_tensor[name] if name in per_tensor else per_layer.get(name, 0)
+        lines.append(f"| {name} | {1 - sparsity:.1%} | {bits} | {size:,} |")
     lines += ["", "## Energy (the paper's view, 45 nm estimates)", "", format_energy(s.energy), ""]
     return "\n".join(lines)
 

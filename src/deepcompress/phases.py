@@ -15,10 +15,10 @@ from torch import nn
 from .analysis import sensitivity, tolerated_sparsity
 from .coding.coders import check_entropy
 from .pruning import prune_
-from .selection import per_layer
+from .selection import every_weight, per_layer
 from .settings import check_raw_dtype
 from .sharing import quantize_
-from .targets import compressible_layers
+from .targets import bare_weights, compressible_layers
 
 PRUNE_LR = 0.4  # retraining after pruning, as a fraction of the dense model's rate
 #: A layer's target: the largest sparsity it tolerates alone within TOLERANCE x budget.
@@ -62,8 +62,8 @@ class Summary:
     error: float  # evaluate() of the model decoded from the file
     dense_error: float
     model: nn.Module  # the decoded model, ready to run
-    sparsity: dict[str, float]
-    bits: dict[str, int]  # per layer, the bits of its codebook's index (levels + zero)
+    sparsity: dict[str, float]  # per layer, and per bare weight (an LSTM's) by tensor name
+    bits: dict[str, int]  # the same, the bits of its codebook's index (levels + zero)
     history: list[dict]  # one entry per phase tried: its kind, settings and error
     quality: float | None = None  # the rate-distortion sharing's quality (None: k-means)
     check_error: float | None = None  # check() of the decoded model (None: no check given)
@@ -90,7 +90,8 @@ class Phase:
             rise = {n: s for n, s in self.sparsity.items() if s > now.get(n, 0.0) + 1e-9}
             return prune_(model, sparsity=rise) if rise else model
         if self.quality is not None:
-            return quantize_(model, quality=self.quality, trainable=self.trainable)
+            quality = every_weight(model, self.quality)
+            return quantize_(model, quality=quality, trainable=self.trainable)
         return quantize_(model, bits=self.bits)
 
 
@@ -160,10 +161,12 @@ def back_off(target: dict[str, float], phase: Phase, was: dict[str, float]) -> l
 
 
 def sparsities(model: nn.Module) -> dict[str, float]:
-    """Each compressible layer's fraction of zero weights."""
+    """Each compressible layer's fraction of zero weights, and each bare weight's
+    (`targets.bare_weights`, under its tensor name)."""
+    found = [(n, m, "weight") for n, m in compressible_layers(model)]
     out = {}
-    for name, module in compressible_layers(model):
-        w = module.weight.detach()
+    for name, module, tname in found + [b[:3] for b in bare_weights(model)]:
+        w = getattr(module, tname).detach()
         out[name] = float((w == 0).sum()) / max(1, w.numel())
     return out
 

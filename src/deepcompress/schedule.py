@@ -100,9 +100,9 @@ def compress(
     """Prune, retrain, share weights, fine-tune and save `model` within an error budget.
 
     Args:
-        model: the trained model (on any device: every phase runs there). It is pruned in
-            place in the first round; later phases may work on copies (a round that is undone),
-            so use `summary.model`, the model decoded from the file, afterwards.
+        model: the trained model (on any device: every phase runs there), changed in place;
+            use `summary.model`, the decoded model, afterwards. Every layer's weight and every
+            float Parameter of 2+ dims (an LSTM's) is shared (docs/SCHEDULE.md).
         train: `train(model, *, epochs, lr, loss=None)`, the user's loop (module notes).
         evaluate: `evaluate(model) -> float`, validation error, lower is better.
         out: the file to write (atomically); `out` + ".ckpt" holds the checkpoints.

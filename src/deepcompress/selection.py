@@ -11,7 +11,7 @@ from torch import nn
 
 from .parametrizations import shared_parts
 from .sharing import quantize_
-from .targets import compressible_layers, dedup, model_state
+from .targets import bare_weights, compressible_layers, dedup, model_state
 
 #: The k-means bits tried per kind of layer, fewest first (also the fewest `step` goes to), and
 #: the most any may get.
@@ -31,14 +31,26 @@ def kind_of(module: nn.Module) -> str:
     return "embedding" if isinstance(module, nn.Embedding | nn.EmbeddingBag) else "linear"
 
 
+def every_weight(model: nn.Module, value) -> dict[str, object]:
+    """`value` for each weight `compress` shares, by name: every layer's
+    (`compressible_layers`) and every bare weight's (`targets.bare_weights`, such as an LSTM's);
+    a setting for `quantize_` that reaches them all."""
+    names = [n for n, _ in compressible_layers(model)] + [n for n, *_ in bare_weights(model)]
+    return dict.fromkeys(names, value)
+
+
 def per_layer(model: nn.Module, bits: dict[str, int]) -> dict[str, int]:
-    """Bits per layer from bits per layer name or per kind, for the layers `bits` reaches. The
-    layers of one tied weight (an embedding shared with the output layer) all get the most
-    bits any of them would: one tensor, one codebook."""
+    """Bits per layer from bits per layer name or per kind, for the layers `bits` reaches, and
+    for the bare weights (`targets.bare_weights`, under their tensor names) by the kind they
+    stand in for. The layers of one tied weight (an embedding shared with the output layer)
+    all get the most bits any of them would: one tensor, one codebook."""
     out = {}
     for name, module in compressible_layers(model):
         b = bits.get(name, bits.get(kind_of(module)))
         if b is not None:
+            out[name] = int(b)
+    for name, _, _, kind in bare_weights(model):
+        if (b := bits.get(name, bits.get(kind))) is not None:
             out[name] = int(b)
     keys = {name: key for name, _, _, key in model_state(model)}
     groups, _ = dedup((n, keys.get(f"{n}.weight" if n else "weight")) for n in out)
@@ -52,7 +64,8 @@ def choose_bits(model: nn.Module, evaluate: Evaluate, limit: float) -> dict[str,
     """Per kind, the fewest bits (of BITS) whose quantized model, before fine-tuning and with
     the other kinds at their most bits, keeps `evaluate` within `limit`; leaves `model` as it
     was."""
-    kinds = sorted({kind_of(m) for _, m in compressible_layers(model)})
+    kinds = {kind_of(m) for _, m in compressible_layers(model)}
+    kinds = sorted(kinds | {kind for *_, kind in bare_weights(model)})
     chosen = {k: BITS[k][-1] for k in kinds}
     for kind in kinds:
         for b in BITS[kind]:
@@ -71,7 +84,8 @@ def choose_quality(
     before fine-tuning, keeps `evaluate` within `limit` (the highest if none does); leaves
     `model` as it was."""
     for q in QUALITIES:
-        shared = quantize_(copy.deepcopy(model), quality=q, trainable=trainable)
+        trial = copy.deepcopy(model)
+        shared = quantize_(trial, quality=every_weight(trial, q), trainable=trainable)
         if float(evaluate(shared)) <= limit:
             return q
     return QUALITIES[-1]
@@ -88,10 +102,12 @@ def step(setting, rd: bool, by: int):
 
 
 def index_bits(model: nn.Module) -> dict[str, int]:
-    """Per shared layer, the bits of an index into its codebook and zero."""
+    """Per shared layer (and bare weight, under its tensor name), the bits of an index into
+    its codebook and zero."""
     out = {}
-    for name, module in compressible_layers(model):
-        shared = shared_parts(module, "weight")
+    found = [(n, m, "weight") for n, m in compressible_layers(model)]
+    for name, module, tname in found + [b[:3] for b in bare_weights(model)]:
+        shared = shared_parts(module, tname)
         if shared is not None:
             out[name] = max(1, int(shared.codebook.numel()).bit_length())
     return out

@@ -5,6 +5,7 @@ EmbeddingBag layer (`SUPPORTED_LAYERS`, subclasses included); any other floating
 Parameter of two or more dimensions (such as nn.MultiheadAttention's bare `in_proj_weight`)
 only where a settings key names it. `weight_groups` lists them grouped by tie; `model_state`
 walks every tensor `state_dict()` would hold, with the parametrization that holds its codes;
+`bare_weights` lists the Parameters outside the layers that `compress` shares too;
 `dedup` is the one tie de-duplication that `save`, `encode_state_dict` and checkpoints share.
 """
 
@@ -126,6 +127,23 @@ def weight_groups(model: nn.Module) -> list[list[Slot]]:
                 groups.setdefault(id(underlying), []).append(slot)
             slot.names.append(f"{prefix}.{tname}" if prefix else tname)
     return list(groups.values())
+
+
+def bare_weights(model: nn.Module) -> list[tuple[str, nn.Module, str, str]]:
+    """`(name, module, tname, kind)` for each weight that `compress` and `plan` share besides
+    the layers' (`compressible_layers`): the floating-point Parameters of 2+ dimensions
+    outside a `SUPPORTED_LAYERS` weight, such as an LSTM's `weight_ih_l0` or attention's
+    `in_proj_weight`, each tie once under its first name (a tensor tied to a layer's weight is
+    that layer's). `kind` stands in for a layer's: "linear" for 2 dimensions (a matrix
+    product), "conv" for more."""
+    out = []
+    for group in weight_groups(model):
+        if any(slot.default for slot in group):
+            continue
+        slot = group[0]
+        dims = getattr(slot.module, slot.tname).dim()
+        out.append((slot.names[0], slot.module, slot.tname, "linear" if dims == 2 else "conv"))
+    return out
 
 
 def storage_key(t: torch.Tensor):
