@@ -197,3 +197,35 @@ def test_a_torchscript_module_is_refused_by_the_verbs_that_would_do_nothing(tmp_
             verb()
     dc.save(scripted, tmp_path / "s.dcz")
     dc.load(tmp_path / "s.dcz", model=torch.jit.script(_mlp()))
+
+
+def _wrapped(kind: str, model: nn.Module) -> nn.Module:
+    if kind == "compiled":
+        return torch.compile(model)  # wraps now, compiles on the first call (never made here)
+    if kind == "compiled DataParallel":
+        return torch.compile(nn.DataParallel(model))
+    return nn.DataParallel(model)  # on a machine without GPUs, a plain wrapper
+
+
+@pytest.mark.parametrize("kind", ["compiled", "DataParallel", "compiled DataParallel"])
+def test_a_wrapped_models_file_holds_the_plain_names_and_loads_either_way(kind, tmp_path):
+    """torch.compile's `_orig_mod.` and DDP's `module.` prefixes stay out of the file: the
+    file of a wrapped model loads into the plain model, and a plain file into a wrapped one
+    (both failed with 'missing [...], unexpected [...]')."""
+    plain = _mlp()
+    wrapped = _wrapped(kind, plain)
+    dc.prune_(wrapped, sparsity=0.5)
+    dc.quantize_(wrapped, bits=3)
+    dc.save(wrapped, tmp_path / "w.dcz")
+    expected = {f"{i}.{t}": getattr(plain[i], t).detach().clone() for i in (0, 2)
+                for t in ("weight", "bias")}  # fmt: skip
+    assert set(dc.load(tmp_path / "w.dcz")) == set(expected) == {"0.weight", "0.bias",
+                                                                  "2.weight", "2.bias"}  # fmt: skip
+    into_plain = dc.load(tmp_path / "w.dcz", model=nn.Sequential(*_mlp()))
+    assert all(torch.equal(into_plain.state_dict()[n], t) for n, t in expected.items())
+    dc.save(into_plain, tmp_path / "p.dcz")
+    target = _wrapped(kind, _mlp(out=4))
+    assert dc.load(tmp_path / "p.dcz", model=target) is target  # the user's object back
+    inner = target._orig_mod if kind.startswith("compiled") else target
+    inner = inner.module if "DataParallel" in kind else inner
+    assert all(torch.equal(inner.state_dict()[n], t) for n, t in expected.items())

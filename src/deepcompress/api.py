@@ -26,7 +26,7 @@ from .format.container import DEFAULT_MAX_ELEMENTS
 from .format.writer import file_size, write_records
 from .parametrizations import strip_
 from .settings import UNSET
-from .targets import model_state
+from .targets import model_state, unwrap
 
 __all__ = ["__version__", "encode_state_dict", "load", "load_bytes", "save", "strip_", "warmup"]
 
@@ -53,7 +53,8 @@ def save(
     it. Without ties the file is exactly what it was before ties were recorded.
 
     Args:
-        model: a module, usually after `prune_` and/or `quantize_`.
+        model: a module, usually after `prune_` and/or `quantize_`; a `torch.compile`d or
+            DDP/DataParallel-wrapped one is saved under the plain model's names.
         path: the file to write (conventionally `*.dcz`); its folder must exist.
         index_bits: width of a stored gap, an int or a mapping by tensor or layer name or
             pattern (as `prune_`'s settings) over the pruned or weight-shared tensors; None
@@ -79,6 +80,7 @@ def save(
         FileNotFoundError: the folder of `path` does not exist.
     """
     _check_meta(meta)
+    model = unwrap(model)  # a compiled or DDP-wrapped model: the plain model's names
     records, tied = model_records(
         model, index_bits=index_bits, entropy=entropy, raw_dtype=raw_dtype, progress=progress
     )
@@ -211,7 +213,8 @@ def load(
             match; that is checked and every tensor decoded before the model is touched, so a
             file that fails leaves it as it was). Any deepcompress masks or codebooks
             on it are removed first, so it becomes a plain dense model holding the decoded
-            weights. Weights tied in `model` stay tied (every name of a tied tensor receives
+            weights (a compiled or DDP-wrapped model: the model it wraps, under its
+            names). Weights tied in `model` stay tied (every name of a tied tensor receives
             the same values). A weight computed by another parametrization (`weight_norm`, a
             user's) is stored as the weight it computes and set back through its
             `right_inverse`.
@@ -240,6 +243,7 @@ def load(
     file = reader.read(path, max_elements)
     if model is None:
         return file.decode()
+    given, model = model, unwrap(model)  # a compiled or DDP-wrapped model: the plain one's names
     names = file.names()
     _check_fits(model, names, Path(path).name)
     # Everything is decoded before the model is touched: a damaged stream (FormatError) or a
@@ -272,7 +276,7 @@ def load(
     model.load_state_dict(state, strict=False)
     for name, value in through.items():
         _set_through(*computed[name], value, name)
-    return model
+    return given
 
 
 def _set_through(module: nn.Module, tname: str, value: torch.Tensor, name: str) -> None:

@@ -11,6 +11,7 @@ walks every tensor `state_dict()` would hold, with the parametrization that hold
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -57,6 +58,21 @@ def refuse_script(model: nn.Module) -> None:
             "a TorchScript module cannot be pruned, shared or analysed: compress the eager "
             "model, then script the result (torch.jit.script(dc.load(path, model=...)))"
         )
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model a wrapper runs: torch.compile's module (`_orig_mod`), DistributedDataParallel's
+    and DataParallel's (`module`), unwrapped as often as they nest; any other module as it is.
+    A file holds the plain model's names, so a compiled or wrapped model's file loads into the
+    plain model and the other way round."""
+    while True:
+        dynamo = sys.modules.get("torch._dynamo.eval_frame")  # loaded by torch.compile
+        if dynamo is not None and isinstance(model, dynamo.OptimizedModule):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
 
 
 def compressible_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
