@@ -14,11 +14,36 @@
  * Python calls these through ctypes (coding/_native.py); the module object itself is empty.
  * Inputs come from the Python wrappers, which have validated the tables and sized every buffer:
  *   - data: nd bytes, read only at positions < nd;
- *   - out:  count int64 symbols;
+ *   - out:  count symbols of `width` bytes each: 2 (uint16), 4 (int32) or 8 (int64), which
+ *     the caller has chosen wide enough for the alphabet. Each loop is written once, inline,
+ *     and instantiated per width by its exported function's switch: the width is a constant
+ *     in each copy, so the store costs what a fixed type's does;
  *   - the lookup tables and contexts: sized so that every index formed below is in range (each
  *     function says why).
  * Each returns a status that the wrapper turns into the same FormatError as the numba kernel. */
 #include <stdint.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Symbol i of an output of `width` bytes a symbol (a constant where this is inlined). */
+INLINE void put(void *out, int64_t i, int64_t v, int width) {
+    if (width == 2)
+        ((uint16_t *)out)[i] = (uint16_t)v;
+    else if (width == 4)
+        ((int32_t *)out)[i] = (int32_t)v;
+    else
+        ((int64_t *)out)[i] = v;
+}
+
+/* The exported function NAME(args..., width, ...) of the inline loop NAME_w: one copy per
+ * width (2, 4, anything else 8). */
+#define BY_WIDTH(call2, call4, call8) \
+    switch (width) {                  \
+    case 2: return call2;             \
+    case 4: return call4;             \
+    default: return call8;            \
+    }
 
 /* ---- rANS (rans.py: _decode_kernel) --------------------------------------------------------
  * table has 2**precision entries, indexed by x & (2**precision - 1). Status as rans._OK...:
@@ -29,8 +54,8 @@ static int64_t read_state(const uint8_t *d) {
     return (int64_t)d[0] | (int64_t)d[1] << 8 | (int64_t)d[2] << 16 | (int64_t)d[3] << 24;
 }
 
-int dc_rans_decode(const uint8_t *data, int64_t n, int64_t count, const int64_t *table,
-                   int64_t precision, int64_t *out, int64_t *detail) {
+INLINE int rans_w(const uint8_t *data, int64_t n, int64_t count, const int64_t *table,
+                  int64_t precision, void *out, int width, int64_t *detail) {
     if (n < 8) return *detail = 0, 1;
     int64_t x0 = read_state(data), x1 = read_state(data + 4);
     if (x0 < RANS_L || x0 >= (RANS_L << 8)) return *detail = x0, 2;
@@ -39,7 +64,7 @@ int dc_rans_decode(const uint8_t *data, int64_t n, int64_t count, const int64_t 
     /* two symbols per step, one per state, as the numba kernel: their look-ups overlap */
     for (int64_t j = 0; j < count >> 1; j++) {
         int64_t e0 = table[x0 & mask], e1 = table[x1 & mask];
-        out[2 * j] = e0 >> 31, out[2 * j + 1] = e1 >> 31;
+        put(out, 2 * j, e0 >> 31, width), put(out, 2 * j + 1, e1 >> 31, width);
         x0 = ((e0 >> 15) & 0xFFFF) * (x0 >> precision) + (e0 & 0x7FFF);
         x1 = ((e1 >> 15) & 0xFFFF) * (x1 >> precision) + (e1 & 0x7FFF);
         while (x0 < RANS_L) {
@@ -53,7 +78,7 @@ int dc_rans_decode(const uint8_t *data, int64_t n, int64_t count, const int64_t 
     }
     if (count & 1) {
         int64_t e0 = table[x0 & mask];
-        out[count - 1] = e0 >> 31;
+        put(out, count - 1, e0 >> 31, width);
         x0 = ((e0 >> 15) & 0xFFFF) * (x0 >> precision) + (e0 & 0x7FFF);
         while (x0 < RANS_L) {
             if (pos >= n) return *detail = count - 1, 3;
@@ -66,11 +91,18 @@ int dc_rans_decode(const uint8_t *data, int64_t n, int64_t count, const int64_t 
     return *detail = count, 0;
 }
 
+int dc_rans_decode_into(const uint8_t *data, int64_t n, int64_t count, const int64_t *table,
+                        int64_t precision, void *out, int width, int64_t *detail) {
+    BY_WIDTH(rans_w(data, n, count, table, precision, out, 2, detail),
+             rans_w(data, n, count, table, precision, out, 4, detail),
+             rans_w(data, n, count, table, precision, out, 8, detail))
+}
+
 /* ---- Huffman (huffman.py: _decode_kernel) --------------------------------------------------
  * table has 2**tbits entries (symbol << 5 | length), tbits <= 15, indexed by the next tbits
  * bits. Status: 0 ok, 1 ran out (*where = the symbol), 2 too much padding, 3 nonzero padding. */
-int dc_huffman_decode(const uint8_t *data, int64_t n, int64_t count, const int64_t *table,
-                      int64_t tbits, int64_t *out, int64_t *where) {
+INLINE int huffman_w(const uint8_t *data, int64_t n, int64_t count, const int64_t *table,
+                     int64_t tbits, void *out, int width, int64_t *where) {
     int64_t pos = 0, nbits = 0, mask = ((int64_t)1 << tbits) - 1;
     uint64_t acc = 0; /* stays below 2**56 */
     for (int64_t i = 0; i < count; i++) {
@@ -84,13 +116,20 @@ int dc_huffman_decode(const uint8_t *data, int64_t n, int64_t count, const int64
         }
         int64_t e = table[peek], len = e & 31;
         if (len > nbits) return *where = i, 1;
-        out[i] = e >> 5;
+        put(out, i, e >> 5, width);
         nbits -= len;
         acc &= ((uint64_t)1 << nbits) - 1;
     }
     *where = count;
     if (nbits + 8 * (n - pos) > 7) return 2;
     return acc != 0 ? 3 : 0;
+}
+
+int dc_huffman_decode_into(const uint8_t *data, int64_t n, int64_t count, const int64_t *table,
+                           int64_t tbits, void *out, int width, int64_t *where) {
+    BY_WIDTH(huffman_w(data, n, count, table, tbits, out, 2, where),
+             huffman_w(data, n, count, table, tbits, out, 4, where),
+             huffman_w(data, n, count, table, tbits, out, 8, where))
 }
 
 /* ---- CABAC (cabac.py: _decode_tree, _decode_eg) --------------------------------------------
@@ -178,9 +217,8 @@ static inline int decision(cabac_dec *d, int64_t ci, int64_t oi, int use_ctx) {
 
 /* Tree binarization, n <= 4096: st holds (8 << nb) contexts with use_ctx, else (1 << nb),
  * nb = bitlen(n - 1); base + node < that, as prev < n <= 2**nb. */
-int dc_cabac_decode_tree(const uint8_t *data, int64_t nd, int64_t n, int64_t count,
-                         int use_ctx, int32_t *st, const int64_t *sha, const int64_t *shb,
-                         int64_t *out) {
+INLINE int tree_w(const uint8_t *data, int64_t nd, int64_t n, int64_t count, int use_ctx,
+                  int32_t *st, const int64_t *sha, const int64_t *shb, void *out, int width) {
     cabac_dec d = {data, nd, 0, 0, 0, st, sha, shb};
     int nb = bitlen(n - 1), cshift = nb > 3 ? nb - 3 : 0;
     dec_start(&d);
@@ -197,9 +235,17 @@ int dc_cabac_decode_tree(const uint8_t *data, int64_t nd, int64_t n, int64_t cou
             node = 2 * node + bit;
             val += (int64_t)bit << j;
         }
-        out[i] = prev = val;
+        put(out, i, prev = val, width);
     }
     return dec_check(&d);
+}
+
+int dc_cabac_decode_tree_into(const uint8_t *data, int64_t nd, int64_t n, int64_t count,
+                              int use_ctx, int32_t *st, const int64_t *sha, const int64_t *shb,
+                              void *out, int width) {
+    BY_WIDTH(tree_w(data, nd, n, count, use_ctx, st, sha, shb, out, 2),
+             tree_w(data, nd, n, count, use_ctx, st, sha, shb, out, 4),
+             tree_w(data, nd, n, count, use_ctx, st, sha, shb, out, 8))
 }
 
 /* Exp-Golomb binarization, n <= 65537: st holds 128 contexts per class, 8 classes with
@@ -210,8 +256,8 @@ int dc_cabac_decode_tree(const uint8_t *data, int64_t nd, int64_t n, int64_t cou
 #define EG_CLASSES 7
 #define EG_SUFFIX_CTX_BITS 2
 
-int dc_cabac_decode_eg(const uint8_t *data, int64_t nd, int64_t n, int64_t count, int use_ctx,
-                       int32_t *st, const int64_t *sha, const int64_t *shb, int64_t *out) {
+INLINE int eg_w(const uint8_t *data, int64_t nd, int64_t n, int64_t count, int use_ctx,
+                int32_t *st, const int64_t *sha, const int64_t *shb, void *out, int width) {
     cabac_dec d = {data, nd, 0, 0, 0, st, sha, shb};
     int bmax = bitlen(n) - 1;
     int64_t order0 = 3 * EG_CLASSES * EG_STRIDE;
@@ -247,26 +293,53 @@ int dc_cabac_decode_eg(const uint8_t *data, int64_t nd, int64_t n, int64_t count
             }
             val += (int64_t)bit << j;
         }
-        out[i] = val - 1;
+        put(out, i, val - 1, width);
         bprev2 = bprev, bprev = b;
     }
     return dec_check(&d);
 }
 
+int dc_cabac_decode_eg_into(const uint8_t *data, int64_t nd, int64_t n, int64_t count,
+                            int use_ctx, int32_t *st, const int64_t *sha, const int64_t *shb,
+                            void *out, int width) {
+    BY_WIDTH(eg_w(data, nd, n, count, use_ctx, st, sha, shb, out, 2),
+             eg_w(data, nd, n, count, use_ctx, st, sha, shb, out, 4),
+             eg_w(data, nd, n, count, use_ctx, st, sha, shb, out, 8))
+}
+
 /* ---- a shared tensor's entries into its dense form (codec.py: decode_shared) ---------------
- * Entry i sits gaps[i] + 1 elements after entry i - 1 (the first at gaps[0]) and holds
- * table[sym[i]]; out[0..numel) comes zeroed. The caller has checked that the gaps end inside
- * the tensor and that every symbol indexes table; -1 (out partly written) if not, as a last
- * guard. */
-int dc_scatter_shared(const int64_t *gaps, const int64_t *sym, int64_t n, const float *table,
-                      int64_t k, float *out, int64_t numel) {
-    int64_t at = -1; /* the last entry's position */
+ * In place: out[0..numel) holds, in its last n 4-byte slots, the entries' int32 symbols (the
+ * cluster-index stream was decoded there), and leaves with the dense tensor. Entry i sits
+ * gaps[i] + 1 elements after entry i - 1 (the first at gaps[0]) and holds table[sym[i]]; every
+ * other element is 0. One forward pass writes every element once: entry i's position is at
+ * most numel - n + i (the n - 1 - i entries after it need a slot each), the slot of its own
+ * symbol, so what is written for it (the zeros since entry i - 1, then its value) lands only on
+ * symbols already read. A short run of zeros is written as a block of ZERO_BLOCK where that
+ * stays below the symbols still to read: the zeros past entry i's position fall on elements
+ * that later entries (or the tail's memset) write again. The symbols are read with memcpy,
+ * which may alias the float stores (no strict-aliasing reordering). The caller has checked
+ * that the gaps end inside the tensor and that every symbol indexes table; -1 (out partly
+ * written, never past numel nor over a symbol still to read) if not, as a last guard. */
+#define ZERO_BLOCK 16
+
+int dc_expand_shared(const uint16_t *gaps, int64_t n, const float *table, int64_t k, float *out,
+                     int64_t numel) {
+    if (n > numel) return -1;
+    const char *sym = (const char *)(out + (numel - n));
+    int64_t at = 0; /* the next element to write */
     for (int64_t i = 0; i < n; i++) {
-        int64_t g = gaps[i], s = sym[i];
-        if (g < 0 || g >= numel - 1 - at || s < 0 || s >= k) return -1;
-        at += g + 1;
-        out[at] = table[s];
+        int32_t s;
+        memcpy(&s, sym + 4 * i, 4);
+        int64_t g = gaps[i], pos = at + g, own = numel - n + i; /* symbol i's slot */
+        if (s < 0 || s >= k || pos > own) return -1;
+        if (g < ZERO_BLOCK && at + ZERO_BLOCK <= own + 1)
+            memset(out + at, 0, sizeof(float) * ZERO_BLOCK); /* inlined: no call per entry */
+        else
+            for (int64_t j = at; j < pos; j++) out[j] = 0.0f;
+        out[pos] = table[s];
+        at = pos + 1;
     }
+    memset(out + at, 0, sizeof(float) * (size_t)(numel - at));
     return 0;
 }
 

@@ -429,11 +429,11 @@ def _dec_check(data, pos, code):
 
 
 @njit(cache=True, nogil=True)
-def _decode_tree(data, n, count, use_ctx, sha, shb):
+def _decode_tree(data, n, use_ctx, sha, shb, res):
     nb = _bitlen(n - 1)
     cshift = max(nb - _TREE_CLASS_BITS, 0)
     st = _new_contexts((1 << _TREE_CLASS_BITS) << nb if use_ctx else 1 << nb)
-    res = np.empty(count, dtype=np.int64)
+    count = res.size
     nd = data.size
     pos, code, rng = _dec_start(data)
     prev = 0
@@ -480,10 +480,10 @@ def _decode_tree(data, n, count, use_ctx, sha, shb):
 
 
 @njit(cache=True, nogil=True)
-def _decode_eg(data, n, count, use_ctx, sha, shb):
+def _decode_eg(data, n, use_ctx, sha, shb, res):
     bmax = _bitlen(n) - 1
     st = _new_contexts(_EG_STRIDE * (_EG_ORDER0 + 1) if use_ctx else _EG_STRIDE)
-    res = np.empty(count, dtype=np.int64)
+    count = res.size
     nd = data.size
     order0 = 3 * _EG_ORDER0 * _EG_STRIDE
 
@@ -697,7 +697,7 @@ def _sample(sym: np.ndarray) -> np.ndarray:
     return np.concatenate([sym[i * step : i * step + SAMPLE_RUN] for i in range(SAMPLE_PIECES)])
 
 
-def decode(data: bytes, n_symbols: int, count: int) -> np.ndarray:
+def decode(data: bytes, n_symbols: int, count: int, *, out=None) -> np.ndarray:
     """Decode ``count`` symbols coded by ``encode`` with the same ``n_symbols``.
 
     Runs in O(count * bitlen(n_symbols) + len(data)) time and O(count + len(data)) memory
@@ -707,9 +707,13 @@ def decode(data: bytes, n_symbols: int, count: int) -> np.ndarray:
         data: The payload (bytes-like).
         n_symbols: The alphabet size the stream was coded with.
         count: Number of symbols to decode (the caller bounds it).
+        out: None, or where to write the symbols: a C-contiguous uint16, int32 or int64
+            array of ``count`` elements wide enough for ``n_symbols`` (``ValueError`` if it is
+            not such an array).
 
     Returns:
-        ``np.int64`` array of ``count`` symbols, each in ``[0, n_symbols)``.
+        ``np.int64`` array of ``count`` symbols, each in ``[0, n_symbols)``, or ``out``
+        holding them.
 
     Raises:
         FormatError: if ``n_symbols`` or ``count`` is not a valid integer; ``count > 0`` with
@@ -725,7 +729,7 @@ def decode(data: bytes, n_symbols: int, count: int) -> np.ndarray:
     if count == 0:
         if buf.size:
             raise FormatError(f"{buf.size} trailing bytes of data for an empty stream")
-        return np.zeros(0, dtype=np.int64)
+        return _native.symbols_out(out, 0)
     if n == 0:
         raise FormatError(f"{count} symbols expected but the alphabet is empty")
     if buf.size == 0:
@@ -741,6 +745,7 @@ def decode(data: bytes, n_symbols: int, count: int) -> np.ndarray:
     sha, shb = _SHIFTS[mode >> 2]
     kind = mode & 3
     use_ctx = kind in (1, 3)
+    res = _native.symbols_out(out, count)
     if _native.lib() is not None:
         nb = (n - 1).bit_length()
         if kind < 2:
@@ -748,11 +753,11 @@ def decode(data: bytes, n_symbols: int, count: int) -> np.ndarray:
         else:
             contexts = _EG_STRIDE * (_EG_ORDER0 + 1) if use_ctx else _EG_STRIDE
         kernel = "tree" if kind < 2 else "eg"
-        res, status = _native.cabac_decode(kernel, rc, n, count, use_ctx, contexts, sha, shb)
+        res, status = _native.cabac_decode(kernel, rc, n, use_ctx, contexts, sha, shb, res)
     elif kind < 2:
-        res, status = _decode_tree(rc, n, count, use_ctx, sha, shb)
+        res, status = _decode_tree(rc, n, use_ctx, sha, shb, res)
     else:
-        res, status = _decode_eg(rc, n, count, use_ctx, sha, shb)
+        res, status = _decode_eg(rc, n, use_ctx, sha, shb, res)
     if status == 1:
         raise FormatError("range-coded data has bytes left over after the last symbol")
     if status == 2:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError
-from . import _native, huffman, sparse_index
+from . import huffman, sparse_index
 from ._checks import field_int
 from .codebook import codebook, encode_grid, grid_values
 from .coders import CODERS, DEFAULT, decode_stream, encode_stream, histogram
@@ -262,12 +262,12 @@ def decode_raw(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> t
 
 
 def _gaps(params: dict, g_table: bytes, g_bits: bytes, numel: int) -> np.ndarray:
-    """The gap stream, checked: no gap above the declared width, and the entries it places
-    end inside the tensor (the last at sum(gaps + 1) - 1 < numel)."""
-    entries = params["entries"]
-    gaps = decode_stream(
-        params.get("gap_coder", DEFAULT), g_table, params["gap_symbols"], g_bits, entries, "gap"
-    )
+    """The gap stream (uint16: at most 2**16 symbols), checked: no gap above the declared
+    width, and the entries it places end inside the tensor (the last at sum(gaps + 1) - 1 <
+    numel)."""
+    entries, coder = params["entries"], params.get("gap_coder", DEFAULT)
+    out = np.empty(entries, np.uint16)
+    gaps = decode_stream(coder, g_table, params["gap_symbols"], g_bits, entries, "gap", out)
     if len(gaps) and gaps.max() > max_gap(params["index_bits"]):
         raise FormatError("a gap exceeds the declared index_bits")
     if len(gaps) and int(gaps.sum()) + len(gaps) > numel:
@@ -288,11 +288,11 @@ def decode_sparse(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -
     return out.reshape(shape)
 
 
-def _shared_streams(params: dict, parts: list[bytes], numel: int):
+def _shared_streams(params: dict, parts: list[bytes], numel: int, out=None):
     """A `shared` section's codebook (`codebook`: refused when not finite; a writer never
     stores one, `save` refuses NaN weights), gaps (checked by `_gaps`) and cluster symbols
-    (0 = filler, 1..k; none above k): one check, so that the dense decoder and the compressed
-    runtime refuse the same files."""
+    (0 = filler, 1..k; none above k; int64, or into `out`, an int32 array of `entries`): one
+    check, so that the dense decoder and the compressed runtime refuse the same files."""
     _, w_table, w_bits, g_table, g_bits = parts
     values = codebook(params, parts)
     k = params["k"]
@@ -306,6 +306,7 @@ def _shared_streams(params: dict, parts: list[bytes], numel: int):
         w_bits,
         params["entries"],
         "cluster-index",
+        out,
     )
     return values, gaps, symbols
 
@@ -318,16 +319,15 @@ def shared_entries(params: dict, parts: list[bytes], numel: int):
 
 
 def decode_shared(params: dict, parts: list[bytes], dtype: torch.dtype, shape) -> torch.Tensor:
+    """The cluster symbols are decoded as int32 into the output's own memory and made dense
+    there (`sparse_index.expand`): besides the output, only the uint16 gaps are held."""
     numel = int(np.prod(shape, dtype=np.int64))
-    values, gaps, wsym = _shared_streams(params, parts, numel)
-    table = np.concatenate([np.zeros(1, np.float32), values])
-    # torch.zeros, not numpy's calloc: numpy asks for transparent huge pages, which made a
-    # new process's first load 3x slower
-    out = torch.zeros(numel, dtype=torch.float32)
-    if _native.lib() is not None:  # one pass over the entries, no temporaries
-        _native.scatter_shared(gaps, wsym, table, out.numpy())
-    else:
-        out[torch.from_numpy(decode_positions(gaps))] = torch.from_numpy(table[wsym])
+    # torch's, not numpy's: numpy asks for transparent huge pages, which made a new process's
+    # first load 3x slower
+    out, e = torch.empty(numel, dtype=torch.float32), params["entries"]
+    o = out.numpy()
+    values, gaps, _ = _shared_streams(params, parts, numel, o.view(np.int32)[numel - e :])
+    sparse_index.expand(gaps, np.concatenate([np.zeros(1, np.float32), values]), o)
     return out.reshape(shape).to(dtype)
 
 

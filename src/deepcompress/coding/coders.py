@@ -58,8 +58,8 @@ def _huffman_size(hist: np.ndarray) -> int:
     return len(pack_lengths(lens)) + (huffman.coded_bits(hist, lens) + 7) // 8
 
 
-def _huffman_decode(table: bytes, n_sym: int, data: bytes, count: int) -> np.ndarray:
-    return huffman.decode(data, unpack_lengths(table, n_sym), count)
+def _huffman_decode(table: bytes, n_sym: int, data: bytes, count: int, out=None) -> np.ndarray:
+    return huffman.decode(data, unpack_lengths(table, n_sym), count, out=out)
 
 
 def rans_precision(hist: np.ndarray) -> tuple[int, np.ndarray]:
@@ -84,20 +84,22 @@ def _rans_encode(symbols: np.ndarray, hist: np.ndarray) -> tuple[bytes, bytes]:
     return rans.pack_table(freqs, precision), rans.encode(symbols, freqs, precision)
 
 
-def _rans_decode(table: bytes, n_sym: int, data: bytes, count: int) -> np.ndarray:
+def _rans_decode(table: bytes, n_sym: int, data: bytes, count: int, out=None) -> np.ndarray:
     freqs, precision = rans.unpack_table(table, n_sym)
-    return rans.decode(data, freqs, precision, count)
+    return rans.decode(data, freqs, precision, count, out=out)
 
 
 @dataclass(frozen=True)
 class Coder:
     """One entropy coder: `encode(symbols, hist) -> (table, payload)`, `decode(table,
-    n_symbols, payload, count) -> symbols`, and `table_bytes(n_symbols)`, the size its table
-    must have (None: the table checks its own size); `size(hist)`, where known, is the exact
-    bytes of `encode`'s table and payload, so that a stream is coded only if it is chosen."""
+    n_symbols, payload, count, out=None) -> symbols` (int64, or into `out`: a uint16, int32
+    or int64 array of `count` elements that holds the alphabet), and `table_bytes(n_symbols)`,
+    the size its table must have (None: the table checks its own size); `size(hist)`, where
+    known, is the exact bytes of `encode`'s table and payload, so that a stream is coded only
+    if it is chosen."""
 
     encode: Callable[[np.ndarray, np.ndarray], tuple[bytes, bytes]]
-    decode: Callable[[bytes, int, bytes, int], np.ndarray]
+    decode: Callable[..., np.ndarray]
     table_bytes: Callable[[int], int | None]
     size: Callable[[np.ndarray], int] | None = None
 
@@ -108,7 +110,7 @@ CODERS: dict[str, Coder] = {
     "rans": Coder(_rans_encode, _rans_decode, lambda n: None),
     "cabac": Coder(
         lambda symbols, hist: (b"", cabac.encode(symbols, len(hist), hist)),
-        lambda table, n, data, count: cabac.decode(data, n, count),
+        lambda table, n, data, count, out=None: cabac.decode(data, n, count, out=out),
         lambda n: 0,
     ),
 }
@@ -180,10 +182,11 @@ def encode_stream(symbols: np.ndarray, entropy: str = "auto") -> tuple[str, int,
 
 
 def decode_stream(
-    coder: str, table: bytes, n_sym: int, data: bytes, count: int, what: str
+    coder: str, table: bytes, n_sym: int, data: bytes, count: int, what: str, out=None
 ) -> np.ndarray:
-    """Decode one stream; FormatError names the stream (`what`)."""
+    """Decode one stream, as int64 or into `out` (see `Coder`); FormatError names the stream
+    (`what`)."""
     try:
-        return CODERS[coder].decode(table, n_sym, data, count)
+        return CODERS[coder].decode(table, n_sym, data, count, out)
     except FormatError as e:
         raise FormatError(f"{what} stream: {e}") from None

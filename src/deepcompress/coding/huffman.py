@@ -337,9 +337,10 @@ _OK, _RAN_OUT, _TOO_MUCH_PADDING, _NONZERO_PADDING = 0, 1, 2, 3
 
 
 @njit(cache=True)
-def _decode_kernel(data, count, table, tbits):  # pragma: no cover - compiled
-    """Table-driven decode. Returns (symbols, status, index where decoding stopped)."""
-    out = np.empty(count, np.int64)
+def _decode_kernel(data, table, tbits, out):  # pragma: no cover - compiled
+    """Table-driven decode into `out` (its size: the count). Returns (out, status, index
+    where decoding stopped)."""
+    count = out.size
     n = data.size
     pos = 0
     acc = 0
@@ -381,7 +382,7 @@ def _decode_table(lens: np.ndarray) -> tuple[np.ndarray, int]:
     return table, tbits
 
 
-def decode(data: bytes, lengths: np.ndarray, count: int) -> np.ndarray:
+def decode(data: bytes, lengths: np.ndarray, count: int, *, out=None) -> np.ndarray:
     """Decode ``count`` symbols coded by ``encode`` with the same ``lengths``.
 
     Runs in O(count + len(data) + 2**max(lengths)) time and memory whatever the input.
@@ -390,9 +391,12 @@ def decode(data: bytes, lengths: np.ndarray, count: int) -> np.ndarray:
         data: The payload (bytes-like).
         lengths: Code-length table; validated first.
         count: Number of symbols to decode.
+        out: None, or where to write the symbols: a C-contiguous uint16, int32 or int64
+            array of ``count`` elements wide enough for the alphabet (``ValueError`` if it is
+            not such an array); a decoder that must not hold an int64 array per symbol.
 
     Returns:
-        ``np.int64`` array of ``count`` symbols.
+        ``np.int64`` array of ``count`` symbols, or ``out`` holding them.
 
     Raises:
         FormatError: if the table is invalid; ``count`` is negative; ``count > 0`` with an
@@ -410,18 +414,21 @@ def decode(data: bytes, lengths: np.ndarray, count: int) -> np.ndarray:
             raise FormatError(f"{count} symbols expected but the code table is empty")
         if buf.size:
             raise FormatError(f"{buf.size} bytes of data for an empty stream")
-        return np.zeros(0, dtype=np.int64)
+        return _native.symbols_out(out, 0)
     if npresent == 1:
         if buf.size:
             raise FormatError(f"{buf.size} bytes of data for a single-symbol stream")
-        return np.full(count, int(np.flatnonzero(lens)[0]), dtype=np.int64)
+        out = _native.symbols_out(out, count)
+        out[:] = int(np.flatnonzero(lens)[0])
+        return out
     if count > 8 * buf.size:
         raise FormatError(f"{count} symbols cannot fit in {buf.size} bytes")
     table, tbits = _decode_table(lens)
+    out = _native.symbols_out(out, count)
     if _native.lib() is not None:
-        out, status, where = _native.huffman_decode(buf, count, table, tbits)
+        out, status, where = _native.huffman_decode(buf, table, tbits, out)
     else:
-        out, status, where = _decode_kernel(buf, count, table, tbits)
+        out, status, where = _decode_kernel(buf, table, tbits, out)
     if status == _RAN_OUT:
         raise FormatError(f"data ran out after {where} of {count} symbols ({buf.size} bytes)")
     if status == _TOO_MUCH_PADDING:

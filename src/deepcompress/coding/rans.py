@@ -490,12 +490,13 @@ def _read_state(data, pos):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _decode_kernel(data, count, table, precision):  # pragma: no cover - compiled
-    """rANS-decode. Returns (symbols, status, detail: a position or a state).
+def _decode_kernel(data, table, precision, out):  # pragma: no cover - compiled
+    """rANS-decode into `out` (its size: the count). Returns (out, status, detail: a position
+    or a state).
 
     ``table[slot] = sym << 31 | freq[sym] << 15 | (slot - cum[sym])`` for the slot's symbol.
     """
-    out = np.empty(count, np.int64)
+    count = out.size
     n = data.size
     if n < 2 * _STATE_BYTES:
         return out, _SHORT, 0
@@ -576,7 +577,7 @@ def encode(symbols: np.ndarray, freqs: np.ndarray, precision: int) -> bytes:
     return out.tobytes()
 
 
-def decode(data: bytes, freqs: np.ndarray, precision: int, count: int) -> np.ndarray:
+def decode(data: bytes, freqs: np.ndarray, precision: int, count: int, *, out=None) -> np.ndarray:
     """Decode ``count`` symbols coded by ``encode`` with the same table.
 
     Runs in O(count + len(data) + len(freqs) + 2**precision) time and memory whatever the
@@ -587,9 +588,12 @@ def decode(data: bytes, freqs: np.ndarray, precision: int, count: int) -> np.nda
         freqs: Frequency table; validated first.
         precision: Its precision.
         count: Number of symbols to decode (the caller bounds it).
+        out: None, or where to write the symbols: a C-contiguous uint16, int32 or int64
+            array of ``count`` elements wide enough for the alphabet (``ValueError`` if it is
+            not such an array).
 
     Returns:
-        ``np.int64`` array of ``count`` symbols.
+        ``np.int64`` array of ``count`` symbols, or ``out`` holding them.
 
     Raises:
         FormatError: if the table or precision is invalid; ``count`` is not a non-negative
@@ -607,16 +611,18 @@ def decode(data: bytes, freqs: np.ndarray, precision: int, count: int) -> np.nda
         if buf.size:
             what = "an empty stream" if count == 0 else "a single-symbol table"
             raise FormatError(f"{buf.size} trailing bytes of data for {what}")
-        if count == 0:
-            return np.zeros(0, dtype=np.int64)
-        return np.full(count, int(np.flatnonzero(f)[0]), dtype=np.int64)
+        out = _native.symbols_out(out, count)
+        if count:
+            out[:] = int(np.flatnonzero(f)[0])
+        return out
     slot_sym = np.repeat(np.arange(f.size, dtype=np.int64), f)
     bias = np.arange(1 << p, dtype=np.int64) - _cumulative(f)[slot_sym]
     table = (slot_sym << _SYM_SHIFT) | (f[slot_sym] << _FREQ_SHIFT) | bias
+    out = _native.symbols_out(out, count)
     if _native.lib() is not None:
-        out, status, where = _native.rans_decode(buf, count, table, p)
+        out, status, where = _native.rans_decode(buf, table, p, out)
     else:
-        out, status, where = _decode_kernel(buf, count, table, p)
+        out, status, where = _decode_kernel(buf, table, p, out)
     if status == _SHORT:
         raise FormatError(f"{buf.size} bytes of data, too short for the two 4-byte rANS states")
     if status == _BAD_STATE:

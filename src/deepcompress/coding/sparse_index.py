@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _native
+
 
 def check_index_bits(index_bits) -> None:
     """None (the width is chosen by size) or an integer in 1..16; else ValueError."""
@@ -127,8 +129,38 @@ def encode_entries(
 
 
 def decode_positions(gaps: np.ndarray) -> np.ndarray:
-    """Flat positions of the entries whose gaps are `gaps` (int64)."""
-    return np.cumsum(np.asarray(gaps, dtype=np.int64) + 1) - 1
+    """Flat positions of the entries whose gaps are `gaps` (int64: the one array made)."""
+    p = np.add(np.asarray(gaps), 1, dtype=np.int64)
+    np.cumsum(p, out=p)
+    p -= 1
+    return p
+
+
+def expand(gaps: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
+    """A `shared` tensor made dense in place: `out` (float32, C-contiguous, the tensor's
+    elements) comes with its entries' symbols as int32 in its last `len(gaps)` 4-byte slots
+    and leaves with `table[symbol i]` at entry i's position (`decode_positions(gaps)`), zeros
+    elsewhere; `gaps` is uint16. So the gaps are the only array besides the output.
+
+    One pass from the first entry to the last: entry i's position is at most the slot of its
+    own symbol (each entry after it needs a position of its own), so what is written for it
+    (the zeros since entry i - 1, then its value) overwrites only symbols already read. The C
+    loop where built, else numpy by slices of entries. The caller has checked that the gaps
+    end inside `out` and that every symbol indexes `table`.
+    """
+    if _native.lib() is not None:
+        return _native.expand_shared(gaps, table, out)
+    sym, chunk = out.view(np.int32)[out.size - len(gaps) :], _CHUNK >> 2
+    at = 0  # the next element to write
+    for a in range(0, len(gaps), chunk):
+        pos = np.add(gaps[a : a + chunk], 1, dtype=np.int64)
+        np.cumsum(pos, out=pos)
+        pos += at - 1
+        values = table[sym[a : a + chunk]]  # read before the writes below
+        out[at : pos[-1]] = 0
+        out[pos] = values
+        at = int(pos[-1]) + 1
+    out[at:] = 0
 
 
 def filler_count(positions: np.ndarray, index_bits: int) -> int:
