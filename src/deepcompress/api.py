@@ -113,8 +113,10 @@ def encode_state_dict(
     common slope, near-lossless (`encode.POSTTRAIN_QUALITY`); `quality` moves that slope and
     `size` picks the best quality that fits. A tensor that `sparsity` or `bits` reaches is
     instead pruned by magnitude and its kept weights shared through a `2**bits`-entry k-means
-    codebook, as in the paper. The header's `meta["encode"]` records the settings each weight
-    got.
+    codebook, as in the paper. A tensor that would get a quality but holds at most 16 distinct
+    values (a 0/1 attention mask in the state dict, a table of a few levels) is stored exactly,
+    through a codebook of its own values, and left out of the quality's scale. The header's
+    `meta["encode"]` records the settings each weight got.
 
     Tensors of `state` that are one and the same memory (same storage pointer, shape, strides
     and dtype: the tied weights of `model.state_dict()`, e.g. an LM's input embedding and

@@ -178,13 +178,14 @@ class Quantized:
     cost: float
 
 
-def quantize(values, lam: float, weights=None, rd: float = 1.0) -> Quantized:
+def quantize(values, lam: float, weights=None, rd: float = 1.0, limit=None) -> Quantized:
     """Quantization on the grid of `lam`'s step (`step`, for the mean weight), with the rate
     priced at `rd * lam` in the assignment: `rd` = 1 is `ecsq` proper (the better, lower J,
     of grid and free levels: a grid codebook costs a few bits a level, free levels 32 but sit
     at their members' means, which pays at few levels), `rd` = 0 rounds each value to its
     nearest grid level (uniform reconstruction, no dead zone), values between move the dead
-    zone and the levels part of the way."""
+    zone and the levels part of the way. `limit`: no grid level above it (the largest value
+    of the tensor's own dtype, such as float16's 65504; None: float32's)."""
     if not 0.0 <= rd <= 1.0:
         raise ValueError(f"rd must be in [0, 1], got {rd}")
     _check_lam(lam)
@@ -192,16 +193,16 @@ def quantize(values, lam: float, weights=None, rd: float = 1.0) -> Quantized:
     w = _weights(weights, np.shape(values) if weights is not None else None, x.size)
     s = step(lam, float(w.mean()) or 1.0)
     if rd == 0:
-        return _rounded(x, w, lam, s)
+        return _rounded(x, w, lam, s, limit)
     x = x.astype(np.float64)
-    on_grid = _ecsq(x, w, lam, grid=True, step_=s, rate=rd)
+    on_grid = _ecsq(x, w, lam, grid=True, step_=s, rate=rd, limit=limit)
     if rd < 1:
         return on_grid
     free = _ecsq(x, w, lam)
     return on_grid if on_grid.cost <= free.cost else free
 
 
-def _rounded(x: np.ndarray, w: np.ndarray, lam: float, s: float) -> Quantized:
+def _rounded(x: np.ndarray, w: np.ndarray, lam: float, s: float, limit=None) -> Quantized:
     """Each value of flat `x` rounded to the nearest multiple of the grid's step (`ecsq` with
     `rate=0`), in two passes over slices of `x`: no sort, no per-value costs, and no array as
     large as `x` but the symbols, in 16 bits where they fit (what keeps `encode`'s peak
@@ -209,7 +210,7 @@ def _rounded(x: np.ndarray, w: np.ndarray, lam: float, s: float) -> Quantized:
     by `w` (one entry or one per value)."""
     if x.size == 0:
         return Quantized(np.zeros(0, np.float32), np.zeros(0, np.int32), s, 0.0)
-    s = grid_step(x, s)
+    s = grid_step(x, s, limit)
 
     def mult(part: slice) -> np.ndarray:  # the grid integer of each value of a slice
         return np.rint(x[part].astype(np.float64) / s).astype(np.int64)
@@ -257,14 +258,16 @@ def _flat(values) -> np.ndarray:
     return x
 
 
-def grid_step(x: np.ndarray, s: float) -> float:
+def grid_step(x: np.ndarray, s: float, limit: float | None = None) -> float:
     """The grid's step: `s`, but no finer than 2**-22 of the largest value, so that the
     integers stay below 2**22 and float32(m * s) are distinct for distinct m; and, for values
-    near float32's largest, a little finer where the top level would pass it (be infinite)."""
+    near `limit` (the largest of the tensor's dtype; None: float32's), a little finer where
+    the top level would pass it (be infinite once decoded in that dtype)."""
     top = max(-float(x.min()), float(x.max()))
     s = max(s, top * 2.0**-22, 1e-37)
-    f32_max, m_top = float(np.finfo(np.float32).max), np.rint(top / s)
-    return f32_max / m_top * (1 - 2.0**-40) if m_top * s > f32_max else s
+    limit = float(np.finfo(np.float32).max) if limit is None else float(limit)
+    m_top = np.rint(top / s)
+    return limit / m_top * (1 - 2.0**-40) if m_top * s > limit else s
 
 
 def ecsq(
@@ -306,14 +309,14 @@ def ecsq(
     return _ecsq(x, w, lam, grid=grid, step_=step_, rate=rate, max_iter=max_iter, tol=tol)
 
 
-def _ecsq(x, w, lam, *, grid=False, step_=None, rate=1.0, max_iter=30, tol=1e-4) -> Quantized:
+def _ecsq(x, w, lam, *, grid=False, step_=None, rate=1.0, max_iter=30, tol=1e-4, limit=None):
     """`ecsq` on flat float64 `x` and its checked weights `w` (`_weights`)."""
     level_bits = GRID_LEVEL_BITS if grid else CODEBOOK_BITS
     if x.size == 0:
         return Quantized(np.zeros(0, np.float32), np.zeros(0, np.int64), None, 0.0)
     # A uniform grid through zero at the high-rate step for the mean weight, only the levels
     # some value is nearest to (at most one per value).
-    s = grid_step(x, step(lam, float(w.mean()) or 1.0) if step_ is None else step_)
+    s = grid_step(x, step(lam, float(w.mean()) or 1.0) if step_ is None else step_, limit)
     mult = np.union1d(np.rint(x / s), [0.0]).astype(np.int64)
     levels = _grid_values(mult, s)
     cost = np.zeros(len(levels))

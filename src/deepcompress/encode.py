@@ -26,8 +26,9 @@ from .ecsq import QUALITY_RANGE, check_quality, lam_for_quality, quantize, rms
 from .format.container import Record
 from .parametrizations import Masked, Shared, Snapped
 from .pruning import kept_positions
+from .selection import fit_size
 from .settings import UNSET, assign, check_raw_dtype, is_number, item, plan
-from .sharing import INITS, kmeans_1d
+from .sharing import INITS, few_values, kmeans_1d
 from .targets import Slot, dedup, layer_kind, model_state, storage_key
 
 #: Post-training defaults (`encode_state_dict`): without retraining, pruning and coarse
@@ -65,6 +66,7 @@ def encode_tensor(
     lam: float | None = None,
     weights: torch.Tensor | None = None,
     rd: float = POSTTRAIN_RD,
+    exact: bool = False,
     index_bits: int | None = None,
     entropy: str = "auto",
     raw_dtype: torch.dtype | None = None,
@@ -74,6 +76,8 @@ def encode_tensor(
     - `held` a `Shared` parametrization: codec `shared`, its codebook and indices as they are.
     - `held` a `Snapped` one: codec `shared`, the grid's levels that `t` uses (as integers).
     - `held` a `Masked` one: codec `sparse`, the non-zeros of `t` in full precision.
+    - else, with `exact`: `shared` through a codebook of `t`'s own distinct values (few:
+      `sharing.few_values`), the zeros as pruned entries: lossless.
     - else, with `lam`: rate-distortion sharing at that slope (`ecsq.quantize`), each value's
       error weighted by `weights` (broadcastable to `t`; None: all alike), zero one of the
       levels (`shared`, the zeros as pruned entries).
@@ -112,8 +116,18 @@ def encode_tensor(
     elif isinstance(held, Masked):
         params, parts = codec.encode_sparse(t, index_bits, entropy)
         kind = "sparse"
+    elif exact:
+        flat = t.detach().reshape(-1).cpu()
+        positions = torch.nonzero(flat).reshape(-1)
+        values, labels = torch.unique(flat[positions], return_inverse=True)
+        symbols = (labels + 1).to(torch.int32).numpy()
+        params, parts = codec.encode_shared_entries(
+            positions.numpy(), symbols, values.float(), index_bits, entropy
+        )
+        kind = "shared"
     elif lam is not None:
-        q = quantize(t.detach().cpu().float(), lam, weights, rd)
+        top = min(torch.finfo(t.dtype).max, torch.finfo(torch.float32).max)  # float16: 65504
+        q = quantize(t.detach().cpu().float(), lam, weights, rd, top)
         gaps, kept = nonzero_gaps(q.symbols), q.symbols[q.symbols != 0]
         codebook, grid = torch.from_numpy(q.codebook), q.step
         del q  # the dense symbols: what is left is as long as the kept weights, mostly uint16
@@ -218,6 +232,10 @@ def state_records(
     for name, t in state.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name!r} is a {type(t).__name__}, not a tensor")
+        try:  # before any arithmetic on it: float8 has no isfinite
+            codec.dtype_name(t.dtype)
+        except ValueError as e:
+            raise ValueError(f"{name!r}: {e}") from None
     if size is not None and (quality is not UNSET and not isinstance(quality, Mapping)):
         raise ValueError("give a size or a quality for all tensors, not both")
     groups, tied = dedup((n, storage_key(t)) for n, t in state.items())
@@ -256,6 +274,10 @@ def state_records(
                 f"tensor {name!r} contains NaN or infinity; refusing to quantize it (a mask "
                 "of -inf can be stored as it is: exclude it)"
             )
+    exact = {n for n in qualities if few_values(state[n]) is not None}  # a mask: lossless
+    for name in exact:
+        del qualities[name]
+        settings[name] = {"exact": True}
     scale = rms([state[n] for n in _scaled(weights, {*settings, *qualities}, state)])
     errw = _error_weights(importance, state, [g[0].tname for g in weights], tied)
 
@@ -276,6 +298,7 @@ def state_records(
                     lam=st.get("lam"),
                     weights=errw.get(name) if "lam" in st else None,
                     rd=rd,
+                    exact="exact" in st,
                     init=init,
                     index_bits=index_bits,
                     entropy=entropy,
@@ -295,7 +318,7 @@ def state_records(
             "a size target needs weight tensors that no bits, sparsity or quality reaches"
         )
     common = POSTTRAIN_QUALITY if quality is UNSET else _common(quality)
-    records, chosen = _fit(
+    records, chosen = fit_size(
         encode_at, lambda r, c: measure(r, c, tied), int(size), *QUALITY_RANGE, common
     )
     _warn_lost(records, state, chosen, scale)
@@ -305,10 +328,9 @@ def state_records(
 def _warn_lost(records: list[Record], state, chosen: dict, scale: float) -> None:
     """Warn (UserWarning, naming them) of the tensors one common quality leaves mostly lost:
     every value rounded to zero, or a scale `SMALL_SCALE` times below the model's and so an
-    estimated relative error (sqrt(density) x step / sqrt(12) / RMS, at most 1) of 0.1 or
-    more. The one-slope allocation is optimal for the weights' squared error as a whole; a
-    layer of a far smaller scale (a head at 1e-3 beside weights of 1) pays for it, and a
-    per-tensor quality fixes it."""
+    estimated relative error (sqrt(density) x step / sqrt(12) / RMS, at most 1; free levels:
+    the quality's step) of 0.1 or more. One slope is optimal for the squared error as a whole;
+    a layer of a far smaller scale pays for it, and a per-tensor quality fixes it."""
     lost = []
     for rec in records:
         if "quality" not in chosen.get(rec.name, {}) or rec.codec != "shared":
@@ -318,7 +340,8 @@ def _warn_lost(records: list[Record], state, chosen: dict, scale: float) -> None
             continue
         own = rms([state[rec.name]])
         density = nonzero / state[rec.name].numel()  # zeros stay zeros: no error there
-        err = min(1.0, density**0.5 * rec.params["grid"] / 12**0.5 / own)
+        step = rec.params.get("grid") or scale * 2.0 ** -chosen[rec.name]["quality"]
+        err = min(1.0, density**0.5 * step / 12**0.5 / own)
         if rec.params["k"] == 0 or (own * SMALL_SCALE < scale and err >= 0.1):
             lost.append(f"{rec.name} (RMS {own:.3g}, relative error about {err:.2g})")
     if lost:
@@ -330,50 +353,19 @@ def _warn_lost(records: list[Record], state, chosen: dict, scale: float) -> None
         )
 
 
-def _fit(encode_at, measure, size: int, lo: float, hi: float, start: float, probes: int = 6):
-    """`encode_at`'s result at the highest common quality in [lo, hi] whose file is at most
-    `size` bytes, to 2**-probes of a quality step of 2: steps of 2 from `start` until the size
-    is bracketed (the file's size falls with the quality), then bisection."""
-
-    def fits(q: float):
-        found = encode_at(q)
-        return found if measure(*found) <= size else None
-
-    q = start
-    best = fits(q)
-    if best is not None:  # climb while it fits
-        while q < hi and (above := fits(min(q + 2, hi))) is not None:
-            q, best = min(q + 2, hi), above
-        if q >= hi:
-            return best
-        low, high = q, min(q + 2, hi)
-    else:  # descend until it fits
-        while best is None:
-            if q <= lo:
-                smallest = measure(*encode_at(lo))
-                raise ValueError(f"no file of at most {size} bytes: {smallest} at quality {lo:g}")
-            q = max(q - 2, lo)
-            best = fits(q)
-        low, high = q, min(q + 2, hi)
-    for _ in range(probes):
-        mid = (low + high) / 2
-        found = fits(mid)
-        if found is not None:
-            low, best = mid, found
-        else:
-            high = mid
-    return best
-
-
 def _scaled(weights: list, coded: set, state) -> list[str]:
-    """The weights the quality's scale is the RMS of: the `coded` ones, and others if finite."""
+    """The weights the quality's scale is the RMS of: the `coded` ones, and others if finite;
+    not those of a few distinct values (a 0/1 mask's RMS is far above a model's weights'),
+    unless there are only those."""
     names = [g[0].tname for g in weights]
-    return [n for n in names if n in coded or torch.isfinite(state[n]).all()]
+    names = [n for n in names if n in coded or torch.isfinite(state[n]).all()]
+    return [n for n in names if few_values(state[n]) is None] or names
 
 
 def _error_weights(importance, state, names: list[str], tied: dict[str, str]) -> dict:
-    """`importance` checked (a tensor broadcastable to each named weight's shape, finite,
-    >= 0) and scaled to mean 1 over all the weights it gives. It may hold every parameter of a
+    """`importance` checked for `encode_state_dict` (a tensor broadcastable to each named
+    weight's shape, finite, >= 0) and scaled to mean 1 over all the weights it gives, for
+    the state dict `state` whose coded weights are `names`. It may hold every parameter of a
     model, as `importance.importance` gives them: entries for tensors of the state that are not
     shared (biases, norms: stored as they are) are ignored, a tied name counts for its first
     name, and `P.parametrizations.N.original` (a parametrized model's name) for `P.N` when the

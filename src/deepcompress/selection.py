@@ -1,6 +1,7 @@
 """The searches `schedule.compress` runs to share weights within an error budget: the fewest
 k-means bits per kind of layer, or the lowest rate-distortion quality, whose quantized model
-(before any fine-tuning) keeps the user's `evaluate` within a limit."""
+(before any fine-tuning) keeps the user's `evaluate` within a limit; and the one that
+`encode_state_dict(size=)` runs, the highest quality whose file fits (`fit_size`)."""
 
 from __future__ import annotations
 
@@ -111,3 +112,39 @@ def index_bits(model: nn.Module) -> dict[str, int]:
         if shared is not None:
             out[name] = max(1, int(shared.codebook.numel()).bit_length())
     return out
+
+
+def fit_size(encode_at, measure, size: int, lo: float, hi: float, start: float, probes: int = 6):
+    """For `encode_state_dict(size=)`: `encode_at`'s result at the highest common quality in
+    [lo, hi] whose file is at most `size` bytes, to 2**-probes of a quality step of 2: steps
+    of 2 from `start` until the size is bracketed (the file's size falls with the quality),
+    then bisection."""
+
+    def fits(q: float):
+        found = encode_at(q)
+        return found if measure(*found) <= size else None
+
+    q = start
+    best = fits(q)
+    if best is not None:  # climb while it fits
+        while q < hi and (above := fits(min(q + 2, hi))) is not None:
+            q, best = min(q + 2, hi), above
+        if q >= hi:
+            return best
+        low, high = q, min(q + 2, hi)
+    else:  # descend until it fits
+        while best is None:
+            if q <= lo:
+                smallest = measure(*encode_at(lo))
+                raise ValueError(f"no file of at most {size} bytes: {smallest} at quality {lo:g}")
+            q = max(q - 2, lo)
+            best = fits(q)
+        low, high = q, min(q + 2, hi)
+    for _ in range(probes):
+        mid = (low + high) / 2
+        found = fits(mid)
+        if found is not None:
+            low, best = mid, found
+        else:
+            high = mid
+    return best

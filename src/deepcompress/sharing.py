@@ -57,6 +57,9 @@ TRAINABLE = ("codebook", "weights")
 #: weight of a linear map applied to one-hot inputs, and an LM's output layer is often tied to
 #: it, which needs one setting for both.
 DEFAULT_BITS: dict[str, int] = {"conv": 8, "linear": 5, "embedding": 5}
+#: A tensor of at most this many distinct values (a 0/1 attention mask in a state dict, a table
+#: of a few levels) is shared exactly, through a codebook of its own values (`few_values`).
+EXACT_LEVELS = 16
 
 
 def init_centroids(x: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarray:
@@ -180,6 +183,21 @@ def _runs(xs: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mids = (c[1:] + c[:-1]) / 2
     b = np.concatenate([[0], np.searchsorted(xs, mids, side="right"), [len(xs)]])
     return c, b
+
+
+def few_values(t: torch.Tensor, most: int = EXACT_LEVELS) -> torch.Tensor | None:
+    """The distinct values of floating-point `t` (ascending, as float32) if there are at most
+    `most` and float32 holds each exactly; else None. A strided sample of about 4,096 values
+    is looked at first, so that an ordinary weight costs next to nothing."""
+    flat = t.detach().reshape(-1)
+    if not t.is_floating_point() or not flat.numel():
+        return None
+    if torch.unique(flat[:: max(1, flat.numel() // 4096)]).numel() > most:
+        return None
+    values = torch.unique(flat)
+    if values.numel() > most or not torch.equal(values.float().to(values.dtype), values):
+        return None
+    return values.float()
 
 
 def quantize_(

@@ -78,15 +78,15 @@ def merged(cfg_value, flag, per_layer: dict):
     if given, else the file's "*" or its plain value. None when nothing was given (the API's
     default applies); a plain value when there are no patterns."""
     spec = dict(per_layer)
-    catch_all = flag
+    catch_all, star = flag, flag is not None
     if isinstance(cfg_value, dict):
         spec.update({k: v for k, v in cfg_value.items() if k not in spec and k != "*"})
         if catch_all is None:
-            catch_all = cfg_value.get("*")
+            catch_all, star = cfg_value.get("*"), "*" in cfg_value  # "*": null counts
     elif catch_all is None:
         catch_all = cfg_value
     if not spec:
         return catch_all
-    if catch_all is not None:
+    if star:
         spec["*"] = catch_all  # last: an earlier pattern wins over it
     return spec
