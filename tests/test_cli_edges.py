@@ -90,3 +90,56 @@ def test_an_unstorable_dtype_is_refused_naming_the_tensor(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("deepcompress: error: 'scale': dtype torch.float8_e5m2 cannot be")
     assert not (tmp_path / "o.dcz").exists()
+
+
+def test_pytorch_checkpoints_encode_and_pickled_models_or_folders_are_refused(tmp_path, capsys):
+    """`encode` read .safetensors only ('header too large' for a .pt file); a folder was 'no
+    such file'. A state dict saved with torch.save, alone or in a training checkpoint beside
+    its optimizer's and epoch, now encodes as its .safetensors twin does."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.randn(2, 16)).sum().backward()
+    opt.step()  # an optimizer state with tensors of its own
+    save_file(net.state_dict(), str(tmp_path / "m.safetensors"))
+    torch.save(net.state_dict(), tmp_path / "sd.pt")
+    ckpt = {"state_dict": net.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}
+    torch.save(ckpt, tmp_path / "ckpt.pth")
+    assert _encode(tmp_path / "m.safetensors", tmp_path / "a.dcz", "--quiet") == 0
+    expected = dc.load(tmp_path / "a.dcz")
+    for name in ("sd.pt", "ckpt.pth"):
+        assert _encode(tmp_path / name, tmp_path / f"{name}.dcz", "--quiet") == 0
+        got = dc.load(tmp_path / f"{name}.dcz")
+        assert got.keys() == expected.keys()
+        assert all(torch.equal(got[k], expected[k]) for k in got)
+    capsys.readouterr()
+    torch.save(net, tmp_path / "whole.pt")  # a pickled module: code would run to read it
+    (tmp_path / "folder").mkdir()
+    for name, says in (("whole.pt", "save model.state_dict()"), ("folder", "is a folder")):
+        assert _encode(tmp_path / name, tmp_path / "x.dcz", "--quiet") == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1 and "\x1b" not in err
+    with pytest.raises(TypeError, match="not a Sequential"):
+        dc.encode_state_dict(net, tmp_path / "y.dcz")
+    with pytest.raises(TypeError, match=r"a checkpoint\? pass ckpt\['state_dict'\]"):
+        dc.encode_state_dict(ckpt, tmp_path / "y.dcz")
+
+
+def test_the_inputs_safetensors_metadata_comes_back_on_decode(tmp_path):
+    """encode dropped it and decode wrote {"source": ...} alone, which transformers refuses (it
+    wants "format": "pt")."""
+    from safetensors import safe_open
+
+    def metadata(path):
+        with safe_open(str(path), "pt") as f:
+            return f.metadata()
+
+    w = {"fc.weight": torch.randn(8, 8)}
+    save_file(w, str(tmp_path / "hf.safetensors"), metadata={"format": "pt", "note": "mine"})
+    save_file(w, str(tmp_path / "plain.safetensors"))
+    for name, expected in (("hf", {"format": "pt", "note": "mine"}), ("plain", None)):
+        assert _encode(tmp_path / f"{name}.safetensors", tmp_path / f"{name}.dcz", "--quiet") == 0
+        out = tmp_path / f"{name}.out.safetensors"
+        assert main(["decode", str(tmp_path / f"{name}.dcz"), "-o", str(out)]) == 0
+        got = metadata(out)
+        assert got == expected if expected else got["format"] == "pt"

@@ -64,6 +64,8 @@ def _paths(args) -> tuple[Path, Path]:
     """The input and output paths of decode/encode, checked: the input exists, the output's
     folder exists, and the output is not the input."""
     src, dst = Path(args.file), Path(args.output)
+    if src.is_dir():
+        raise IsADirectoryError(f"{args.file!r} is a folder: give the file in it")
     if not src.is_file():
         raise FileNotFoundError(f"no such file: {args.file!r}")
     if dst.exists() and dst.resolve() == src.resolve():
@@ -85,15 +87,20 @@ def _warmup() -> int:
 def _decode(args) -> int:
     from safetensors.torch import save_file
 
-    from .api import load
+    from .format.reader import read
     from .format.writer import atomic_path
 
     src, dst = _paths(args)
-    state = {k: v.contiguous() for k, v in load(src).items()}
+    file = read(src)  # as dc.load(src) does, keeping the header's meta
+    state = {k: v.contiguous() for k, v in file.decode().items()}
     if "__metadata__" in state:  # safetensors' own key: its file would not load
         raise ValueError("a tensor is named '__metadata__', which safetensors reserves")
+    # the input's own safetensors metadata, as `encode` kept it; "format" is what transformers
+    # checks for (it refuses metadata without "pt", "tf", "flax" or "mlx" there)
+    metadata = _string_map(file.meta.get("safetensors")) or {"source": src.name}
+    metadata.setdefault("format", "pt")
     with atomic_path(dst) as tmp:
-        save_file(state, str(tmp), metadata={"source": src.name})
+        save_file(state, str(tmp), metadata=metadata)
     print(json.dumps({"tensors": len(state), "output": str(dst)}))
     return 0
 
@@ -145,17 +152,12 @@ def _sensitivity(args) -> int:
 
 
 def _encode(args) -> int:
-    from safetensors.torch import load_file
-
     from .api import encode_state_dict
     from .format.config import load_config, merged, pairs
     from .settings import matches
 
     src, dst = _paths(args)
-    try:
-        state = load_file(str(src))
-    except Exception as e:  # safetensors raises its own error types
-        raise ValueError(f"{args.file!r} is not a readable .safetensors file: {e}") from None
+    state, metadata = _read_checkpoint(src, args.file)
     cfg = load_config(args.config) if args.config else {}
     kw = {}
     for key, flag, per_layer, cast in (
@@ -188,11 +190,58 @@ def _encode(args) -> int:
         exclude=[*cfg.get("exclude", []), *args.exclude],
         entropy=args.entropy or cfg.get("entropy", "auto"),
         progress=not args.quiet,
-        meta={"source": src.name},
+        meta={"source": src.name, **({"safetensors": metadata} if metadata else {})},
     )
     dense = 4 * sum(t.numel() for t in state.values())
     print(json.dumps({"tensors": len(state), "bytes": size, "ratio": round(dense / size, 2)}))
     return 0
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def _string_map(value) -> dict[str, str]:
+    """`value` if it is a {str: str} mapping (safetensors metadata), else {}."""
+    ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    return dict(value) if ok else {}
+
+
+def _read_checkpoint(src: Path, name: str) -> tuple[dict, dict[str, str]]:
+    """`(tensors, safetensors metadata)` of a checkpoint file: a .safetensors file, or a
+    PyTorch file (`torch.save`) of a state dict or of a dict holding exactly one (a training
+    checkpoint's "state_dict" or "model" beside its optimizer's and epoch), read with
+    `weights_only=True` (no code in it runs)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(src), "pt") as f:
+            metadata = _string_map(f.metadata())
+        return load_file(str(src)), metadata
+    except Exception as e:  # safetensors raises its own error types
+        not_safetensors = _one_line(e)
+    try:
+        obj = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception:  # pickle's and torch's own errors (long, with terminal escapes)
+        raise ValueError(
+            f"{name!r} is neither a .safetensors file ({not_safetensors}) nor a PyTorch file "
+            "that torch.load(weights_only=True) reads (a pickled model or other objects are "
+            "refused: no code in a checkpoint runs); save model.state_dict()"
+        ) from None
+
+    def tensors(d) -> bool:
+        return isinstance(d, dict) and all(isinstance(t, torch.Tensor) for t in d.values())
+
+    if tensors(obj):
+        return obj, {}
+    inner = [k for k, v in obj.items() if tensors(v) and v] if isinstance(obj, dict) else []
+    if len(inner) == 1:
+        return obj[inner[0]], {}
+    keys = sorted(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
+    raise ValueError(f"{name!r} holds no single state dict (found {keys}); save one alone")
 
 
 def _run_reproduce(args) -> int:

@@ -94,8 +94,10 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("file", help="the .dcz file")
     x.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
 
-    e = add("encode", "compress a .safetensors checkpoint's weights, with no retraining")
-    e.add_argument("file", help="the .safetensors file")
+    e = add("encode", "compress a checkpoint's weights (.safetensors or .pt), with no retraining")
+    e.add_argument(
+        "file", help="the checkpoint: .safetensors, or a torch.save'd state dict (.pt, .pth)"
+    )
     e.add_argument("-o", "--output", required=True, help="the .dcz file to write")
     e.add_argument(
         "--config",

@@ -229,9 +229,13 @@ def state_records(
     check_entropy(entropy)
     check_raw_dtype(raw_dtype)
     check_index_bits(index_bits)
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state must map names to tensors (model.state_dict()), not a "
+                        f"{type(state).__name__}")  # fmt: skip
     for name, t in state.items():
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name!r} is a {type(t).__name__}, not a tensor")
+            hint = f" (a checkpoint? pass ckpt[{name!r}])" if isinstance(t, Mapping) else ""
+            raise TypeError(f"{name!r} is a {type(t).__name__}, not a tensor{hint}")
         try:  # before any arithmetic on it: float8 has no isfinite
             codec.dtype_name(t.dtype)
         except ValueError as e:
