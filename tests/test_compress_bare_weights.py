@@ -103,3 +103,40 @@ def test_the_report_gives_each_bare_weight_its_bytes(tmp_path):
     for name in BARE:
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         assert row.endswith(f"| {sizes[name]:,} |"), row
+
+
+@pytest.mark.parametrize("schedule", ["qat", "prune"])
+def test_exclude_leaves_layers_and_bare_weights_as_they_are(schedule, tmp_path):
+    """`exclude` (compress had none: every weight it reaches was shared) keeps the weights it
+    names out of the sensitivity scan, the pruning rounds and the sharing."""
+    torch.manual_seed(0)
+    net = Seq()
+    dense = {n: p.detach().clone() for n, p in net.named_parameters()}
+    summary = dc.compress(
+        net, train=lambda m, *, epochs, lr, loss=None: None, evaluate=lambda m: 0.0,
+        out=tmp_path / "s.dcz", budget=0.1, lr=0.1, epochs=1, rounds=1, extra=0, distill=0,
+        progress=False, exclude=["lstm", "head", "re:attn\\.in_proj.*"],
+        **phases.SCHEDULES[schedule],
+    )  # fmt: skip
+    kept = [*LSTM, "head.weight", "attn.in_proj_weight"]
+    coded = {t["name"]: t["codec"] for t in describe(summary.path)["tensors"]}
+    assert all(coded[n] == "raw" for n in kept)
+    assert coded["gru.weight_ih_l0"] == coded["emb.weight"] == "shared"
+    assert not set(summary.bits) & {*LSTM, "head", "attn.in_proj_weight"}
+    decoded = dict(summary.model.named_parameters())
+    assert all(torch.equal(decoded[n], dense[n]) for n in kept)
+
+
+def test_an_exclude_pattern_that_reaches_nothing_is_refused_before_any_work(tmp_path):
+    calls = []
+    with pytest.raises(ValueError, match=r"no tensor matches exclude pattern \['lstm2'\]"):
+        dc.compress(
+            Seq(), train=lambda m, **kw: calls.append(1), evaluate=lambda m: calls.append(1),
+            out=tmp_path / "s.dcz", budget=0.1, lr=0.1, progress=False, exclude=["lstm2"],
+        )  # fmt: skip
+    assert not calls and not list(tmp_path.iterdir())
+    net = Seq()
+    plan = dc.plan(net, evaluate=lambda m: 0.0, budget=0.1, lr=0.1, rounds=1, exclude="mix")
+    plan[-1].apply(net)
+    assert dc.sharing.shared_parts(net, "mix") is None
+    assert dc.sharing.shared_parts(net.lstm, "weight_ih_l0") is not None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,10 +15,10 @@ from torch import nn
 from .analysis import sensitivity, tolerated_sparsity
 from .coding.coders import check_entropy
 from .pruning import prune_
-from .selection import every_weight, per_layer
-from .settings import check_raw_dtype
-from .sharing import quantize_
-from .targets import bare_weights, compressible_layers
+from .selection import every_weight, kept_out, per_layer
+from .settings import check_keys, check_raw_dtype
+from .sharing import TRAINABLE, quantize_
+from .targets import bare_weights, compressible_layers, weight_groups
 
 PRUNE_LR = 0.4  # retraining after pruning, as a fraction of the dense model's rate
 #: A layer's target: the largest sparsity it tolerates alone within TOLERANCE x budget.
@@ -82,6 +82,7 @@ class Phase:
     bits: dict[str, int] = field(default_factory=dict)  # layer -> bits per cluster index
     quality: float | None = None  # rate-distortion sharing at this quality instead of bits
     trainable: str = "codebook"  # with `quality`, "weights": quantization-aware (`quantize_`)
+    exclude: tuple[str, ...] = ()  # patterns of weights the sharing leaves alone
 
     def apply(self, model: nn.Module) -> nn.Module:
         """`prune_` to this phase's sparsities (only where they rise) or `quantize_`."""
@@ -90,23 +91,49 @@ class Phase:
             rise = {n: s for n, s in self.sparsity.items() if s > now.get(n, 0.0) + 1e-9}
             return prune_(model, sparsity=rise) if rise else model
         if self.quality is not None:
-            quality = every_weight(model, self.quality)
+            quality = every_weight(model, self.quality, self.exclude)
             return quantize_(model, quality=quality, trainable=self.trainable)
         return quantize_(model, bits=self.bits)
 
 
-def share_settings(model: nn.Module, setting, rd: bool, trainable: str = RD_TRAINABLE) -> dict:
+def share_settings(
+    model: nn.Module, setting, rd: bool, trainable: str = RD_TRAINABLE, exclude=()
+) -> dict:
     """A sharing phase's settings: rate-distortion at quality `setting` (fine-tuning
-    `trainable`), or k-means bits."""
+    `trainable`), or k-means bits; none for the weights an `exclude` pattern reaches."""
     if rd:
-        return {"quality": setting, "trainable": trainable}
-    return {"bits": per_layer(model, setting)}
+        return {"quality": setting, "trainable": trainable, "exclude": tuple(exclude)}
+    return {"bits": per_layer(model, setting, exclude)}
 
 
 def share_rate(rd: bool, trainable: str, lr: float) -> float:
     """A sharing phase's fine-tuning rate: `QAT_LR x lr` for weights trained through the
     rate-distortion grid, else the centroids' `FINETUNE_LR x lr`."""
     return (QAT_LR if rd and trainable == "weights" else FINETUNE_LR) * lr
+
+
+#: `compress`'s weight sharing: "kmeans", "rd" (rate-distortion) or "auto" (both, the smaller)
+SHARING = ("auto", "kmeans", "rd")
+
+
+def check_sharing(sharing: str, trainable: str | None) -> str:
+    """`compress`'s `trainable` (None: "weights", or "codebook" with k-means, which has no
+    grid to train the weights through), checked with `sharing`; ValueError otherwise."""
+    if sharing not in SHARING:
+        raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
+    if trainable is None:
+        trainable = "codebook" if sharing == "kmeans" else "weights"
+    if trainable not in TRAINABLE or (trainable, sharing) == ("weights", "kmeans"):
+        raise ValueError(f"trainable: 'codebook', or 'weights' without kmeans; not {trainable!r}")
+    return trainable
+
+
+def check_exclude(model: nn.Module, exclude) -> tuple[str, ...]:
+    """`exclude` as a tuple of patterns, each checked to reach a weight (ValueError naming it
+    and the candidates otherwise, as the verbs' settings do)."""
+    exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    check_keys(weight_groups(model), None, exclude)
+    return exclude
 
 
 def check_arguments(
@@ -188,6 +215,7 @@ def plan(
     trainable: str = RD_TRAINABLE,
     table: dict | None = None,
     progress: bool = False,
+    exclude: Iterable[str] = (),
 ) -> list[Phase]:
     """The schedule for `model` (trained, not yet pruned): `rounds` pruning phases towards the
     per-layer targets that the sensitivity table gives (module notes), then one weight-sharing
@@ -196,18 +224,21 @@ def plan(
     default `{"conv": 6, "linear": 4, "embedding": 4}`, or `quality` makes it rate-distortion
     sharing (`compress` chooses either by measured error instead), fine-tuning `trainable`
     ("weights": through the grid, at QAT_LR x lr). Measures the sensitivity unless `table` is
-    given; leaves `model` as it was.
+    given; leaves `model` as it was. `exclude`: patterns of weights (layer or tensor names,
+    globs) never pruned or shared.
     """
     check_arguments(budget, lr, rounds, epochs)
+    exclude = check_exclude(model, exclude)
     if table is None:
-        table = sensitivity(model, evaluate, GRID, progress=progress)
+        layers = [n for n, _ in compressible_layers(model) if not kept_out(n, exclude)]
+        table = sensitivity(model, evaluate, GRID, layers=layers, progress=progress)
     target = tolerated_sparsity(table, TOLERANCE * budget)
     phases = prune_phases(target, rounds, epochs, lr)
     if quality is not None and bits is not None:
         raise ValueError("give bits or quality, not both")
     chosen = bits if bits is not None else {"conv": 6, "linear": 4, "embedding": 4}
     rd = quality is not None
-    share = share_settings(model, quality if rd else chosen, rd, trainable)
+    share = share_settings(model, quality if rd else chosen, rd, trainable, exclude)
     phases.append(Phase("quantize", 2 * epochs, share_rate(rd, trainable, lr), **share))
     return phases
 

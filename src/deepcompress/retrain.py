@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sized
 
 import torch
 from torch import nn
@@ -46,6 +46,16 @@ def distillation_loss(teacher: nn.Module, weight: float, temperature: float = 4.
         return (1 - weight) * nn.functional.cross_entropy(outputs, targets) + weight * t * t * kl
 
     return loss
+
+
+def calibration_batches(calibration: Iterable | None) -> Iterable | None:
+    """`compress`'s `calibration`, ready to be read after every change: an iterator read into
+    a list once; ValueError if it holds no batches."""
+    if isinstance(calibration, Iterator):
+        calibration = list(calibration)
+    if isinstance(calibration, Sized) and not len(calibration):
+        raise ValueError("calibration holds no batches")
+    return calibration
 
 
 @torch.no_grad()

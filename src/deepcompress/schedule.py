@@ -27,7 +27,7 @@ import copy
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -46,6 +46,8 @@ from .phases import (
     Summary,
     back_off,
     check_arguments,
+    check_exclude,
+    check_sharing,
     earlier_file,
     edge,
     fmt,
@@ -57,15 +59,14 @@ from .phases import (
     share_settings,
     sparsities,
 )
-from .retrain import distillation_loss, recalibrate_batchnorm, trainable_copy
+from .retrain import calibration_batches, distillation_loss, recalibrate_batchnorm, trainable_copy
 from .runtime.energy import energy_view
-from .selection import choose_bits, choose_quality, index_bits, step
-from .sharing import TRAINABLE
+from .selection import choose_bits, choose_quality, index_bits, kept_out, step
+from .targets import compressible_layers
 
 PRUNE_SHARE = 0.7  # of the budget, what pruning may use before weight sharing
 MAX_RETRIES = 3  # back-offs of one pruning round at most
 PUSH = 0.6  # an extra round's kept fraction, of the last one's
-SHARING = ("auto", "kmeans", "rd")
 
 Train = Callable[..., None]
 Evaluate = Callable[[nn.Module], float]
@@ -96,6 +97,7 @@ def compress(
     progress: bool = True,
     on_phase: Callable[[str, nn.Module, float], None] | None = None,
     report: str | os.PathLike | None = None,
+    exclude: Iterable[str] = (),
 ) -> Summary:
     """Prune, retrain, share weights, fine-tune and save `model` within an error budget.
 
@@ -144,6 +146,8 @@ def compress(
             after weight sharing before fine-tuning ("shared": costs one more `evaluate`) and
             after fine-tuning ("fine-tuned"), for reports (the last two for every sharing
             tried).
+        exclude: patterns (layer or tensor names, globs or `re:`) of weights never pruned or
+            shared (stored as they are); a pattern that reaches none is refused.
         report: a folder for `report.md` (every phase tried with its error and bytes, the
             file's layers, the energy view) and, with matplotlib, its figures
             (`compress_report`).
@@ -160,16 +164,9 @@ def compress(
         FileNotFoundError: `out`'s folder does not exist (checked before any work).
     """
     check_arguments(budget, lr, rounds, epochs, distill, extra, entropy, raw_dtype)
-    if isinstance(calibration, Iterator):
-        calibration = list(calibration)  # read once: it is needed after every change
-    if isinstance(calibration, Sized) and not len(calibration):
-        raise ValueError("calibration holds no batches")
-    if sharing not in SHARING:
-        raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
-    if trainable is None:  # k-means has no grid to train the weights through
-        trainable = "codebook" if sharing == "kmeans" else "weights"
-    if trainable not in TRAINABLE or (trainable, sharing) == ("weights", "kmeans"):
-        raise ValueError(f"trainable: 'codebook', or 'weights' without kmeans; not {trainable!r}")
+    exclude = check_exclude(model, exclude)
+    calibration = calibration_batches(calibration)
+    trainable = check_sharing(sharing, trainable)
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"no such folder for the file: {str(out.parent)!r}")
@@ -184,7 +181,7 @@ def compress(
                 "epochs": epochs, "distill": distill, "sharing": sharing,
                 "check": check is not None, "trainable": trainable, "prune": prune,
                 "raw_dtype": str(raw_dtype), "entropy": entropy,
-                "calibration": calibration is not None}  # fmt: skip
+                "calibration": calibration is not None, "exclude": list(exclude)}  # fmt: skip
     state = None
     if resume and ckpt.is_file() and dense_file.is_file():
         state = read_meta(ckpt)
@@ -196,7 +193,8 @@ def compress(
         dense_error = float(evaluate(model))
         target = {}
         if prune:
-            table = sensitivity(model, evaluate, GRID, progress=progress)
+            layers = [n for n, _ in compressible_layers(model) if not kept_out(n, exclude)]
+            table = sensitivity(model, evaluate, GRID, layers=layers, progress=progress)
             target = tolerated_sparsity(table, TOLERANCE * budget)
         state = {"settings": settings, "dense_error": dense_error, "target": target,
                  "done": 0, "history": [], "kept": [], "stopped": not prune,
@@ -280,7 +278,7 @@ def compress(
         bits); `net` is the fine-tuned model."""
         nonlocal net
         rd, net = mode == "rd", copy.deepcopy(pruned if start is None else start)
-        share = share_settings(net, setting, rd, trainable)
+        share = share_settings(net, setting, rd, trainable, exclude)
         err = run(Phase("quantize", 2 * epochs, share_rate(rd, trainable, lr), **share), rounds)
         bits = index_bits(net)
         size = api.save(net, path, entropy=entropy, raw_dtype=raw_dtype, progress=False)
@@ -330,9 +328,11 @@ def compress(
                 say(f"resumed at quality {setting:g}")
             else:
                 if rd:
-                    setting = choose_quality(copy.deepcopy(pruned), evaluate, limit, trainable)
+                    setting = choose_quality(
+                        copy.deepcopy(pruned), evaluate, limit, trainable, exclude
+                    )
                 else:
-                    setting = choose_bits(copy.deepcopy(pruned), evaluate, limit)
+                    setting = choose_bits(copy.deepcopy(pruned), evaluate, limit, exclude)
                 # up one step while the decoded model breaks the budget ...
                 got, climbed = attempt(mode, setting, path), False
                 while got[0] > ok and (up := step(setting, rd, 1)) is not None:

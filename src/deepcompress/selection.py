@@ -6,11 +6,12 @@ k-means bits per kind of layer, or the lowest rate-distortion quality, whose qua
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from torch import nn
 
 from .parametrizations import shared_parts
+from .settings import matches
 from .sharing import quantize_
 from .targets import bare_weights, compressible_layers, dedup, model_state
 
@@ -32,19 +33,27 @@ def kind_of(module: nn.Module) -> str:
     return "embedding" if isinstance(module, nn.Embedding | nn.EmbeddingBag) else "linear"
 
 
-def every_weight(model: nn.Module, value) -> dict[str, object]:
+def kept_out(name: str, exclude: Iterable[str]) -> bool:
+    """Whether an exclude pattern reaches `name`: a layer's name (its weight's is checked too,
+    as `settings.matches` does) or a bare weight's tensor name."""
+    names = (name, f"{name}.weight" if name else "weight")
+    return any(matches(p, n) for p in exclude for n in names)
+
+
+def every_weight(model: nn.Module, value, exclude: Iterable[str] = ()) -> dict[str, object]:
     """`value` for each weight `compress` shares, by name: every layer's
-    (`compressible_layers`) and every bare weight's (`targets.bare_weights`, such as an LSTM's);
-    a setting for `quantize_` that reaches them all."""
+    (`compressible_layers`) and every bare weight's (`targets.bare_weights`, such as an LSTM's)
+    that no `exclude` pattern reaches; a setting for `quantize_` that reaches them all."""
     names = [n for n, _ in compressible_layers(model)] + [n for n, *_ in bare_weights(model)]
-    return dict.fromkeys(names, value)
+    return dict.fromkeys([n for n in names if not kept_out(n, exclude)], value)
 
 
-def per_layer(model: nn.Module, bits: dict[str, int]) -> dict[str, int]:
+def per_layer(model: nn.Module, bits: dict[str, int], exclude: Iterable[str] = ()) -> dict:
     """Bits per layer from bits per layer name or per kind, for the layers `bits` reaches, and
     for the bare weights (`targets.bare_weights`, under their tensor names) by the kind they
-    stand in for. The layers of one tied weight (an embedding shared with the output layer)
-    all get the most bits any of them would: one tensor, one codebook."""
+    stand in for; none that an `exclude` pattern reaches. The layers of one tied weight (an
+    embedding shared with the output layer) all get the most bits any of them would: one
+    tensor, one codebook."""
     out = {}
     for name, module in compressible_layers(model):
         b = bits.get(name, bits.get(kind_of(module)))
@@ -53,6 +62,7 @@ def per_layer(model: nn.Module, bits: dict[str, int]) -> dict[str, int]:
     for name, _, _, kind in bare_weights(model):
         if (b := bits.get(name, bits.get(kind))) is not None:
             out[name] = int(b)
+    out = {n: b for n, b in out.items() if not kept_out(n, exclude)}
     keys = {name: key for name, _, _, key in model_state(model)}
     groups, _ = dedup((n, keys.get(f"{n}.weight" if n else "weight")) for n in out)
     for names in groups.values():
@@ -61,7 +71,7 @@ def per_layer(model: nn.Module, bits: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def choose_bits(model: nn.Module, evaluate: Evaluate, limit: float) -> dict[str, int]:
+def choose_bits(model: nn.Module, evaluate: Evaluate, limit: float, exclude=()) -> dict:
     """Per kind, the fewest bits (of BITS) whose quantized model, before fine-tuning and with
     the other kinds at their most bits, keeps `evaluate` within `limit`; leaves `model` as it
     was."""
@@ -71,7 +81,7 @@ def choose_bits(model: nn.Module, evaluate: Evaluate, limit: float) -> dict[str,
     for kind in kinds:
         for b in BITS[kind]:
             trial = copy.deepcopy(model)
-            quantize_(trial, bits=per_layer(trial, {**chosen, kind: b}))
+            quantize_(trial, bits=per_layer(trial, {**chosen, kind: b}, exclude))
             if float(evaluate(trial)) <= limit:
                 chosen[kind] = b
                 break
@@ -79,14 +89,15 @@ def choose_bits(model: nn.Module, evaluate: Evaluate, limit: float) -> dict[str,
 
 
 def choose_quality(
-    model: nn.Module, evaluate: Evaluate, limit: float, trainable: str = "codebook"
+    model: nn.Module, evaluate: Evaluate, limit: float, trainable: str = "codebook", exclude=()
 ) -> float:
     """The lowest of QUALITIES whose rate-distortion shared model (`quantize_`'s `trainable`),
     before fine-tuning, keeps `evaluate` within `limit` (the highest if none does); leaves
     `model` as it was."""
     for q in QUALITIES:
         trial = copy.deepcopy(model)
-        shared = quantize_(trial, quality=every_weight(trial, q), trainable=trainable)
+        quality = every_weight(trial, q, exclude)
+        shared = quantize_(trial, quality=quality, trainable=trainable)
         if float(evaluate(shared)) <= limit:
             return q
     return QUALITIES[-1]
