@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
-import numba
 import numpy as np
 import torch
 from torch import nn
@@ -38,99 +38,9 @@ from ..coding import codec
 from ..errors import FormatError
 from ..format.reader import read
 from ..parametrizations import holder
+from . import simd
+from .layers import CompressedConv2d, CompressedLinear
 from .layouts import CompressedMatrix
-
-
-class _NoDenseWeight:
-    """A clear error for code that reads `.weight` of a compressed layer (a parent module
-    calling `F.linear(x, self.fc.weight)`), instead of nn.Module's bare AttributeError."""
-
-    def __getattr__(self, name: str):
-        if name == "weight":
-            raise AttributeError(
-                f"{type(self).__name__} keeps its weight compressed (.weight_c; .weight_c.dense() "
-                "builds it): a module that reads a layer's .weight cannot run it compressed; "
-                "load with runtime='dense'"
-            )
-        return super().__getattr__(name)
-
-
-class CompressedLinear(_NoDenseWeight, nn.Module):
-    """A Linear layer executed from its compressed weight (inference only)."""
-
-    def __init__(self, weight: CompressedMatrix, bias: torch.Tensor | None):
-        super().__init__()
-        self.weight_c = weight
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
-        self.plan: dict[int, str] = {}  # batch size -> "compressed" | "dense"; default compressed
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., in_features), as nn.Linear takes it (an empty batch too) -> (..., out_features)
-        in x's dtype. Raises ValueError (RuntimeError in the "dense" mode) if the last
-        dimension is not in_features."""
-        # each torch call costs about a microsecond: skip those a 2-D float32 input needs not
-        # (the sizes spelled out: reshape(-1, 0) cannot tell how many rows an empty x has)
-        x2 = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
-        y = _matmul(self.weight_c, x2, self.plan.get(x2.shape[0], "compressed"))
-        if self.bias is not None:
-            y.add_(self.bias)  # y is a new tensor
-        if x.dim() != 2:
-            y = y.reshape(*x.shape[:-1], self.out_features)
-        return y if y.dtype == x.dtype else y.to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, compressed"
-
-
-class CompressedConv2d(_NoDenseWeight, nn.Module):
-    """A Conv2d (groups=1, zero padding) executed as im2col + the compressed kernel."""
-
-    def __init__(self, conv: nn.Conv2d, weight: CompressedMatrix, bias: torch.Tensor | None):
-        super().__init__()
-        self.weight_c = weight
-        self.out_channels, self.kernel_size = conv.out_channels, conv.kernel_size
-        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
-        self.plan: dict[int, str] = {}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W), or (C, H, W) unbatched, as nn.Conv2d takes it (B = 0 too) ->
-        (B, out_channels, OH, OW), or (out_channels, OH, OW), in x's dtype.
-
-        Raises:
-            RuntimeError: x is neither 3-D nor 4-D, or smaller than the kernel (as nn.Conv2d).
-            ValueError: x's channels do not fit the weight.
-        """
-        if x.dim() == 3:
-            return self.forward(x.unsqueeze(0)).squeeze(0)
-        if x.dim() != 4:
-            raise RuntimeError(
-                f"expected 3-D (unbatched) or 4-D (batched) input to conv2d, got {tuple(x.shape)}"
-            )
-        b, _, h, w = x.shape
-        cols = nn.functional.unfold(
-            x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride
-        )  # (B, C*kh*kw, L)
-        oh, ow = (
-            (size + 2 * p - d * (k - 1) - 1) // s + 1
-            for size, p, d, k, s in zip(
-                (h, w), self.padding, self.dilation, self.kernel_size, self.stride
-            )
-        )
-        # every size spelled out: a -1 cannot be inferred when B = 0
-        flat = cols.transpose(1, 2).reshape(b * oh * ow, cols.shape[1])  # (B*L, C*kh*kw)
-        y = _matmul(self.weight_c, flat, self.plan.get(b, "compressed"))  # (B*L, out)
-        if self.bias is not None:
-            y = y + self.bias
-        out = self.out_channels
-        return y.reshape(b, oh * ow, out).transpose(1, 2).reshape(b, out, oh, ow).to(x.dtype)
-
-
-def _matmul(wc: CompressedMatrix, x: torch.Tensor, mode: str) -> torch.Tensor:
-    if mode == "dense":
-        return x.to(torch.float32) @ wc.dense().T
-    return wc.matmul_t(x)
 
 
 def supports(module: nn.Module) -> bool:
@@ -232,7 +142,29 @@ def compressed_swaps(model: nn.Module, names: dict) -> dict[str, tuple[nn.Module
                 bias = None if bias is None else codec.decode_record(bias)
                 made[id(module)] = compressed_layer(module, matrix_from_record(rec), bias)
             swaps[layer] = (parent, child, made[id(module)].train(module.training))
+    _warn_portable(swaps)
     return swaps
+
+
+def _warn_portable(swaps: dict) -> None:
+    """One UserWarning naming the layers whose codebooks hold more than 256 values where the C
+    kernels run: those kernels take one-byte codes, so such a layer runs the portable numba
+    loop of the "entries" layout, several times slower than dense torch."""
+    if simd.level() is None:  # no C kernels here (or DEEPCOMPRESS_SIMD=0): all run the loops
+        return
+    slow = {n: len(m.weight_c.table) - 1 for n, (_, _, m) in swaps.items()}
+    slow = {n: k for n, k in slow.items() if swaps[n][2].weight_c.layout == "entries"}
+    if slow:
+        names = ", ".join(f"{n} ({k} values)" for n, k in slow.items())
+        warnings.warn(
+            f"runtime='compressed': {names}: the C kernels take codebooks of at most 256 "
+            "values, so these layers run on the portable numba loop, several times slower "
+            "than dense torch. Encode them with at most 256 levels (quantize_ or encode with "
+            "bits <= 8, or a lower quality), load them with the default runtime, or let "
+            "autotune_ run them dense",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def swap_compressed_(swaps: dict[str, tuple[nn.Module, str, nn.Module]]) -> set[str]:
@@ -270,7 +202,8 @@ def autotune_(
     layouts=("index", "bitmap"),
 ) -> dict[str, dict[int, str]]:
     """Choose, per compressed layer and batch size, the fastest of "dense" and "compressed"
-    (the latter on one thread and on all of numba's, where the C kernels run) by timing the
+    (the latter on one thread and on torch's thread count, `torch.get_num_threads()`, where the
+    C kernels run; a layer never runs on more than torch's count at the time) by timing the
     layer on inputs like those it sees in `model(example)`, with the kernels of this machine's
     SIMD level. Where the C kernels run, each weight is also tried in every layout of
     `layouts` ("index", "bitmap") and converted to another one where its planned times,
@@ -324,7 +257,7 @@ def _tune(m: nn.Module, x1: torch.Tensor, rows: int, batch_sizes, repeats: int) 
     """Plan layer `m`'s mode and its weight's thread count per batch size by timing each;
     returns the planned modes' median seconds a call, summed over the batch sizes."""
     wc = m.weight_c
-    all_threads = numba.get_num_threads()
+    all_threads = torch.get_num_threads()
     threads = (1, all_threads) if wc.level is not None and all_threads > 1 else (None,)
     total = 0.0
     for bs in batch_sizes:

@@ -11,11 +11,12 @@ levels of its architecture; `supported()` asks the C library which this CPU can 
     unset, "1" or "auto"                          the best level here
 
 so every path can be tested and timed on a machine that has a higher one. The library is
-loaded into the process once (llvmlite's `load_library_permanently`), and one numba function
-calls its `dc_run` by symbol name from a `prange` loop, one contiguous block of rows per
-thread, split so that each thread gets the same number of kept weights. Calling by name (not
-through a ctypes pointer) lets numba cache that function on disk like the other kernels, so a
-new process does not compile it again.
+loaded into the process once (llvmlite's `load_library_permanently`), and a numba function
+compiled with `nogil=True` calls its `dc_run_pool` by symbol name, which splits the rows over
+the C library's own threads (a pthread pool, not numba's OpenMP: see `pool` for why, and for
+the thread count, torch's), so that each thread gets the same number of kept weights. Calling
+by name (not through a ctypes pointer) lets numba cache that function on disk like the other
+kernels, so a new process does not compile it again.
 """
 
 from __future__ import annotations
@@ -26,11 +27,9 @@ import importlib.util
 import os
 
 import llvmlite.binding as llvm
-import numba
-import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 
-SERIAL_WORK = 1 << 14  # kept weights x batch below which one thread runs the whole product
+from .pool import threads_for
 
 LEVELS = ("portable", "avx2", "avx512", "neon")  # the C enum's order (_kernels.h)
 BEST_FIRST = ("avx512", "avx2", "neon", "portable")
@@ -41,10 +40,10 @@ NEEDS = {  # what a level needs, for the messages
     "portable": "the C extension (built by pip where a C compiler is found)",
 }
 
-# (level, kind, r0, r1, ptr, cols or masks, nb, codes, table, k, x, nbatch, out): _kernels.h
+# (threads, level, kind, rows, ptr, cols or masks, nb, codes, table, k, x, nbatch, out): _simd.c
 _i64, _ptr = types.int64, types.voidptr
-_RUN = types.ExternalFunction(
-    "dc_run",
+_RUN_POOL = types.ExternalFunction(
+    "dc_run_pool",
     types.int32(_i64, _i64, _i64, _i64, _ptr, _ptr, _i64, _ptr, _ptr, _i64, _ptr, _i64, _ptr),
 )
 
@@ -92,22 +91,12 @@ def available() -> bool:
     return level() is not None
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _run(lvl, kind, nt, ptr, pos, nb, codes, table, x, nbatch, out):  # pragma: no cover
-    # nt comes from the caller: numba.get_num_threads() in here would keep it from being cached
-    rows = ptr.size - 1
+    """The product on up to `nt` threads: the C library's pool (`dc_run_pool`, _simd.c)."""
     q, p, c, t = ptr.ctypes.data, pos.ctypes.data, codes.ctypes.data, table.ctypes.data
-    xp, o, k = x.ctypes.data, out.ctypes.data, table.size
-    if nt == 1:
-        _RUN(lvl, kind, 0, rows, q, p, nb, c, t, k, xp, nbatch, o)
-        return
-    nt = min(nt, max(1, rows))
-    bounds = np.empty(nt + 1, dtype=np.int64)
-    bounds[0], bounds[nt] = 0, rows
-    for i in range(1, nt):
-        bounds[i] = min(np.searchsorted(ptr, ptr[rows] * i // nt), rows)
-    for i in prange(nt):
-        _RUN(lvl, kind, bounds[i], bounds[i + 1], q, p, nb, c, t, k, xp, nbatch, o)
+    rows, k, xp, o = ptr.size - 1, table.size, x.ctypes.data, out.ctypes.data
+    _RUN_POOL(nt, lvl, kind, rows, q, p, nb, c, t, k, xp, nbatch, o)
 
 
 _KIND = {("index", 2): 0, ("index", 4): 1, ("bitmap", 8): 2}  # (layout, position itemsize)
@@ -116,8 +105,9 @@ _KIND = {("index", 2): 0, ("index", 4): 1, ("bitmap", 8): 2}  # (layout, positio
 def run(layout, pos, ptr, codes, table, xt, out, lvl: str, threads: int | None = None) -> None:
     """out (rows, B) = xt.T @ W.T for W in `layout` ("index" or "bitmap") with the kernels of
     level `lvl` (one of `supported()`); xt (cols, B) float32 C-contiguous, padded to whole
-    64-column blocks for "bitmap"; out float32. `threads` None: all of numba's threads, or
-    one for a product below SERIAL_WORK kept weights x batch. With no inputs, rows or columns,
+    64-column blocks for "bitmap"; out float32. `threads`: that many threads (autotune's
+    count), at most torch's; None: `pool.threads_for`'s rule (torch's thread count, or one for
+    a product below SERIAL_WORK kept weights x batch). With no inputs, rows or columns,
     `out` is zeroed and no kernel runs (the batch-1 kernels would write into a 0-column out)."""
     nbatch = xt.shape[1]
     if nbatch == 0 or out.size == 0 or xt.shape[0] == 0:
@@ -126,7 +116,5 @@ def run(layout, pos, ptr, codes, table, xt, out, lvl: str, threads: int | None =
     nb = pos.shape[1] if pos.ndim == 2 else 0
     # (dtype.itemsize, not dtype.name: the name takes microseconds to build)
     kind = _KIND[layout, pos.itemsize] + (3 if nbatch > 1 else 0)
-    if threads is None:
-        # a product of a few microseconds is not worth waking the other threads for
-        threads = 1 if int(ptr[-1]) * nbatch < SERIAL_WORK else numba.get_num_threads()
+    threads = threads_for(int(ptr[-1]) * nbatch, threads)
     _run(LEVELS.index(lvl), kind, threads, ptr, pos, nb, codes, table, xt, nbatch, out)
