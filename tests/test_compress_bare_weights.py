@@ -5,6 +5,8 @@ LSTM model came out about 1.05x smaller (`targets.bare_weights`)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -140,3 +142,119 @@ def test_an_exclude_pattern_that_reaches_nothing_is_refused_before_any_work(tmp_
     plan[-1].apply(net)
     assert dc.sharing.shared_parts(net, "mix") is None
     assert dc.sharing.shared_parts(net.lstm, "weight_ih_l0") is not None
+
+
+class _Reader(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(6, 16, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+def _sequences():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(192, 5, 6, generator=g)
+    return x, (x[:, :, 0].sum(1) > 0).long() + (x[:, -1, 1] > 1).long()
+
+
+def _fit(m, *, epochs, lr, loss=None):
+    x, y = _sequences()
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=lr)
+    m.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y)).split(32):
+            out = m(x[idx])
+            value = loss(out, y[idx], x[idx]) if loss else nn.functional.cross_entropy(out, y[idx])
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+
+
+@torch.no_grad()
+def _error(m) -> float:
+    x, y = _sequences()
+    return 100.0 * float((m.eval()(x).argmax(1) != y).float().mean())
+
+
+def test_a_killed_lstm_run_resumed_ends_with_the_same_file(tmp_path):
+    """restore registered an LSTM's parametrizations in the checkpoint's (alphabetical) key
+    order, weight_hh before weight_ih: the resumed file differed and resume refused it."""
+
+    def dense():
+        torch.manual_seed(0)
+        m = _Reader()
+        _fit(m, epochs=3, lr=3e-3)
+        return m
+
+    kw = {"evaluate": _error, "budget": 2.0, "lr": 3e-3, "epochs": 1, "progress": False}
+    whole = dc.compress(dense(), train=_fit, out=tmp_path / "a.dcz", **kw)
+    calls = []
+
+    def killed(m, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        _fit(m, **k)
+
+    with pytest.raises(KeyboardInterrupt):
+        dc.compress(dense(), train=killed, out=tmp_path / "b.dcz", **kw)
+    assert (tmp_path / "b.dcz.qat0.ckpt").exists()  # a kept step to resume from
+    resumed = dc.compress(dense(), train=_fit, out=tmp_path / "b.dcz", resume=True, **kw)
+    assert resumed.bytes == whole.bytes
+    assert (tmp_path / "a.dcz").read_bytes() == (tmp_path / "b.dcz").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dcz", "b.dcz"]
+
+
+def test_weight_norm_layers_and_tied_names_with_exclude(tmp_path):
+    """A weight_norm'd Linear (its weight split in two) made compress fail ('no layer matches
+    key'); it is left as it is. Excluding one name of a tied weight leaves the tensor alone,
+    as quantize_'s exclude does (the other name shared it)."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(weight_norm(nn.Linear(8, 16)), nn.ReLU(), nn.Linear(16, 4))
+    run = {"train": lambda m, **k: None, "evaluate": lambda m: 0.0, "budget": 0.1, "lr": 0.1,
+           "progress": False}  # fmt: skip
+    for options in ({}, {"exclude": ["0"]}, dict(phases.SCHEDULES["prune"], rounds=1, extra=0)):
+        summary = dc.compress(copy.deepcopy(net), out=tmp_path / "w.dcz", **run, **options)
+        assert set(summary.bits) == {"2"}
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.mid = nn.Embedding(30, 8), nn.Linear(8, 8)
+            self.lm_head = nn.Linear(8, 30, bias=False)
+            self.lm_head.weight = self.embed.weight
+
+        def forward(self, x):
+            return self.lm_head(torch.relu(self.mid(self.embed(x))))
+
+    for name in ("embed", "lm_head"):
+        torch.manual_seed(0)
+        model = Tied()
+        weight = model.embed.weight.detach().clone()
+        summary = dc.compress(model, out=tmp_path / "t.dcz", exclude=[name], **run)
+        assert torch.equal(summary.model.embed.weight, weight)
+        assert summary.model.lm_head.weight is summary.model.embed.weight
+        assert set(summary.bits) == {"mid"}
+
+
+def test_a_train_that_changes_nothing_is_warned_of(tmp_path):
+    """An optimizer made once, outside train, holds the first model's parameters: compress's
+    copies and new codebooks were never trained, silently."""
+    torch.manual_seed(0)
+    model = _Reader()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def train(m, *, epochs, lr, loss=None):  # steps an optimizer over other parameters
+        x, y = _sequences()
+        opt.zero_grad()
+        nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+
+    with pytest.warns(UserWarning, match="create the optimizer inside train"):
+        dc.compress(model, train=train, evaluate=_error, out=tmp_path / "o.dcz", budget=5.0,
+                    lr=0.1, progress=False)  # fmt: skip

@@ -42,8 +42,11 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict) -> No
         elif isinstance(holder, Shared):
             tensors[f"{name}.__codebook"] = holder.codebook.detach().contiguous().clone()
             tensors[f"{name}.__idx"] = holder.idx.contiguous()
+    # the parametrizations' order: `restore` registers them so (safetensors sorts its keys), so
+    # that the restored model lists its tensors, and `save` writes them, as this one does
+    meta_ = {"meta": json.dumps(meta), "tied": json.dumps(tied), "order": json.dumps(list(groups))}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "tied": json.dumps(tied)})
+        save_file(tensors, str(tmp), metadata=meta_)
 
 
 def _plist(model: nn.Module, name: str):
@@ -77,26 +80,24 @@ def restore(model: nn.Module, path: str | os.PathLike) -> dict:
                 raise ValueError(f"{path}: the cluster indices of {key} do not fit its codebook")
     plain = {k: v for k, v in tensors.items() if ".__" not in k}
     plain.update({alias: plain[target] for alias, target in tied.items()})
+    order = json.loads(metadata.get("order", "null")) or [n for n, *_ in model_state(model)]
+    rank = {name: i for i, name in enumerate(order)}  # older checkpoints: the model's order
     model.load_state_dict(plain, strict=True)
-    for key, mask in tensors.items():
-        if key.endswith(".__mask"):
-            layer, _, tname = key[: -len(".__mask")].rpartition(".")
-            module = model.get_submodule(layer)
-            on = getattr(module, tname).device  # the model's device, wherever it is
-            mask = mask.bool().to(on)
-            step = tensors.get(key[: -len(".__mask")] + ".__step")
-            if step is None:
-                parametrize.register_parametrization(module, tname, Masked(mask))
-            else:
-                register_shared_(module, tname, Snapped(float(step), mask))
-    for key, codebook in tensors.items():
-        if key.endswith(".__codebook"):
-            name = key[: -len(".__codebook")]
-            layer, _, tname = name.rpartition(".")
-            module = model.get_submodule(layer)
-            on = getattr(module, tname).device
+    held = [k.rpartition(".__")[0] for k in tensors if k.endswith((".__mask", ".__codebook"))]
+    for name in sorted(held, key=lambda n: rank.get(n, len(rank))):  # as they were registered
+        layer, _, tname = name.rpartition(".")
+        module = model.get_submodule(layer)
+        on = getattr(module, tname).device  # the model's device, wherever it is
+        if f"{name}.__codebook" in tensors:
             idx = tensors[f"{name}.__idx"].to(on)
-            register_shared_(module, tname, Shared(codebook.to(on), idx))
+            register_shared_(module, tname, Shared(tensors[f"{name}.__codebook"].to(on), idx))
+            continue
+        mask = tensors[f"{name}.__mask"].bool().to(on)
+        step = tensors.get(f"{name}.__step")
+        if step is None:
+            parametrize.register_parametrization(module, tname, Masked(mask))
+        else:
+            register_shared_(module, tname, Snapped(float(step), mask))
     for alias, target in tied.items():  # parametrized tied tensors: one list for all names
         layer, _, tname = target.rpartition(".")
         owner = model.get_submodule(layer)

@@ -15,7 +15,7 @@ from torch import nn
 from .analysis import sensitivity, tolerated_sparsity
 from .coding.coders import check_entropy
 from .pruning import prune_
-from .selection import every_weight, kept_out, per_layer
+from .selection import every_weight, per_layer, shared_layers
 from .settings import check_keys, check_raw_dtype
 from .sharing import TRAINABLE, quantize_
 from .targets import bare_weights, compressible_layers, weight_groups
@@ -132,7 +132,8 @@ def check_exclude(model: nn.Module, exclude) -> tuple[str, ...]:
     """`exclude` as a tuple of patterns, each checked to reach a weight (ValueError naming it
     and the candidates otherwise, as the verbs' settings do)."""
     exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
-    check_keys(weight_groups(model), None, exclude)
+    layers = [f"{n}.weight" if n else "weight" for n, _ in compressible_layers(model)]
+    check_keys(weight_groups(model), None, exclude, others=layers)  # weight_norm'd ones too
     return exclude
 
 
@@ -230,7 +231,7 @@ def plan(
     check_arguments(budget, lr, rounds, epochs)
     exclude = check_exclude(model, exclude)
     if table is None:
-        layers = [n for n, _ in compressible_layers(model) if not kept_out(n, exclude)]
+        layers = shared_layers(model, exclude)
         table = sensitivity(model, evaluate, GRID, layers=layers, progress=progress)
     target = tolerated_sparsity(table, TOLERANCE * budget)
     phases = prune_phases(target, rounds, epochs, lr)

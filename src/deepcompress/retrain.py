@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable, Iterator, Sized
 
 import torch
@@ -46,6 +47,28 @@ def distillation_loss(teacher: nn.Module, weight: float, temperature: float = 4.
         return (1 - weight) * nn.functional.cross_entropy(outputs, targets) + weight * t * t * kl
 
     return loss
+
+
+def train_checked(train, model: nn.Module, **kw) -> None:
+    """`train(model, **kw)` (the user's loop, as `compress` calls it), with a UserWarning if it
+    computed gradients but changed none of the model's trainable parameters: an optimizer made
+    once, outside `train`, holds another copy's parameters (each phase hands `train` a model
+    whose parameters may be new objects: sharing adds codebooks, an undone round restores a
+    copy). A `train` that does nothing (no retraining wanted) is not warned of."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def sums() -> list[float]:
+        return [float(p.detach().double().sum()) for p in params]
+
+    was = sums()
+    train(model, **kw)
+    graded = any(p.grad is not None and bool(p.grad.any()) for p in params)
+    if graded and sums() == was:
+        warnings.warn(
+            "compress: train() changed no trainable parameter of the model it was given; "
+            "create the optimizer inside train, from that model's parameters",
+            stacklevel=3,
+        )
 
 
 def calibration_batches(calibration: Iterable | None) -> Iterable | None:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import api, compress_report
+from . import api, compress_report, retrain
 from .analysis import sensitivity, tolerated_sparsity
 from .checkpoint import read_meta, restore, save_checkpoint
 from .devices import resolve as resolve_device
@@ -61,8 +61,7 @@ from .phases import (
 )
 from .retrain import calibration_batches, distillation_loss, recalibrate_batchnorm, trainable_copy
 from .runtime.energy import energy_view
-from .selection import choose_bits, choose_quality, index_bits, kept_out, step
-from .targets import compressible_layers
+from .selection import choose_bits, choose_quality, index_bits, shared_layers, step
 
 PRUNE_SHARE = 0.7  # of the budget, what pruning may use before weight sharing
 MAX_RETRIES = 3  # back-offs of one pruning round at most
@@ -193,7 +192,7 @@ def compress(
         dense_error = float(evaluate(model))
         target = {}
         if prune:
-            layers = [n for n, _ in compressible_layers(model) if not kept_out(n, exclude)]
+            layers = shared_layers(model, exclude)
             table = sensitivity(model, evaluate, GRID, layers=layers, progress=progress)
             target = tolerated_sparsity(table, TOLERANCE * budget)
         state = {"settings": settings, "dense_error": dense_error, "target": target,
@@ -219,7 +218,7 @@ def compress(
         recalibrate_batchnorm(net, calibration)
         if on_phase is not None and phase.kind == "quantize":
             on_phase("shared", net, float(evaluate(net)))
-        train(net, epochs=phase.epochs, lr=phase.lr, loss=loss)
+        retrain.train_checked(train, net, epochs=phase.epochs, lr=phase.lr, loss=loss)
         err = float(evaluate(net))
         if on_phase is not None and phase.kind == "quantize":
             on_phase("fine-tuned", net, err)
@@ -305,12 +304,12 @@ def compress(
 
     def restored(i: int, path: Path) -> tuple:
         """Step `i` back from its checkpoint, its file rewritten to `path`: (model, got)."""
-        m = trainable_copy(dense, frozen)
-        restore(m, qat_file(out, i))
+        restore(m := trainable_copy(dense, frozen), qat_file(out, i))
         size = api.save(m, path, entropy=entropy, raw_dtype=raw_dtype, progress=False)
-        if size != steps[i]["bytes"]:
-            raise RuntimeError(f"{qat_file(out, i)} does not give the file it recorded: "
-                               f"delete {ckpt} to start afresh")  # fmt: skip
+        if size != steps[i]["bytes"]:  # (path is not in `earlier` yet: removed here)
+            path.unlink(missing_ok=True)
+            raise RuntimeError(f"{qat_file(out, i)} does not give the file it recorded: delete "
+                               f"{ckpt} to start afresh")  # fmt: skip
         decoded = api.load(path, model=trainable_copy(dense, frozen))
         return m, (steps[i]["error"], steps[i]["bytes"], decoded, steps[i]["bits"])
 

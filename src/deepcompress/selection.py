@@ -13,7 +13,7 @@ from torch import nn
 from .parametrizations import shared_parts
 from .settings import matches
 from .sharing import quantize_
-from .targets import bare_weights, compressible_layers, dedup, model_state
+from .targets import bare_weights, compressible_layers, dedup, model_state, weight_groups
 
 #: The k-means bits tried per kind of layer, fewest first (also the fewest `step` goes to), and
 #: the most any may get.
@@ -33,19 +33,30 @@ def kind_of(module: nn.Module) -> str:
     return "embedding" if isinstance(module, nn.Embedding | nn.EmbeddingBag) else "linear"
 
 
-def kept_out(name: str, exclude: Iterable[str]) -> bool:
-    """Whether an exclude pattern reaches `name`: a layer's name (its weight's is checked too,
-    as `settings.matches` does) or a bare weight's tensor name."""
-    names = (name, f"{name}.weight" if name else "weight")
-    return any(matches(p, n) for p in exclude for n in names)
+def reachable(model: nn.Module, exclude: Iterable[str] = ()) -> set[str]:
+    """The tensor names `compress` may prune and share: every name of `targets.weight_groups`
+    (a weight split by `weight_norm` has none) whose tie no `exclude` pattern reaches through
+    any of its names (one tensor: excluding the embedding excludes the head tied to it)."""
+    out = set()
+    for group in weight_groups(model):
+        names = [n for slot in group for n in slot.names]
+        if not any(matches(p, n) for p in exclude for n in names):
+            out.update(names)
+    return out
+
+
+def shared_layers(model: nn.Module, exclude: Iterable[str] = ()) -> list[str]:
+    """The layers (`compressible_layers`) whose weight `compress` measures, prunes and shares."""
+    ok = reachable(model, exclude)
+    return [n for n, _ in compressible_layers(model) if (f"{n}.weight" if n else "weight") in ok]
 
 
 def every_weight(model: nn.Module, value, exclude: Iterable[str] = ()) -> dict[str, object]:
-    """`value` for each weight `compress` shares, by name: every layer's
-    (`compressible_layers`) and every bare weight's (`targets.bare_weights`, such as an LSTM's)
-    that no `exclude` pattern reaches; a setting for `quantize_` that reaches them all."""
-    names = [n for n, _ in compressible_layers(model)] + [n for n, *_ in bare_weights(model)]
-    return dict.fromkeys([n for n in names if not kept_out(n, exclude)], value)
+    """`value` for each weight `compress` shares, by name: every layer's (`shared_layers`) and
+    every bare weight's (`targets.bare_weights`, such as an LSTM's) that `reachable` gives; a
+    setting for `quantize_` that reaches them all."""
+    bare = [n for n, *_ in bare_weights(model) if n in reachable(model, exclude)]
+    return dict.fromkeys(shared_layers(model, exclude) + bare, value)
 
 
 def per_layer(model: nn.Module, bits: dict[str, int], exclude: Iterable[str] = ()) -> dict:
@@ -62,7 +73,8 @@ def per_layer(model: nn.Module, bits: dict[str, int], exclude: Iterable[str] = (
     for name, _, _, kind in bare_weights(model):
         if (b := bits.get(name, bits.get(kind))) is not None:
             out[name] = int(b)
-    out = {n: b for n, b in out.items() if not kept_out(n, exclude)}
+    ok = set(shared_layers(model, exclude)) | reachable(model, exclude)
+    out = {n: b for n, b in out.items() if n in ok}
     keys = {name: key for name, _, _, key in model_state(model)}
     groups, _ = dedup((n, keys.get(f"{n}.weight" if n else "weight")) for n in out)
     for names in groups.values():
