@@ -258,3 +258,40 @@ def test_a_train_that_changes_nothing_is_warned_of(tmp_path):
     with pytest.warns(UserWarning, match="create the optimizer inside train"):
         dc.compress(model, train=train, evaluate=_error, out=tmp_path / "o.dcz", budget=5.0,
                     lr=0.1, progress=False)  # fmt: skip
+
+
+def test_distillation_takes_dict_and_tuple_outputs_and_several_inputs():
+    """The default distill=0.5 failed for a model returning a dict or a tuple ('dict' object has
+    no attribute 'dim') and for one taking two inputs (the teacher got them as one)."""
+    from deepcompress.retrain import distillation_loss
+
+    class Two(nn.Module):
+        def __init__(self, kind: str) -> None:
+            super().__init__()
+            self.kind, self.fc = kind, nn.Linear(5, 4)
+
+        def forward(self, x, scale=None):
+            logits = self.fc(x) * (1.0 if scale is None else scale)
+            if self.kind == "dict":
+                return {"ids": torch.zeros(len(x), dtype=torch.long), "logits": logits}
+            return (logits, logits.detach()) if self.kind == "tuple" else logits
+
+    torch.manual_seed(0)
+    x, y, scale = torch.randn(6, 5), torch.randint(0, 4, (6,)), torch.full((6, 1), 2.0)
+    plain = Two("tensor")
+    expected = distillation_loss(plain, 0.5)(plain(x) + 0.1, y, x)
+    for kind in ("dict", "tuple"):
+        model = Two(kind)
+        model.load_state_dict(plain.state_dict())
+        out = model(x)
+        shifted = {**out, "logits": out["logits"] + 0.1} if kind == "dict" else (out[0] + 0.1,)
+        loss = distillation_loss(model, 0.5)
+        assert torch.allclose(loss(shifted, y, x), expected)
+        main = shifted["logits"] if kind == "dict" else shifted[0]
+        assert torch.allclose(loss(main, y, x), expected)  # its main tensor alone, too
+    two = distillation_loss(plain, 0.5)
+    want = distillation_loss(lambda v: plain(v, scale), 0.5)(plain(x, scale), y, x)
+    assert torch.allclose(two(plain(x, scale), y, (x, scale)), want)
+    assert torch.allclose(two(plain(x, scale), y, {"x": x, "scale": scale}), want)
+    with pytest.raises(ValueError, match="holds no floating-point tensor"):
+        two({"ids": torch.zeros(6, dtype=torch.long)}, y, x)

@@ -22,12 +22,19 @@ from . import devices
 
 def distillation_loss(teacher: nn.Module, weight: float, temperature: float = 4.0):
     """`loss(outputs, targets, inputs)`: the dense model's soft targets mixed with the labels
-    for a classifier, the mean squared error to its outputs otherwise (module notes)."""
+    for a classifier, the mean squared error to its outputs otherwise (module notes).
+    `inputs` as the model takes them (a tuple or list: its positional arguments; a dict: its
+    keyword arguments); `outputs` as it returns them, or their main tensor: of a dict, tuple or
+    list output, the first floating-point tensor (a classifier's logits), the teacher's alike."""
 
-    def loss(outputs: torch.Tensor, targets: torch.Tensor, inputs) -> torch.Tensor:
+    def loss(outputs, targets: torch.Tensor, inputs) -> torch.Tensor:
         with torch.no_grad():
-            soft = teacher(inputs)
-        if isinstance(soft, torch.Tensor) and soft.shape != outputs.shape:
+            if isinstance(inputs, dict):
+                soft = teacher(**inputs)
+            else:
+                soft = teacher(*inputs) if isinstance(inputs, (tuple, list)) else teacher(inputs)
+        outputs, soft = _main(outputs, "outputs"), _main(soft, "the dense model's output")
+        if soft.shape != outputs.shape:
             raise ValueError(
                 f"distillation: the dense model's output for these inputs is "
                 f"{tuple(soft.shape)} but the outputs given to loss are {tuple(outputs.shape)}; "
@@ -47,6 +54,20 @@ def distillation_loss(teacher: nn.Module, weight: float, temperature: float = 4.
         return (1 - weight) * nn.functional.cross_entropy(outputs, targets) + weight * t * t * kl
 
     return loss
+
+
+def _main(out, what: str) -> torch.Tensor:
+    """The first floating-point tensor of a model's output (itself, or in a dict, tuple or
+    list, depth first); ValueError if there is none."""
+    if isinstance(out, torch.Tensor) and out.is_floating_point():
+        return out
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
+    for item in items:
+        try:
+            return _main(item, what)
+        except ValueError:
+            continue
+    raise ValueError(f"distillation: {what} holds no floating-point tensor; pass distill=0")
 
 
 def train_checked(train, model: nn.Module, **kw) -> None:
