@@ -156,3 +156,16 @@ def test_import_is_cheap():
     assert lines[0] == "[]"
     assert lines[1] == "['torch']"  # pruning needs torch, not numba
     assert lines[2] == "deepcompress.analysis deepcompress.api"
+
+
+def test_submodules_the_docs_name_are_reachable_from_the_package():
+    """`dc.phases.SCHEDULES` (as README and docs/SCHEDULE.md write it) failed with
+    AttributeError until something imported deepcompress.phases; a name that is neither an
+    export nor a submodule still raises AttributeError."""
+    code = (
+        "import deepcompress as dc\n"
+        "print(dc.phases.SCHEDULES['prune']['sharing'])\n"
+        "try:\n    dc.no_such_thing\nexcept AttributeError:\n    print('refused')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["auto", "refused"]

@@ -93,7 +93,18 @@ def test_plans_sharing_phase_reaches_the_bare_weights(quality):
         assert dc.sharing.shared_parts(module, tname) is not None, name
 
 
-def test_the_report_gives_each_bare_weight_its_bytes(tmp_path):
+def test_the_report_gives_each_bare_weight_its_bytes(tmp_path, monkeypatch):
+    """... and draws each in weights.png (only the layers' were)."""
+    from deepcompress import figures
+
+    drawn = {}
+    real = figures.weight_distributions
+
+    def spy(weights, levels, path):
+        drawn.update(weights)
+        return real(weights, levels, path)
+
+    monkeypatch.setattr(figures, "weight_distributions", spy)
     torch.manual_seed(0)
     summary = dc.compress(
         Seq(), train=lambda m, *, epochs, lr, loss=None: None, evaluate=lambda m: 0.0,
@@ -105,6 +116,8 @@ def test_the_report_gives_each_bare_weight_its_bytes(tmp_path):
     for name in BARE:
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         assert row.endswith(f"| {sizes[name]:,} |"), row
+    if drawn:  # with matplotlib
+        assert set(BARE) <= set(drawn["decoded"]) and set(BARE) <= set(drawn["dense"])
 
 
 @pytest.mark.parametrize("schedule", ["qat", "prune"])

@@ -15,6 +15,7 @@ imports neither torch nor numba until a verb needs them.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from ._version import __version__
 from .errors import FormatError
@@ -49,6 +50,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value  # later look-ups skip this function
         return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)  # dc.phases.SCHEDULES, as docs say
     raise AttributeError(f"module 'deepcompress' has no attribute {name!r}")
 
 

@@ -23,7 +23,7 @@ from ._optional import MissingExtra, pyplot
 from .format.inspect import describe
 from .phases import Summary, fmt
 from .runtime.energy import format_energy
-from .targets import compressible_layers
+from .targets import bare_weights, compressible_layers
 
 
 def _setting(h: dict) -> str:
@@ -87,12 +87,15 @@ def write(summary: Summary, dense: nn.Module, folder: str | os.PathLike, budget:
 
 
 def _figures(summary: Summary, dense: nn.Module, folder: Path, budget: float) -> None:
-    before = dict(compressible_layers(dense))
-    after = dict(compressible_layers(summary.model))
+    def tensors(model: nn.Module) -> dict:  # each layer's weight, and each bare weight
+        found = {n: m.weight for n, m in compressible_layers(model)}
+        return found | {n: getattr(m, t) for n, m, t, _ in bare_weights(model)}
+
+    before, after = tensors(dense), tensors(summary.model)
     names = [n for n in after if n in before]
 
     def weights(layers: dict) -> dict[str, np.ndarray]:
-        return {n: layers[n].weight.detach().float().cpu().numpy() for n in names}
+        return {n: layers[n].detach().float().cpu().numpy() for n in names}
 
     decoded = weights(after)
     levels = {n: np.unique(w) for n, w in decoded.items()}  # a shared layer's levels
