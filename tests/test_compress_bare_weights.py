@@ -308,3 +308,22 @@ def test_distillation_takes_dict_and_tuple_outputs_and_several_inputs():
     assert torch.allclose(two(plain(x, scale), y, {"x": x, "scale": scale}), want)
     with pytest.raises(ValueError, match="holds no floating-point tensor"):
         two({"ids": torch.zeros(6, dtype=torch.long)}, y, x)
+
+
+def test_train_gets_the_model_in_training_mode(tmp_path):
+    """`evaluate` usually leaves the model in eval mode, and `train` got it so: a loop that never
+    calls model.train() retrained with dropout off and BatchNorm frozen."""
+    modes = []
+
+    def train(m, *, epochs, lr, loss=None):
+        modes.append(m.training)
+
+    def evaluate(m):
+        m.eval()
+        return 0.0
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.1), nn.Linear(16, 4))
+    dc.compress(net, train=train, evaluate=evaluate, out=tmp_path / "m.dcz", budget=0.1,
+                lr=0.1, progress=False)  # fmt: skip
+    assert modes and all(modes)

@@ -75,7 +75,10 @@ def train_checked(train, model: nn.Module, **kw) -> None:
     computed gradients but changed none of the model's trainable parameters: an optimizer made
     once, outside `train`, holds another copy's parameters (each phase hands `train` a model
     whose parameters may be new objects: sharing adds codebooks, an undone round restores a
-    copy). A `train` that does nothing (no retraining wanted) is not warned of."""
+    copy). A `train` that does nothing (no retraining wanted) is not warned of. The model
+    comes in training mode (`evaluate` may have left it in eval mode), as a loop that never
+    calls `model.train()` expects; a loop that sets a mode of its own still does."""
+    model.train()
     params = [p for p in model.parameters() if p.requires_grad]
 
     def sums() -> list[float]:
