@@ -356,3 +356,27 @@ def test_a_module_registered_twice_stays_one_compressed_module(tmp_path):
     assert type(run[0]).__name__ == "CompressedLinear" and run[0] is run[2]
     x = torch.randn(3, 6)
     torch.testing.assert_close(run(x), net(x), rtol=0, atol=1e-5)
+
+
+def test_a_conv_planned_dense_runs_torchs_conv_not_the_im2col_product(tmp_path, monkeypatch):
+    """autotune_'s "dense" mode for a conv was a GEMM on the im2col matrix (3-8x slower than
+    torch's conv), so planning it could not win the speed back; it is torch's conv now."""
+
+    def conv() -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, stride=2))
+
+    torch.manual_seed(0)
+    net = conv()
+    dc.quantize_(net, bits=4)
+    dc.save(net, tmp_path / "c.dcz")
+    plain = dc.load(tmp_path / "c.dcz", model=conv()).eval()
+    comp = dc.load(tmp_path / "c.dcz", model=conv(), runtime="compressed").eval()
+    x = torch.randn(2, 3, 11, 9)
+    comp[0].plan = {2: "dense"}
+
+    def no_unfold(*args, **kwargs):
+        raise AssertionError("im2col used in the dense mode")
+
+    monkeypatch.setattr(F, "unfold", no_unfold)
+    with torch.no_grad():
+        assert torch.allclose(comp(x), plain(x), atol=1e-5)

@@ -108,7 +108,9 @@ class CompressedLinear(_NoDenseWeight, nn.Module):
 
 
 class CompressedConv2d(_NoDenseWeight, nn.Module):
-    """A Conv2d (groups=1, zero padding) executed as im2col + the compressed kernel."""
+    """A Conv2d (groups=1, zero padding) executed as im2col + the compressed kernel, or, where
+    `plan` says "dense" for a batch size (`autotune_`), as torch's conv on the weight built from
+    the codes for that call."""
 
     def __init__(self, conv: nn.Conv2d, weight: CompressedMatrix, bias: torch.Tensor | None):
         super().__init__()
@@ -137,6 +139,12 @@ class CompressedConv2d(_NoDenseWeight, nn.Module):
                 f"expected 3-D (unbatched) or 4-D (batched) input to conv2d, got {tuple(x.shape)}"
             )
         b, _, h, w = x.shape
+        if self.plan.get(b) == "dense":  # torch's own conv on the weight the codes make
+            weight = self.weight_c.dense().reshape(self.out_channels, -1, *self.kernel_size)
+            y = nn.functional.conv2d(
+                x.float(), weight, self.bias, self.stride, self.padding, self.dilation
+            )
+            return _inference_only(x, y.to(x.dtype), "CompressedConv2d")
         cols = nn.functional.unfold(
             x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride
         )  # (B, C*kh*kw, L)
