@@ -143,3 +143,14 @@ def test_the_inputs_safetensors_metadata_comes_back_on_decode(tmp_path):
         assert main(["decode", str(tmp_path / f"{name}.dcz"), "-o", str(out)]) == 0
         got = metadata(out)
         assert got == expected if expected else got["format"] == "pt"
+
+
+def test_warnings_and_errors_cannot_drive_the_terminal(tmp_path, capsys):
+    """A checkpoint's tensor names reach warnings as they are (`_warn_lost` names the tensor):
+    an escape sequence in one would act on the user's terminal."""
+    src = tmp_path / "evil.safetensors"
+    name = "\x1b]52;c;aGk=\x07small\x1b[2J.weight"
+    save_file({"big.weight": torch.randn(64, 64), name: 1e-4 * torch.randn(16, 16)}, str(src))
+    assert _encode(src, tmp_path / "e.dcz", "--quality", 2) == 0
+    err = capsys.readouterr().err
+    assert "small" in err and "\x1b" not in err and "\x07" not in err

@@ -274,8 +274,16 @@ COMMANDS = {
 }
 
 
+def _shown(message) -> str:
+    """A message for the terminal: tensor names come from the user's file, which may hold
+    escape sequences (`format.inspect.printable`)."""
+    from .format.inspect import printable
+
+    return printable(str(message))
+
+
 def _warn(message, *_, **__) -> None:
-    print(f"deepcompress: warning: {message}", file=sys.stderr)  # one line, as errors
+    print(f"deepcompress: warning: {_shown(message)}", file=sys.stderr)  # one line, as errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as e:
         if args.debug:
             raise
-        print(f"deepcompress: error: {e}", file=sys.stderr)
+        print(f"deepcompress: error: {_shown(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `deepcompress inspect x.dcz | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -311,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"deepcompress: failed: {type(e).__name__}: {e} (--debug shows the traceback)",
+            f"deepcompress: failed: {type(e).__name__}: {_shown(e)} (--debug shows the traceback)",
             file=sys.stderr,
         )
         return 1
