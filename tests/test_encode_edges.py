@@ -86,3 +86,13 @@ def test_few_values_finds_at_most_sixteen_exact_values_and_nothing_else():
     assert few_values(torch.tensor([[0.1, 0.2]], dtype=torch.float64)) is None  # not float32's
     assert few_values(torch.tensor([[1.5, 2.5]], dtype=torch.bfloat16)).tolist() == [1.5, 2.5]
     assert few_values(torch.zeros(0, 4)) is None
+
+
+def test_a_size_target_over_tensors_stored_exactly_says_why(tmp_path):
+    """A ternary weight is stored exactly (3 values): no quality is left for a size target to
+    move, and the refusal says so."""
+    ternary = {"w": torch.randint(-1, 2, (64, 64)).float()}
+    with pytest.raises(ValueError, match="more than 16 distinct values: those are stored exactly"):
+        dc.encode_state_dict(ternary, tmp_path / "t.dcz", size=1000)
+    dc.encode_state_dict(ternary, tmp_path / "t.dcz")
+    assert torch.equal(dc.load(tmp_path / "t.dcz")["w"], ternary["w"])

@@ -28,7 +28,7 @@ from .parametrizations import Masked, Shared, Snapped
 from .pruning import kept_positions
 from .selection import fit_size
 from .settings import UNSET, assign, check_raw_dtype, is_number, item, plan
-from .sharing import INITS, few_values, kmeans_1d
+from .sharing import EXACT_LEVELS, INITS, few_values, kmeans_1d
 from .targets import Slot, dedup, layer_kind, model_state, storage_key
 
 #: Post-training defaults (`encode_state_dict`): without retraining, pruning and coarse
@@ -319,7 +319,8 @@ def state_records(
         raise ValueError("a size target needs a way to measure the file (measure=)")
     if not any(q is UNSET for q in qualities.values()):
         raise ValueError(
-            "a size target needs weight tensors that no bits, sparsity or quality reaches"
+            "a size target needs weight tensors that no bits, sparsity or quality reaches "
+            f"(and of more than {EXACT_LEVELS} distinct values: those are stored exactly)"
         )
     common = POSTTRAIN_QUALITY if quality is UNSET else _common(quality)
     records, chosen = fit_size(
