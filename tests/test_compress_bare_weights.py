@@ -327,3 +327,12 @@ def test_train_gets_the_model_in_training_mode(tmp_path):
     dc.compress(net, train=train, evaluate=evaluate, out=tmp_path / "m.dcz", budget=0.1,
                 lr=0.1, progress=False)  # fmt: skip
     assert modes and all(modes)
+
+
+def test_plan_with_a_given_table_prunes_no_excluded_layer():
+    net = Seq()
+    table = {"baseline": 0.0, "sparsities": [0.0, 0.5],
+             "layers": {n: {0.0: 0.0, 0.5: 0.0} for n in LAYERS}}  # fmt: skip
+    plan = dc.plan(net, evaluate=lambda m: 0.0, budget=0.1, lr=0.1, rounds=1, table=table,
+                   exclude=["head"])  # fmt: skip
+    assert set(plan[0].sparsity) == {"emb", "attn.out_proj"}

@@ -230,10 +230,11 @@ def plan(
     """
     check_arguments(budget, lr, rounds, epochs)
     exclude = check_exclude(model, exclude)
+    layers = shared_layers(model, exclude)
     if table is None:
-        layers = shared_layers(model, exclude)
         table = sensitivity(model, evaluate, GRID, layers=layers, progress=progress)
     target = tolerated_sparsity(table, TOLERANCE * budget)
+    target = {n: s for n, s in target.items() if n in layers}  # a given table's too
     phases = prune_phases(target, rounds, epochs, lr)
     if quality is not None and bits is not None:
         raise ValueError("give bits or quality, not both")
