@@ -188,14 +188,22 @@ def _runs(xs: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def few_values(t: torch.Tensor, most: int = EXACT_LEVELS) -> torch.Tensor | None:
     """The distinct values of floating-point `t` (ascending, as float32) if there are at most
     `most` and float32 holds each exactly; else None. A strided sample of about 4,096 values
-    is looked at first, so that an ordinary weight costs next to nothing."""
+    is looked at first, then slices of 2**20, each for the values not seen yet, stopping at
+    the first slice that brings the count past `most`: an ordinary weight, or a pruned one,
+    costs next to nothing."""
     flat = t.detach().reshape(-1)
     if not t.is_floating_point() or not flat.numel():
         return None
-    if torch.unique(flat[:: max(1, flat.numel() // 4096)]).numel() > most:
+    values = torch.unique(flat[:: max(1, flat.numel() // 4096)])
+    if values.numel() > most:
         return None
-    values = torch.unique(flat)
-    if values.numel() > most or not torch.equal(values.float().to(values.dtype), values):
+    for part in flat.split(1 << 20):
+        new = part[~torch.isin(part, values)]
+        if new.numel():
+            values = torch.unique(torch.cat([values, new[: 16 * most]]))  # more: it fails
+        if values.numel() > most:
+            return None
+    if not torch.equal(values.float().to(values.dtype), values):
         return None
     return values.float()
 
