@@ -23,7 +23,7 @@ from ._optional import MissingExtra, pyplot
 from .format.inspect import describe
 from .phases import Summary, fmt
 from .runtime.energy import format_energy
-from .targets import bare_weights, compressible_layers
+from .targets import named_weights
 
 
 def _setting(h: dict) -> str:
@@ -88,8 +88,7 @@ def write(summary: Summary, dense: nn.Module, folder: str | os.PathLike, budget:
 
 def _figures(summary: Summary, dense: nn.Module, folder: Path, budget: float) -> None:
     def tensors(model: nn.Module) -> dict:  # each layer's weight, and each bare weight
-        found = {n: m.weight for n, m in compressible_layers(model)}
-        return found | {n: getattr(m, t) for n, m, t, _ in bare_weights(model)}
+        return {n: getattr(m, t) for n, m, t in named_weights(model)}
 
     before, after = tensors(dense), tensors(summary.model)
     names = [n for n in after if n in before]

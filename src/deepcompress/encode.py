@@ -278,11 +278,11 @@ def state_records(
                 f"tensor {name!r} contains NaN or infinity; refusing to quantize it (a mask "
                 "of -inf can be stored as it is: exclude it)"
             )
-    exact = {n for n in qualities if few_values(state[n]) is not None}  # a mask: lossless
-    for name in exact:
+    few = {g[0].tname for g in weights if few_values(state[g[0].tname]) is not None}  # masks
+    for name in few & set(qualities):  # stored exactly: lossless
         del qualities[name]
         settings[name] = {"exact": True}
-    scale = rms([state[n] for n in _scaled(weights, {*settings, *qualities}, state)])
+    scale = rms([state[n] for n in _scaled(weights, {*settings, *qualities}, state, few)])
     errw = _error_weights(importance, state, [g[0].tname for g in weights], tied)
 
     def encode_at(common: float) -> tuple[list[Record], dict[str, dict]]:
@@ -358,13 +358,13 @@ def _warn_lost(records: list[Record], state, chosen: dict, scale: float) -> None
         )
 
 
-def _scaled(weights: list, coded: set, state) -> list[str]:
+def _scaled(weights: list, coded: set, state, few: set) -> list[str]:
     """The weights the quality's scale is the RMS of: the `coded` ones, and others if finite;
-    not those of a few distinct values (a 0/1 mask's RMS is far above a model's weights'),
-    unless there are only those."""
+    not those of a few distinct values (`few`: a 0/1 mask's RMS is far above a model's
+    weights'), unless there are only those."""
     names = [g[0].tname for g in weights]
     names = [n for n in names if n in coded or torch.isfinite(state[n]).all()]
-    return [n for n in names if few_values(state[n]) is None] or names
+    return [n for n in names if n not in few] or names
 
 
 def _error_weights(importance, state, names: list[str], tied: dict[str, str]) -> dict:

@@ -18,7 +18,7 @@ from .pruning import prune_
 from .selection import every_weight, per_layer, shared_layers
 from .settings import check_keys, check_raw_dtype
 from .sharing import TRAINABLE, quantize_
-from .targets import bare_weights, compressible_layers, weight_groups
+from .targets import compressible_layers, named_weights, weight_groups
 
 PRUNE_LR = 0.4  # retraining after pruning, as a fraction of the dense model's rate
 #: A layer's target: the largest sparsity it tolerates alone within TOLERANCE x budget.
@@ -191,9 +191,8 @@ def back_off(target: dict[str, float], phase: Phase, was: dict[str, float]) -> l
 def sparsities(model: nn.Module) -> dict[str, float]:
     """Each compressible layer's fraction of zero weights, and each bare weight's
     (`targets.bare_weights`, under its tensor name)."""
-    found = [(n, m, "weight") for n, m in compressible_layers(model)]
     out = {}
-    for name, module, tname in found + [b[:3] for b in bare_weights(model)]:
+    for name, module, tname in named_weights(model):
         w = getattr(module, tname).detach()
         out[name] = float((w == 0).sum()) / max(1, w.numel())
     return out

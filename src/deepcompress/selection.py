@@ -13,7 +13,14 @@ from torch import nn
 from .parametrizations import shared_parts
 from .settings import matches
 from .sharing import quantize_
-from .targets import bare_weights, compressible_layers, dedup, model_state, weight_groups
+from .targets import (
+    bare_weights,
+    compressible_layers,
+    dedup,
+    model_state,
+    named_weights,
+    weight_groups,
+)
 
 #: The k-means bits tried per kind of layer, fewest first (also the fewest `step` goes to), and
 #: the most any may get.
@@ -47,7 +54,11 @@ def reachable(model: nn.Module, exclude: Iterable[str] = ()) -> set[str]:
 
 def shared_layers(model: nn.Module, exclude: Iterable[str] = ()) -> list[str]:
     """The layers (`compressible_layers`) whose weight `compress` measures, prunes and shares."""
-    ok = reachable(model, exclude)
+    return _layers_in(model, reachable(model, exclude))
+
+
+def _layers_in(model: nn.Module, ok: set[str]) -> list[str]:
+    """The layers whose weight's name is in `ok` (a `reachable` set)."""
     return [n for n, _ in compressible_layers(model) if (f"{n}.weight" if n else "weight") in ok]
 
 
@@ -55,8 +66,9 @@ def every_weight(model: nn.Module, value, exclude: Iterable[str] = ()) -> dict[s
     """`value` for each weight `compress` shares, by name: every layer's (`shared_layers`) and
     every bare weight's (`targets.bare_weights`, such as an LSTM's) that `reachable` gives; a
     setting for `quantize_` that reaches them all."""
-    bare = [n for n, *_ in bare_weights(model) if n in reachable(model, exclude)]
-    return dict.fromkeys(shared_layers(model, exclude) + bare, value)
+    ok = reachable(model, exclude)
+    bare = [n for n, *_ in bare_weights(model) if n in ok]
+    return dict.fromkeys(_layers_in(model, ok) + bare, value)
 
 
 def per_layer(model: nn.Module, bits: dict[str, int], exclude: Iterable[str] = ()) -> dict:
@@ -73,7 +85,8 @@ def per_layer(model: nn.Module, bits: dict[str, int], exclude: Iterable[str] = (
     for name, _, _, kind in bare_weights(model):
         if (b := bits.get(name, bits.get(kind))) is not None:
             out[name] = int(b)
-    ok = set(shared_layers(model, exclude)) | reachable(model, exclude)
+    ok = reachable(model, exclude)
+    ok |= set(_layers_in(model, ok))
     out = {n: b for n, b in out.items() if n in ok}
     keys = {name: key for name, _, _, key in model_state(model)}
     groups, _ = dedup((n, keys.get(f"{n}.weight" if n else "weight")) for n in out)
@@ -129,8 +142,7 @@ def index_bits(model: nn.Module) -> dict[str, int]:
     """Per shared layer (and bare weight, under its tensor name), the bits of an index into
     its codebook and zero."""
     out = {}
-    found = [(n, m, "weight") for n, m in compressible_layers(model)]
-    for name, module, tname in found + [b[:3] for b in bare_weights(model)]:
+    for name, module, tname in named_weights(model):
         shared = shared_parts(module, tname)
         if shared is not None:
             out[name] = max(1, int(shared.codebook.numel()).bit_length())

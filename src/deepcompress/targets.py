@@ -162,6 +162,14 @@ def bare_weights(model: nn.Module) -> list[tuple[str, nn.Module, str, str]]:
     return out
 
 
+def named_weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """`(name, module, tname)` for every weight `compress` reports on: each layer's weight
+    (`compressible_layers`, under the layer's name) and each bare weight (`bare_weights`,
+    under its tensor name)."""
+    layers = [(name, module, "weight") for name, module in compressible_layers(model)]
+    return layers + [(name, module, tname) for name, module, tname, _ in bare_weights(model)]
+
+
 def storage_key(t: torch.Tensor):
     """A key equal for two tensors exactly when they view the same memory the same way (same
     device, data pointer, shape, strides and dtype), so storing one stores both; None for an
