@@ -119,8 +119,7 @@ def _sensitivity(args) -> int:
     try:
         model.load_state_dict(load_file(args.weights))
     except Exception as e:  # safetensors' own errors, or keys of another model
-        detail = " ".join(str(e).split())  # one line
-        detail = detail if len(detail) < 300 else detail[:297] + "..."
+        detail = _one_line(e)
         raise ValueError(f"{args.weights!r} does not hold {args.model} weights: {detail}") from None
     model.eval()
     data = load_digits(0) if args.model == "digits-mlp" else load_mnist(args.data)
@@ -198,6 +197,7 @@ def _encode(args) -> int:
 
 
 def _one_line(e: Exception) -> str:
+    """An exception's message on one line, at most 300 characters."""
     text = " ".join(str(e).split())
     return text if len(text) < 300 else text[:297] + "..."
 
